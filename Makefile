@@ -1,0 +1,51 @@
+# wishbot — two commands: `make demo` and `make test`.
+# Both work on a fresh Debian machine: they create .venv, install the project
+# and (when run as root) the Debian packages they need.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEBS   := docker-registry skopeo umoci apache2-utils bubblewrap git
+JOBS   ?= 2
+
+.PHONY: test demo lint typecheck pytest deps venv bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+# Debian packages the tests and the demo use (a real registry, skopeo, umoci).
+deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (run as root or install them)"; exit 1; fi; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check bot tests bench
+	$(BIN)/ruff format --check bot tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv deps
+	$(BIN)/pytest -q -n $(JOBS)
+
+test: lint typecheck pytest
+
+demo: venv deps
+	$(BIN)/wishbot demo
+
+bench: venv deps
+	$(BIN)/python bench/resolve.py
+	$(BIN)/python bench/convert.py
+	$(BIN)/python bench/plan.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,144 @@
+"""Configuration: one place, a TOML file named by ``WISHBOT_CONFIG``,
+overridden by ``WISHBOT_*`` environment variables.
+
+Every setting is a field of :class:`Config`; its environment variable is
+``WISHBOT_`` + the field name in upper case. Lists are comma-separated in the
+environment; ``mirrors`` is ``registry=url,registry=url``. Secrets (tokens,
+passwords, the webhook secret) are *not* settings: they are read from the
+environment by the adapter that needs them, and never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from bot.errors import ConfigError
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Config:
+    # registries
+    insecure_registries: tuple[
+        str, ...
+    ] = ()  # host:port allowed over plain HTTP and on private addresses
+    private_registries: tuple[
+        str, ...
+    ] = ()  # host[:port] allowed on private addresses (over HTTPS)
+    mirrors: Mapping[str, str] = field(default_factory=dict)  # registry -> mirror base URL
+    ca_bundle: str = ""  # extra CA certificates (PEM file) for registries
+    concurrency: int = 8  # parallel requests per registry
+    workers: int = 16  # references resolved at once
+    timeout: float = 30.0  # seconds, connect and read
+    retries: int = 4  # attempts after the first on 5xx / connection errors / 429
+    backoff: float = 0.5  # first retry delay (seconds), doubled each time, with jitter
+    max_retry_after: float = 120.0  # longest Retry-After we are willing to wait
+    platforms: tuple[str, ...] = ("linux/amd64",)
+    # publisher
+    publisher: str = ""  # default --publisher TARGET
+    grace_days: int = 30
+    max_deletions: int = 100  # per gc run
+    thin: bool = True
+    max_layer_bytes: int = 64 * 2**30  # unpacked bytes per layer before refusing (tar bomb)
+    max_layer_entries: int = 2_000_000
+    # forges and the bot
+    forge: str = ""  # gitlab | github | local
+    forge_url: str = ""  # e.g. https://gitlab.example.org
+    repositories: tuple[str, ...] = ()  # allow-listed wishlist repositories (owner/name)
+    wishlist_path: str = "wishlist.yaml"
+    catalog_branch: str = ""  # default: the default branch
+    catalog_dir: str = ""  # where CATALOG.md and catalog.json go in the wishlist repository
+    plan_drafts: bool = True
+    state_dir: str = ""  # durable queue and run records (serve/watch)
+    listen: str = "127.0.0.1:8080"
+    poll_interval: float = 60.0
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        path = env.get("WISHBOT_CONFIG")
+        if path:
+            try:
+                raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: {exc}") from exc
+            values.update(_from_toml(raw, path))
+        values.update(_from_env(env))
+        return replace(cls(), **values)
+
+
+_FIELDS = {f.name: f for f in fields(Config)}
+
+
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    default = getattr(Config(), name)
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off", ""):
+                    return False
+                raise ValueError(value)
+            if isinstance(value, bool):
+                return value
+            raise ValueError(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, tuple):
+            if isinstance(value, str):
+                return _split(value)
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+            raise ValueError(value)
+        if isinstance(default, Mapping):
+            if isinstance(value, str):
+                pairs = [item.split("=", 1) for item in _split(value)]
+                if any(len(pair) != 2 for pair in pairs):
+                    raise ValueError(value)
+                return {k.strip(): v.strip() for k, v in pairs}
+            if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+                return dict(value)
+            raise ValueError(value)
+        if isinstance(value, str):
+            return value
+        raise ValueError(value)
+    except ValueError:
+        kind = type(default).__name__ if not isinstance(default, Mapping) else "mapping"
+        raise ConfigError(
+            f"{origin}: '{name}' has a bad value {value!r} (expected {kind})",
+            hint="see the configuration reference in docs/operating.md",
+        ) from None
+
+
+def _from_toml(raw: Mapping[str, Any], path: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in _FIELDS:
+            raise ConfigError(f"{path}: unknown setting '{key}'", hint="see docs/operating.md")
+        out[name] = _coerce(name, value, path)
+    return out
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in _FIELDS:
+        var = f"WISHBOT_{name.upper()}"
+        if var in env:
+            out[name] = _coerce(name, env[var], var)
+    return out

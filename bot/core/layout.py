@@ -1,0 +1,94 @@
+"""Paths of the unpacked-images layout inside a CernVM-FS repository.
+
+All paths are relative to the repository root and use ``/``. See
+``../shared/reference/cvmfs-layout.md``::
+
+    <registry>/<repository>:<tag>            -> ../…/.flat/<xx>/<image-id hex>
+    .flat/<xx>/<image-id hex>/               flat root file system
+    .layers/<xx>/<digest hex>/layerfs/       a layer's files as in its tar
+    .layers/<xx>/<digest hex>/.metadata/     origin.json, layers.json
+    .metadata/<registry>/<repository>:<tag>/manifest.json
+    .metadata/remove-schedule.json
+    .multiarch/<arch>[:<variant>]/<registry>/<repository>:<tag>
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from bot.core.model import Platform
+from bot.core.reference import ImageReference
+
+FLAT = ".flat"
+LAYERS = ".layers"
+METADATA = ".metadata"
+MULTIARCH = ".multiarch"
+REMOVE_SCHEDULE = f"{METADATA}/remove-schedule.json"
+CATALOG_MARKER = ".cvmfscatalog"
+
+#: CernVM-FS names for architectures (``CVMFS_ARCH``), with their aliases.
+ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64", "ppc64el": "ppc64le"}
+
+
+def hex_of(digest: str) -> str:
+    """``sha256:abcd…`` -> ``abcd…`` (a bare hex string passes through)."""
+    return digest.split(":", 1)[1] if ":" in digest else digest
+
+
+def image_path(reference: ImageReference) -> str:
+    """The human-readable path of a concrete image: ``<registry>/<repository>:<tag>``.
+
+    Docker Hub spellings are folded so one image has one path. A reference
+    with only a digest is published as ``<registry>/<repository>@sha256:…``.
+    """
+    ref = reference.normalized()
+    if ref.tag is not None:
+        return f"{ref.registry}/{ref.repository}:{ref.tag}"
+    return f"{ref.registry}/{ref.repository}@{ref.digest}"
+
+
+def flat_dir(image_id: str) -> str:
+    h = hex_of(image_id)
+    return f"{FLAT}/{h[:2]}/{h}"
+
+
+def layer_dir(digest: str) -> str:
+    h = hex_of(digest)
+    return f"{LAYERS}/{h[:2]}/{h}"
+
+
+def layerfs_dir(digest: str) -> str:
+    return f"{layer_dir(digest)}/layerfs"
+
+
+def layer_metadata_dir(digest: str) -> str:
+    return f"{layer_dir(digest)}/{METADATA}"
+
+
+def image_metadata_dir(path: str) -> str:
+    return f"{METADATA}/{path}"
+
+
+def arch_name(platform: Platform) -> str:
+    """``.multiarch`` directory name: ``amd64``, ``arm64:v8`` …"""
+    arch = ARCH_ALIASES.get(platform.architecture, platform.architecture)
+    return f"{arch}:{platform.variant}" if platform.variant else arch
+
+
+def multiarch_path(platform: Platform, path: str) -> str:
+    return f"{MULTIARCH}/{arch_name(platform)}/{path}"
+
+
+def relative_link(from_path: str, to_path: str) -> str:
+    """The relative symlink target that makes ``from_path`` point at ``to_path``."""
+    return posixpath.relpath(to_path, posixpath.dirname(from_path) or ".")
+
+
+def flat_link(path: str, image_id: str) -> str:
+    """Symlink target for a public path pointing at its flat image."""
+    return relative_link(path, flat_dir(image_id))
+
+
+def layer_url(cvmfs_repo: str, digest: str) -> str:
+    """Where a thin image finds a layer: ``cvmfs://<repo>/.layers/<xx>/<hex>/layerfs``."""
+    return f"cvmfs://{cvmfs_repo}/{layerfs_dir(digest)}"

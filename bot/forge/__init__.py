@@ -1,0 +1,1 @@
+"""Forge adapters (GitLab, GitHub, local git) behind one small interface."""

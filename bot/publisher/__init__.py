@@ -1,0 +1,1 @@
+"""Publisher backends and the conversion into the CernVM-FS layout."""

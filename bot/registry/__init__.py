@@ -1,0 +1,1 @@
+"""Registry client: resolve, expand and fetch images over the distribution API."""

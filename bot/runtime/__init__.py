@@ -1,0 +1,1 @@
+"""Runtimes: the CI job, the webhook server with its durable queue, the poller."""
