@@ -25,7 +25,7 @@ _HOST_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _REGISTRY_RE = re.compile(
     rf"^(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]{{1,5}})?$"
 )
-_TAG_RE = re.compile(r"^[\w*][\w.*-]{0,127}$")
+_TAG_RE = re.compile(r"^[\w*][\w.*-]{0,127}$", re.ASCII)  # ASCII: no Unicode letters in tags
 _DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 
 
@@ -178,6 +178,9 @@ def parse(text: str) -> ImageReference:
         registry, path = segments[0], segments[1:]
         if not _REGISTRY_RE.match(registry):
             raise ReferenceError(f"registry '{registry}' is not a valid host name[:port]")
+        port = registry.rsplit(":", 1)[1] if re.search(r":[0-9]+$", registry) else None
+        if port is not None and not 0 < int(port) < 65536:
+            raise ReferenceError(f"port {port} of registry '{registry}' is not between 1 and 65535")
     else:
         registry, path = DOCKER_HUB, segments
         if len(path) == 1:
