@@ -1,0 +1,336 @@
+"""The catalog: what the publisher serves, as JSON (machine) and Markdown (people).
+
+``catalog.json`` (``schemas/catalog.schema.json``) holds everything the plan
+needs as the current state, so :func:`state_from_catalog` can stand in for
+reading the publisher's tree. ``CATALOG.md`` groups images by registry and
+repository with a table of contents and anchors derived from paths. Both are
+deterministic: the same state gives byte-identical output (a generation time
+appears only when one is passed in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.core.model import (
+    CurrentState,
+    Platform,
+    PublishedImage,
+    PublishedLayer,
+    ScheduledRemoval,
+)
+from bot.core.plan import public_path
+from bot.core.reference import ImageReference, ReferenceError, parse
+from bot.core.render import escape_markdown, human_size, iso
+from bot.core.schemas import schema_errors
+from bot.errors import PublisherError
+
+CATALOG_SCHEMA = "wishbot-catalog/1"
+SCHEMA_FILE = "catalog.schema.json"
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_PATH_RE = re.compile(r"^[A-Za-z0-9._:/@*+\[\]-]+$")
+
+
+# --- ordering -------------------------------------------------------------------
+
+
+def _image_key(image: PublishedImage) -> tuple[str, str, str]:
+    return (public_path(image.path), str(image.platform), image.path)
+
+
+def _removal_key(removal: ScheduledRemoval) -> tuple[str, str, str, str]:
+    return (iso(removal.scheduled) or "", removal.kind, removal.id, removal.path or "")
+
+
+def canonical_state(state: CurrentState) -> CurrentState:
+    """The same state with images and the schedule in catalog order (sorted)."""
+    return CurrentState(
+        cvmfs_repo=state.cvmfs_repo,
+        images=tuple(sorted(state.images, key=_image_key)),
+        layers=dict(sorted(state.layers.items())),
+        schedule=tuple(sorted(state.schedule, key=_removal_key)),
+        flat_images=state.flat_images,
+    )
+
+
+def deletion_date(removal: ScheduledRemoval, grace_days: int) -> datetime:
+    return removal.scheduled + timedelta(days=grace_days)
+
+
+# --- JSON -------------------------------------------------------------------------
+
+
+def _image_json(
+    cvmfs_repo: str, image: PublishedImage, layers: Mapping[str, PublishedLayer]
+) -> dict[str, Any]:
+    ref = image.reference.normalized()
+    compressed = sum(layers[d].compressed_size for d in image.layers if d in layers)
+    return {
+        "path": image.path,
+        "public_path": public_path(image.path),
+        "cvmfs_path": f"/cvmfs/{cvmfs_repo}/{public_path(image.path)}",
+        "reference": str(image.reference),
+        "registry": ref.registry,
+        "repository": ref.repository,
+        "tag": ref.tag,
+        "digest": ref.digest,
+        "platform": str(image.platform),
+        "manifest_digest": image.manifest_digest,
+        "image_id": image.image_id,
+        "layers": list(image.layers),
+        "size": image.unpacked_size,
+        "compressed_size": compressed,
+        "thin_image": image.thin_image,
+        "updated": iso(image.updated),
+    }
+
+
+def catalog_json(
+    state: CurrentState, *, grace_days: int, generated: datetime | None = None
+) -> dict[str, Any]:
+    """Every published image, layer and scheduled removal (sorted; schema ``wishbot-catalog/1``)."""
+    state = canonical_state(state)
+    return {
+        "schema": CATALOG_SCHEMA,
+        "cvmfs_repo": state.cvmfs_repo,
+        "generated": iso(generated),
+        "grace_days": grace_days,
+        "images": [_image_json(state.cvmfs_repo, image, state.layers) for image in state.images],
+        "layers": [
+            {
+                "digest": layer.digest,
+                "diff_id": layer.diff_id,
+                "compressed_size": layer.compressed_size,
+                "unpacked_size": layer.unpacked_size,
+                "users": sorted(layer.users),
+            }
+            for _digest, layer in sorted(state.layers.items())
+        ],
+        "schedule": [
+            {
+                "kind": removal.kind,
+                "id": removal.id,
+                "path": removal.path,
+                "scheduled": iso(removal.scheduled),
+                "deletion": iso(deletion_date(removal, grace_days)),
+            }
+            for removal in state.schedule
+        ],
+        "flat_images": sorted(state.flat_images),
+    }
+
+
+def _time(text: str, where: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise PublisherError(
+            f"'{text}' is not an RFC 3339 date-time",
+            where=f"catalog {where}",
+            hint="regenerate the catalog with 'wishbot catalog'",
+        ) from None
+
+
+def _reference(text: str, where: str) -> ImageReference:
+    try:
+        return parse(text)
+    except ReferenceError as exc:
+        raise PublisherError(
+            f"'{text}' is not an image reference: {exc}",
+            where=f"catalog {where}",
+            hint="regenerate the catalog with 'wishbot catalog'",
+        ) from None
+
+
+def _platform(text: str, where: str) -> Platform:
+    try:
+        return Platform.parse(text)
+    except ValueError as exc:
+        raise PublisherError(
+            str(exc), where=f"catalog {where}", hint="regenerate the catalog with 'wishbot catalog'"
+        ) from None
+
+
+def state_from_catalog(data: object) -> CurrentState:
+    """The publisher's current state from a ``catalog.json`` document (validated first).
+
+    Raises :class:`~bot.errors.PublisherError` naming the first offending
+    field when the document does not follow ``schemas/catalog.schema.json``.
+    """
+    errors = schema_errors(data, SCHEMA_FILE, limit=3)
+    if errors:
+        raise PublisherError(
+            "the catalog does not follow schema wishbot-catalog/1: " + "; ".join(errors),
+            where="catalog.json",
+            hint="pass a catalog written by 'wishbot catalog --json' or read the publisher tree",
+        )
+    assert isinstance(data, dict)
+    images = []
+    for index, item in enumerate(data["images"]):
+        where = f"images/{index}"
+        images.append(
+            PublishedImage(
+                path=item["path"],
+                reference=_reference(item["reference"], f"{where}/reference"),
+                platform=_platform(item["platform"], f"{where}/platform"),
+                manifest_digest=item["manifest_digest"],
+                image_id=item["image_id"],
+                layers=tuple(item["layers"]),
+                updated=_time(item["updated"], f"{where}/updated"),
+                thin_image=item["thin_image"],
+                unpacked_size=item["size"],
+            )
+        )
+    layers = {
+        item["digest"]: PublishedLayer(
+            digest=item["digest"],
+            diff_id=item["diff_id"],
+            compressed_size=item["compressed_size"],
+            unpacked_size=item["unpacked_size"],
+            users=frozenset(item["users"]),
+        )
+        for item in data["layers"]
+    }
+    schedule = tuple(
+        ScheduledRemoval(
+            kind=item["kind"],
+            id=item["id"],
+            scheduled=_time(item["scheduled"], f"schedule/{index}/scheduled"),
+            path=item["path"],
+        )
+        for index, item in enumerate(data["schedule"])
+    )
+    return CurrentState(
+        cvmfs_repo=data["cvmfs_repo"],
+        images=tuple(images),
+        layers=layers,
+        schedule=schedule,
+        flat_images=frozenset(data["flat_images"]),
+    )
+
+
+# --- Markdown ---------------------------------------------------------------------
+
+
+def anchor(path: str) -> str:
+    """A stable HTML anchor for a path: readable slug plus a short hash (unique per path)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-")[:80]
+    return f"{slug}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+
+
+def _code(digest: str | None) -> str:
+    if digest and _DIGEST_RE.match(digest):
+        return f"`{digest[:19]}`"
+    return escape_markdown(digest or "")
+
+
+def catalog_markdown(
+    state: CurrentState, *, grace_days: int, generated: datetime | None = None
+) -> str:
+    """``CATALOG.md``: contents, one section per registry, a table per repository (deterministic)."""
+    state = canonical_state(state)
+    repo = state.cvmfs_repo
+    groups: dict[str, dict[str, list[PublishedImage]]] = {}
+    for image in state.images:
+        ref = image.reference.normalized()
+        groups.setdefault(ref.registry, {}).setdefault(ref.repository, []).append(image)
+    total_compressed = sum(layer.compressed_size for layer in state.layers.values())
+    paths = {public_path(image.path) for image in state.images}
+
+    lines = [f"# Container images in {escape_markdown(repo)}", ""]
+    lines.append(
+        f"{len(paths):,} image paths in "
+        f"{sum(len(r) for r in groups.values()):,} repositories on {len(groups):,} registries; "
+        f"{len(state.layers):,} layers ({human_size(total_compressed)} compressed). "
+        f"Run an image from `/cvmfs/{escape_markdown(repo)}/<path>`."
+    )
+    if generated is not None:
+        lines += ["", f"Generated {iso(generated)}."]
+    lines += ["", "## Contents", ""]
+    for registry in sorted(groups):
+        lines.append(f"- **{escape_markdown(registry)}**")
+        for repository in sorted(groups[registry]):
+            name = f"{registry}/{repository}"
+            tags = len({public_path(i.path) for i in groups[registry][repository]})
+            lines.append(
+                f"  - [{escape_markdown(repository)}](#{anchor(name)}) ({tags} "
+                f"tag{'' if tags == 1 else 's'})"
+            )
+    if state.schedule:
+        lines.append(f"- [Waiting for removal](#{anchor('.metadata/remove-schedule.json')})")
+    lines.append("")
+
+    for registry in sorted(groups):
+        lines += [f"## {escape_markdown(registry)}", ""]
+        for repository in sorted(groups[registry]):
+            name = f"{registry}/{repository}"
+            lines += [
+                f'### <a id="{anchor(name)}"></a>{escape_markdown(name)}',
+                "",
+                "| Tag | Platform | Manifest digest | Image ID | Size | Path | Thin image | Updated |",
+                "| --- | --- | --- | --- | ---: | --- | --- | --- |",
+            ]
+            seen: set[str] = set()
+            for image in groups[registry][repository]:
+                path = public_path(image.path)
+                ref = image.reference.normalized()
+                label = escape_markdown(ref.tag if ref.tag is not None else ref.digest or "")
+                if path not in seen:
+                    label = f'<a id="{anchor(path)}"></a>{label}'
+                    seen.add(path)
+                cells = [
+                    label,
+                    escape_markdown(image.platform),
+                    _code(image.manifest_digest),
+                    _code(image.image_id),
+                    human_size(image.unpacked_size),
+                    _code_path(f"/cvmfs/{repo}/{path}"),
+                    escape_markdown(image.thin_image or "—"),
+                    image.updated.strftime("%Y-%m-%d"),
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+
+    if state.schedule:
+        lines += [
+            f'## <a id="{anchor(".metadata/remove-schedule.json")}"></a>Waiting for removal',
+            "",
+            f"Deleted after a grace period of {grace_days} days.",
+            "",
+            "| Kind | Image or layer | Was at | Scheduled | Deleted after |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for removal in state.schedule:
+            lines.append(
+                f"| {removal.kind} | {_code(removal.id)} | {escape_markdown(removal.path or '—')} "
+                f"| {removal.scheduled:%Y-%m-%d} "
+                f"| {deletion_date(removal, grace_days):%Y-%m-%d} |"
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _code_path(text: str) -> str:
+    """A path as a code span when it is plainly a path, else as escaped text."""
+    if _PATH_RE.match(text):
+        return f"`{text}`"
+    return escape_markdown(text)
+
+
+CATALOG_MD = "CATALOG.md"
+CATALOG_JSON = "catalog.json"
+
+
+def catalog_files(
+    state: CurrentState, *, grace_days: int, generated: datetime | None = None
+) -> dict[str, bytes]:
+    """``CATALOG.md`` and ``catalog.json`` as bytes, ready to commit (deterministic)."""
+    data = catalog_json(state, grace_days=grace_days, generated=generated)
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    markdown = catalog_markdown(state, grace_days=grace_days, generated=generated)
+    return {CATALOG_MD: markdown.encode(), CATALOG_JSON: text.encode()}
