@@ -1,1 +1,12 @@
-"""Registry client: resolve, expand and fetch images over the distribution API."""
+"""Registry client: resolve, expand and fetch images over the distribution API.
+
+Public API: :class:`RegistryClient` (``resolve``, ``resolve_all``,
+``inspect``, ``expand``, ``list_tags``, ``get_manifest``, ``get_config``,
+``download_blob``, ``push_blob``, ``push_manifest``, ``requests_made``) and
+:func:`check_wishes`.
+"""
+
+from bot.registry.check import check_wishes
+from bot.registry.client import ImageInfo, RegistryClient
+
+__all__ = ["ImageInfo", "RegistryClient", "check_wishes"]

@@ -1,0 +1,243 @@
+"""Manifests, indexes and image configs: parsing, verifying, choosing a platform.
+
+Pure functions over bytes the registry served; no network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.core.model import ImageConfig, Layer, Platform
+from bot.errors import IntegrityError, Unsupported
+from bot.registry import mediatypes as mt
+
+MAX_MANIFEST_BYTES = 4 * 2**20
+MAX_CONFIG_BYTES = 8 * 2**20
+
+# containerd's normalisation: a missing variant means this one
+_DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    platform: Platform | None = None
+    annotations: Mapping[str, str] | None = None
+
+    @property
+    def is_attestation(self) -> bool:
+        annotations = self.annotations or {}
+        if annotations.get("vnd.docker.reference.type") == "attestation-manifest":
+            return True
+        return self.platform is not None and (
+            self.platform.os == "unknown" or self.platform.architecture == "unknown"
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One manifest or index exactly as served, verified against its digest."""
+
+    digest: str
+    media_type: str
+    body: bytes
+    data: Mapping[str, Any]
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in mt.INDEX_TYPES
+
+    def entries(self) -> list[Descriptor]:
+        """The manifests an index lists (attestations included)."""
+        return [_descriptor(item, "manifests") for item in self.data.get("manifests") or []]
+
+    def config_descriptor(self) -> Descriptor:
+        config = self.data.get("config")
+        if not isinstance(config, dict):
+            raise Unsupported("the image manifest has no config descriptor")
+        descriptor = _descriptor(config, "config")
+        if descriptor.media_type not in mt.CONFIG_TYPES:
+            raise Unsupported(
+                f"this is not a container image (its config has media type '{descriptor.media_type}')",
+                hint="only Docker and OCI container images can be published",
+            )
+        return descriptor
+
+    def layers(self) -> list[Layer]:
+        out = []
+        for item in self.data.get("layers") or []:
+            descriptor = _descriptor(item, "layers")
+            if descriptor.media_type not in mt.LAYER_TYPES:
+                raise Unsupported(
+                    f"layer {descriptor.digest} has media type '{descriptor.media_type}', "
+                    "which is not a container image layer",
+                    hint="only tar, tar+gzip and tar+zstd layers can be published",
+                )
+            out.append(Layer(descriptor.digest, descriptor.size, descriptor.media_type))
+        return out
+
+
+def _descriptor(item: Any, where: str) -> Descriptor:
+    if not isinstance(item, dict):
+        raise Unsupported(f"malformed manifest: an entry of '{where}' is not an object")
+    digest, size, media_type = item.get("digest"), item.get("size"), item.get("mediaType", "")
+    if not isinstance(digest, str) or not digest.startswith("sha256:") or len(digest) != 71:
+        raise Unsupported(f"malformed manifest: '{where}' has a non-sha256 digest {digest!r}")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise Unsupported(f"malformed manifest: '{where}' entry {digest} has a bad size")
+    platform = None
+    raw_platform = item.get("platform")
+    if isinstance(raw_platform, dict):
+        platform = Platform(
+            str(raw_platform.get("os", "")),
+            str(raw_platform.get("architecture", "")),
+            str(raw_platform["variant"]) if raw_platform.get("variant") else None,
+        )
+    annotations = item.get("annotations")
+    return Descriptor(
+        media_type=str(media_type),
+        digest=digest,
+        size=size,
+        platform=platform,
+        annotations={str(k): str(v) for k, v in annotations.items()}
+        if isinstance(annotations, dict)
+        else None,
+    )
+
+
+def parse_manifest(
+    body: bytes,
+    content_type: str,
+    *,
+    expected_digest: str | None,
+    served_digest: str | None,
+    what: str,
+) -> Manifest:
+    """Verify and parse a manifest; ``what`` names it in messages (the reference)."""
+    if len(body) > MAX_MANIFEST_BYTES:
+        raise Unsupported(f"{what}: the manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+    digest = sha256_digest(body)
+    if expected_digest and digest != expected_digest:
+        raise IntegrityError(
+            f"{what}: the manifest served has digest {digest}, not the {expected_digest} asked for",
+            hint="the registry or a proxy altered the manifest; try again or report it to the registry's operator",
+        )
+    if served_digest and served_digest.startswith("sha256:") and digest != served_digest:
+        raise IntegrityError(
+            f"{what}: the manifest bytes hash to {digest} but the registry says {served_digest}",
+            hint="the transfer was altered; try again",
+        )
+    content_type = content_type.split(";", 1)[0].strip().lower()
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise Unsupported(f"{what}: the manifest is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise Unsupported(f"{what}: the manifest is not a JSON object")
+    media_type = data.get("mediaType") or content_type
+    if data.get("schemaVersion") == 1 or media_type in (
+        mt.DOCKER_SCHEMA1,
+        mt.DOCKER_SCHEMA1_SIGNED,
+    ):
+        raise Unsupported(
+            f"{what} is a Docker schema 1 image, which is obsolete and not supported",
+            hint="re-push the image with a current Docker or skopeo (schema 2 or OCI)",
+        )
+    if media_type not in mt.MANIFEST_TYPES:
+        # umoci and some registries leave mediaType out: recognise by shape
+        if "manifests" in data:
+            media_type = mt.OCI_INDEX
+        elif "config" in data and "layers" in data:
+            media_type = mt.OCI_MANIFEST
+        else:
+            raise Unsupported(f"{what}: unsupported manifest media type '{media_type}'")
+    return Manifest(digest=digest, media_type=str(media_type), body=body, data=data)
+
+
+def _normal_variant(platform: Platform) -> str | None:
+    return platform.variant or _DEFAULT_VARIANT.get(platform.architecture)
+
+
+def platform_matches(wanted: Platform, offered: Platform) -> bool:
+    """os and architecture equal; variants equal after containerd's defaults
+    (``arm64`` = ``arm64/v8``, ``arm`` = ``arm/v7``, ``amd64`` = ``amd64/v1``)."""
+    if wanted.os != offered.os or wanted.architecture != offered.architecture:
+        return False
+    return _normal_variant(wanted) == _normal_variant(offered)
+
+
+def select_platform(entries: Sequence[Descriptor], wanted: Platform) -> Descriptor | None:
+    """The first non-attestation entry of an index matching ``wanted``."""
+    for entry in entries:
+        if entry.is_attestation or entry.platform is None:
+            continue
+        if platform_matches(wanted, entry.platform):
+            return entry
+    return None
+
+
+def offered_platforms(entries: Sequence[Descriptor]) -> list[str]:
+    return [str(e.platform) for e in entries if e.platform is not None and not e.is_attestation]
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(str(v) for v in value)
+    return ()
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class ParsedConfig:
+    config: ImageConfig
+    platform: Platform | None
+
+
+def parse_config(body: bytes, *, what: str) -> ParsedConfig:
+    """The parts of an image config blob wishbot uses."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise Unsupported(f"{what}: the image config is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise Unsupported(f"{what}: the image config is not a JSON object")
+    inner = _obj(data.get("config"))
+    rootfs = _obj(data.get("rootfs"))
+    labels = _obj(inner.get("Labels"))
+    platform = None
+    if isinstance(data.get("os"), str) and isinstance(data.get("architecture"), str):
+        variant = data.get("variant")
+        platform = Platform(
+            data["os"],
+            data["architecture"],
+            variant if isinstance(variant, str) and variant else None,
+        )
+    return ParsedConfig(
+        config=ImageConfig(
+            env=_strings(inner.get("Env")),
+            entrypoint=_strings(inner.get("Entrypoint")),
+            cmd=_strings(inner.get("Cmd")),
+            working_dir=str(inner.get("WorkingDir") or ""),
+            user=str(inner.get("User") or ""),
+            labels={str(k): str(v) for k, v in labels.items()},
+            diff_ids=_strings(rootfs.get("diff_ids")),
+        ),
+        platform=platform,
+    )
