@@ -1,0 +1,51 @@
+"""``wishbot ci``: run as a GitLab CI or GitHub Actions job."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from bot.config import Config
+from bot.forge.factory import make_forge
+from bot.runtime.ci import ci_job
+from bot.runtime.journal import Journal
+from bot.runtime.wiring import load_pipeline
+from bot.runtime.workflow import on_merge_request, on_push
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "ci",
+        help="review a merge request or publish, as a CI job",
+        description="In a merge-request pipeline: validate, plan, comment and set statuses. "
+        "On the default branch: publish and commit the catalog. Reads the GitLab CI or GitHub "
+        "Actions variables; the token comes from GITLAB_TOKEN / GITHUB_TOKEN.",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = Config.load()
+    event_path = os.environ.get("GITHUB_EVENT_PATH", "")
+    event_text = None
+    if event_path:
+        try:
+            event_text = Path(event_path).read_text(encoding="utf-8")
+        except OSError:
+            event_text = None
+    job = ci_job(os.environ, event_text)
+    if job.step == "none":
+        print(f"wishbot: nothing to do: {job.reason}")
+        return 0
+    forge = make_forge(config, job.repository, kind=job.forge, url=job.url)
+    journal = Journal.in_state_dir(config.state_dir)
+    pipeline = load_pipeline(config)
+    if job.step == "review":
+        outcome = on_merge_request(
+            forge, pipeline, forge.merge_request(job.number), config, journal
+        )
+    else:
+        outcome = on_push(forge, pipeline, job.branch, job.sha, config, journal)
+    print(f"wishbot: {outcome.action} {outcome.sha[:12]}: {outcome.detail}")
+    return 0 if outcome.ok else 1

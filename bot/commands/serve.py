@@ -1,0 +1,61 @@
+"""``wishbot serve``: the webhook server with its durable queue and workers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+from dataclasses import replace
+from types import FrameType
+
+from bot.config import Config
+from bot.errors import ConfigError
+from bot.runtime.server import open_server
+from bot.runtime.wiring import Forges, load_pipeline, state_dir
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="receive GitLab/GitHub webhooks and run reviews and publications",
+        description="Serve webhooks on --listen. The secret comes from WISHBOT_WEBHOOK_SECRET; "
+        "only the configured repositories are accepted. GET /healthz and /metrics.",
+    )
+    parser.add_argument("--listen", help="HOST:PORT (default: the listen setting)")
+    parser.add_argument("--state-dir", help="queue and journal directory (default: state_dir)")
+    parser.add_argument("--plan-workers", type=int, default=4, help="parallel reviews")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = Config.load()
+    if args.listen:
+        config = replace(config, listen=args.listen)
+    secret = os.environ.get("WISHBOT_WEBHOOK_SECRET", "")
+    if not secret.strip():
+        raise ConfigError(
+            "refusing to serve webhooks without a secret",
+            hint="set WISHBOT_WEBHOOK_SECRET to the secret configured in the forge's webhook",
+        )
+    server = open_server(
+        config,
+        secret=secret,
+        state_dir=state_dir(config, args.state_dir),
+        pipeline=load_pipeline(config),
+        forge_for=Forges(config),
+        plan_workers=args.plan_workers,
+    )
+    server.start()
+    host, port = server.address
+    print(f"wishbot: serving webhooks on http://{host}:{port}/webhook", flush=True)
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        server.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    server.wait()
+    return 0

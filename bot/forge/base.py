@@ -1,0 +1,212 @@
+"""The forge interface and its neutral models.
+
+A *forge* is where the wishlist repository lives: GitLab, GitHub, or a plain
+git repository on disk. Every adapter turns its vendor's payloads into the
+frozen models here; nothing vendor-specific travels past the adapter.
+
+Pure helpers that every adapter shares (status vocabulary, cutting text to a
+forge's limits, finding the bot's comment by its hidden marker) live here too.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+MergeRequestState = Literal["open", "merged", "closed"]
+StatusState = Literal["pending", "running", "success", "failure", "error"]
+STATUS_STATES: tuple[StatusState, ...] = ("pending", "running", "success", "failure", "error")
+FINAL_STATES: frozenset[str] = frozenset({"success", "failure", "error"})
+
+#: tokens are looked up in this order; the forge-specific one wins
+TOKEN_VARIABLES = {
+    "gitlab": ("GITLAB_TOKEN", "WISHBOT_FORGE_TOKEN"),
+    "github": ("GITHUB_TOKEN", "WISHBOT_FORGE_TOKEN"),
+}
+
+
+@dataclass(frozen=True)
+class MergeRequest:
+    """A merge request (GitLab) or pull request (GitHub) or branch (local git).
+
+    ``number`` is what people type (GitLab iid, GitHub number, local branch);
+    ``base_sha`` is the merge base of the head with the target branch.
+    """
+
+    id: str
+    number: str
+    title: str
+    source_branch: str
+    target_branch: str
+    head_sha: str
+    base_sha: str
+    from_fork: bool
+    draft: bool
+    state: MergeRequestState
+    web_url: str
+    author: str
+
+
+@dataclass(frozen=True)
+class Comment:
+    """One comment on a merge request; ``author`` is the user name ('' if unknown)."""
+
+    id: str
+    body: str
+    author: str = ""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a forge accepts; text beyond these is cut before sending."""
+
+    comment_chars: int
+    description_chars: int
+    context_chars: int
+
+
+class Forge(abc.ABC):
+    """One wishlist repository on one forge."""
+
+    #: "gitlab", "github" or "local"
+    kind: str = ""
+    limits: Limits = Limits(comment_chars=60_000, description_chars=140, context_chars=255)
+
+    @property
+    @abc.abstractmethod
+    def repository(self) -> str:
+        """The repository's name (``owner/name``, or a path for local git)."""
+
+    @abc.abstractmethod
+    def read_file(self, path: str, ref: str) -> bytes | None:
+        """The file's bytes at ``ref`` (a commit sha or branch), or None if absent."""
+
+    @abc.abstractmethod
+    def merge_request(self, number: str) -> MergeRequest:
+        """One merge request, fresh from the forge."""
+
+    @abc.abstractmethod
+    def open_merge_requests(self) -> list[MergeRequest]:
+        """Every open merge request against this repository."""
+
+    @abc.abstractmethod
+    def merge_request_for_commit(self, sha: str) -> MergeRequest | None:
+        """The merged request that produced ``sha`` on its target branch, if any."""
+
+    @abc.abstractmethod
+    def default_branch(self) -> tuple[str, str]:
+        """The default branch's name and its head commit sha."""
+
+    @abc.abstractmethod
+    def comments(self, mr: MergeRequest) -> list[Comment]:
+        """The merge request's comments, oldest first."""
+
+    @abc.abstractmethod
+    def add_comment(self, mr: MergeRequest, body: str) -> str:
+        """Post a new comment; returns its id."""
+
+    @abc.abstractmethod
+    def edit_comment(self, mr: MergeRequest, comment_id: str, body: str) -> None:
+        """Replace the body of one of the bot's comments."""
+
+    @abc.abstractmethod
+    def set_status(
+        self,
+        sha: str,
+        context: str,
+        state: StatusState,
+        description: str,
+        *,
+        ref: str | None = None,
+        target_url: str | None = None,
+    ) -> None:
+        """Set a commit status; repeating the same state is harmless."""
+
+    @abc.abstractmethod
+    def commit_files(self, branch: str, files: Mapping[str, bytes], message: str) -> str:
+        """Commit ``files`` (path -> bytes) on ``branch`` as ONE commit; returns the new
+        head sha, or the current head when every file already has these bytes."""
+
+    def bot_user(self) -> str | None:
+        """The user name the bot comments as, when the forge can tell (else None)."""
+        return None
+
+    def upsert_comment(self, mr: MergeRequest, marker: str, body: str) -> str:
+        """Edit the bot's comment carrying ``marker`` or create it: one comment per marker.
+
+        Only the bot's own comments are candidates (when the forge says who
+        the bot is), so a user who pastes the marker cannot capture the
+        bot's comment. The marker is added to the body when missing.
+        """
+        if marker not in body:
+            body = f"{marker}\n{body}"
+        body = fit_comment(body, self.limits.comment_chars)
+        existing = find_marked(self.comments(mr), marker, self.bot_user())
+        if existing is None:
+            return self.add_comment(mr, body)
+        if existing.body != body:
+            self.edit_comment(mr, existing.id, body)
+        return existing.id
+
+
+# --- pure helpers shared by the adapters -------------------------------------
+
+
+def find_marked(comments: Iterable[Comment], marker: str, author: str | None) -> Comment | None:
+    """The first comment containing ``marker`` (written by ``author``, when given)."""
+    for comment in comments:
+        if marker in comment.body and (author is None or comment.author == author):
+            return comment
+    return None
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, ending in an ellipsis when cut."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return text[: max(limit - 1, 0)].rstrip() + "…"
+
+
+def fit_comment(body: str, limit: int) -> str:
+    """Cut a Markdown comment to ``limit`` characters without leaving a code
+    fence or ``<details>`` block open, and say that something was left out."""
+    if len(body) <= limit:
+        return body
+    note = "\n\n_(comment cut: {n} characters left out; see the catalog or the job log)_\n"
+    room = max(limit - len(note) - 64, 0)
+    head = body[:room]
+    cut_at = head.rfind("\n")
+    if cut_at > room // 2:
+        head = head[:cut_at]
+    closing = ""
+    if head.count("```") % 2 == 1:
+        closing += "\n```"
+    open_details = head.count("<details") - head.count("</details>")
+    closing += "\n</details>" * max(open_details, 0)
+    return head + closing + note.format(n=len(body) - len(head))
+
+
+def escape_markdown(text: str) -> str:
+    """Untrusted text made inert in Markdown and HTML (for one line or a paragraph)."""
+    replacements = {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        "`": "&#96;",
+        "*": "\\*",
+        "_": "\\_",
+        "[": "\\[",
+        "]": "\\]",
+        "|": "\\|",
+        "@": "&#64;",
+        "#": "&#35;",
+    }
+    return "".join(replacements.get(ch, ch) for ch in text)
+
+
+def commit_message(message: str) -> str:
+    """Commit messages for the bot's own commits always carry ``[skip ci]``."""
+    return message if "[skip ci]" in message else f"{message} [skip ci]"

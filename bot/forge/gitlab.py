@@ -1,0 +1,255 @@
+"""GitLab (v4 REST API, through python-gitlab)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import gitlab
+import gitlab.exceptions
+import requests
+
+from bot.errors import ForgeError
+from bot.forge.base import (
+    Comment,
+    Forge,
+    Limits,
+    MergeRequest,
+    MergeRequestState,
+    StatusState,
+    commit_message,
+    cut,
+)
+
+_STATES: dict[StatusState, str] = {
+    "pending": "pending",
+    "running": "running",
+    "success": "success",
+    "failure": "failed",
+    "error": "failed",
+}
+_MR_STATES: dict[str, MergeRequestState] = {
+    "opened": "open",
+    "locked": "open",
+    "merged": "merged",
+    "closed": "closed",
+}
+
+
+def _harmless_repeat(exc: gitlab.exceptions.GitlabError) -> bool:
+    text = str(exc.error_message)
+    return exc.response_code == 409 or "Cannot transition status" in text
+
+
+class GitLabForge(Forge):
+    """One GitLab project, e.g. ``GitLabForge("https://gitlab.example.org", "group/wishlist", token)``."""
+
+    kind = "gitlab"
+    limits = Limits(comment_chars=100_000, description_chars=255, context_chars=255)
+
+    def __init__(self, url: str, project: str, token: str | None, *, timeout: float = 30.0):
+        self._url = url.rstrip("/")
+        self._project_path = project
+        self._gl = gitlab.Gitlab(
+            self._url,
+            private_token=token or None,
+            timeout=timeout,
+            retry_transient_errors=True,
+            keep_base_url=True,
+        )
+        self._project_obj: Any = None
+        self._user: str | None = None
+
+    def __repr__(self) -> str:
+        return f"GitLabForge({self._url!r}, {self._project_path!r})"
+
+    @property
+    def repository(self) -> str:
+        return self._project_path
+
+    # --- plumbing -----------------------------------------------------------
+
+    @contextmanager
+    def _call(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except gitlab.exceptions.GitlabError as exc:
+            code = f"HTTP {exc.response_code}: " if exc.response_code else ""
+            raise ForgeError(
+                f"GitLab {self._project_path}: {what} failed: {code}{cut(str(exc.error_message), 300)}",
+                hint=_hint(exc.response_code),
+            ) from None
+        except requests.RequestException as exc:
+            raise ForgeError(
+                f"GitLab {self._project_path}: {what} failed: {type(exc).__name__}",
+                hint="check forge_url and the network; the run can be retried",
+            ) from None
+
+    @property
+    def _project(self) -> Any:
+        if self._project_obj is None:
+            with self._call("reading the project"):
+                self._project_obj = self._gl.projects.get(self._project_path)
+        return self._project_obj
+
+    def _merge_request(self, data: Mapping[str, Any]) -> MergeRequest:
+        diff_refs = data.get("diff_refs") or {}
+        head = str(data.get("sha") or diff_refs.get("head_sha") or "")
+        base = str(diff_refs.get("base_sha") or "")
+        if not base and head:
+            with self._call(f"finding the merge base of !{data.get('iid')}"):
+                found = self._project.repository_merge_base([str(data["target_branch"]), head])
+            base = str(found.get("id", "")) if isinstance(found, dict) else ""
+        author = data.get("author") or {}
+        return MergeRequest(
+            id=str(data.get("id", "")),
+            number=str(data["iid"]),
+            title=str(data.get("title", "")),
+            source_branch=str(data.get("source_branch", "")),
+            target_branch=str(data.get("target_branch", "")),
+            head_sha=head,
+            base_sha=base,
+            from_fork=data.get("source_project_id") != data.get("target_project_id"),
+            draft=bool(data.get("draft", data.get("work_in_progress", False))),
+            state=_MR_STATES.get(str(data.get("state")), "closed"),
+            web_url=str(data.get("web_url", "")),
+            author=str(author.get("username", "")),
+        )
+
+    # --- the Forge interface ---------------------------------------------------
+
+    def read_file(self, path: str, ref: str) -> bytes | None:
+        with self._call(f"reading {path} at {ref}"):
+            try:
+                found = self._project.files.get(file_path=path, ref=ref)
+            except gitlab.exceptions.GitlabGetError as exc:
+                if exc.response_code == 404:
+                    return None
+                raise
+            return bytes(found.decode())
+
+    def merge_request(self, number: str) -> MergeRequest:
+        with self._call(f"reading merge request !{number}"):
+            mr = self._project.mergerequests.get(int(number))
+        return self._merge_request(mr.attributes)
+
+    def open_merge_requests(self) -> list[MergeRequest]:
+        with self._call("listing open merge requests"):
+            found = list(self._project.mergerequests.list(state="opened", iterator=True))
+        return [self._merge_request(mr.attributes) for mr in found]
+
+    def merge_request_for_commit(self, sha: str) -> MergeRequest | None:
+        with self._call(f"finding the merge request of {sha[:12]}"):
+            commit = self._project.commits.get(sha, lazy=True)
+            found = list(commit.merge_requests(get_all=True))
+        merged = [mr for mr in found if isinstance(mr, dict) and mr.get("state") == "merged"]
+        for mr in merged:
+            if sha in (mr.get("merge_commit_sha"), mr.get("squash_commit_sha"), mr.get("sha")):
+                return self._merge_request(mr)
+        return self._merge_request(merged[0]) if merged else None
+
+    def default_branch(self) -> tuple[str, str]:
+        name = str(self._project.default_branch)
+        with self._call(f"reading branch {name}"):
+            branch = self._project.branches.get(name)
+        return name, str(branch.commit["id"])
+
+    def bot_user(self) -> str | None:
+        if self._user is None:
+            with self._call("finding the token's user"):
+                self._gl.auth()
+            user = self._gl.user
+            self._user = str(user.username) if user is not None else ""
+        return self._user or None
+
+    def comments(self, mr: MergeRequest) -> list[Comment]:
+        with self._call(f"reading the notes of !{mr.number}"):
+            notes = self._project.mergerequests.get(int(mr.number), lazy=True).notes.list(
+                iterator=True, sort="asc", order_by="created_at"
+            )
+            return [
+                Comment(
+                    str(n.id),
+                    str(n.body),
+                    str((n.attributes.get("author") or {}).get("username", "")),
+                )
+                for n in notes
+                if not n.attributes.get("system")
+            ]
+
+    def add_comment(self, mr: MergeRequest, body: str) -> str:
+        with self._call(f"commenting on !{mr.number}"):
+            note = self._project.mergerequests.get(int(mr.number), lazy=True).notes.create(
+                {"body": body}
+            )
+        return str(note.id)
+
+    def edit_comment(self, mr: MergeRequest, comment_id: str, body: str) -> None:
+        with self._call(f"editing note {comment_id} on !{mr.number}"):
+            notes = self._project.mergerequests.get(int(mr.number), lazy=True).notes
+            notes.update(int(comment_id), {"body": body})
+
+    def set_status(
+        self,
+        sha: str,
+        context: str,
+        state: StatusState,
+        description: str,
+        *,
+        ref: str | None = None,
+        target_url: str | None = None,
+    ) -> None:
+        data: dict[str, Any] = {
+            "state": _STATES[state],
+            "name": cut(context, self.limits.context_chars),
+            "description": cut(description, self.limits.description_chars),
+        }
+        if ref:
+            data["ref"] = ref
+        if target_url:
+            data["target_url"] = target_url
+        try:
+            self._project.commits.get(sha, lazy=True).statuses.create(data)
+        except gitlab.exceptions.GitlabError as exc:
+            if _harmless_repeat(exc):
+                return
+            with self._call(f"setting status {context} on {sha[:12]}"):
+                raise
+        except requests.RequestException:
+            with self._call(f"setting status {context} on {sha[:12]}"):
+                raise
+
+    def commit_files(self, branch: str, files: Mapping[str, bytes], message: str) -> str:
+        actions: list[dict[str, str]] = []
+        for path, content in sorted(files.items()):
+            current = self.read_file(path, branch)
+            if current == content:
+                continue
+            actions.append(
+                {
+                    "action": "create" if current is None else "update",
+                    "file_path": path,
+                    "content": base64.b64encode(content).decode("ascii"),
+                    "encoding": "base64",
+                }
+            )
+        if not actions:
+            with self._call(f"reading branch {branch}"):
+                return str(self._project.branches.get(branch).commit["id"])
+        with self._call(f"committing {len(actions)} file(s) to {branch}"):
+            commit = self._project.commits.create(
+                {"branch": branch, "commit_message": commit_message(message), "actions": actions}
+            )
+        return str(commit.id)
+
+
+def _hint(code: int | None) -> str:
+    if code in (401, 403):
+        return "check the token in GITLAB_TOKEN or WISHBOT_FORGE_TOKEN and its scopes (api)"
+    if code == 404:
+        return "check the project path and that the token can see it"
+    if code is not None and code >= 500:
+        return "GitLab had a problem; the run can be retried"
+    return "see the GitLab API documentation for this request"

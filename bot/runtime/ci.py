@@ -1,0 +1,82 @@
+"""The CI runtime: what a GitLab CI or GitHub Actions job asks the bot to do.
+
+:func:`ci_job` reads the CI variables (pure: it takes the environment and
+the event file's text) and says which forge, repository and step to run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bot.errors import UsageError
+
+
+@dataclass(frozen=True)
+class CiJob:
+    """``step`` is "review" (with ``number``), "push" (with ``branch`` and ``sha``) or "none"."""
+
+    forge: str
+    url: str
+    repository: str
+    step: str
+    number: str = ""
+    branch: str = ""
+    sha: str = ""
+    reason: str = ""
+
+
+def ci_job(env: Mapping[str, str], event_text: str | None = None) -> CiJob:
+    """The job described by GitLab CI or GitHub Actions variables."""
+    if env.get("GITLAB_CI") or env.get("CI_PIPELINE_SOURCE"):
+        return _gitlab(env)
+    if env.get("GITHUB_ACTIONS") or env.get("GITHUB_EVENT_NAME"):
+        return _github(env, event_text)
+    raise UsageError(
+        "not running in GitLab CI or GitHub Actions",
+        hint="wishbot ci reads CI_* (GitLab) or GITHUB_* (GitHub Actions) variables",
+    )
+
+
+def _need(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if not value:
+        raise UsageError(f"the CI variable {name} is not set")
+    return value
+
+
+def _gitlab(env: Mapping[str, str]) -> CiJob:
+    source = env.get("CI_PIPELINE_SOURCE", "")
+    url = _need(env, "CI_SERVER_URL")
+    project = _need(env, "CI_PROJECT_PATH")
+    if source == "merge_request_event":
+        return CiJob("gitlab", url, project, "review", number=_need(env, "CI_MERGE_REQUEST_IID"))
+    branch = env.get("CI_COMMIT_BRANCH", "")
+    if not branch:
+        return CiJob("gitlab", url, project, "none", reason="not a branch pipeline")
+    if branch != env.get("CI_DEFAULT_BRANCH", ""):
+        return CiJob("gitlab", url, project, "none", reason=f"{branch} is not the default branch")
+    return CiJob("gitlab", url, project, "push", branch=branch, sha=_need(env, "CI_COMMIT_SHA"))
+
+
+def _github(env: Mapping[str, str], event_text: str | None) -> CiJob:
+    name = env.get("GITHUB_EVENT_NAME", "")
+    url = env.get("GITHUB_API_URL", "") or "https://api.github.com"
+    repository = _need(env, "GITHUB_REPOSITORY")
+    if name in ("pull_request", "pull_request_target"):
+        if event_text is None:
+            raise UsageError("GITHUB_EVENT_PATH is not set or cannot be read")
+        try:
+            event = json.loads(event_text)
+            number = str(event["pull_request"]["number"])
+        except (ValueError, KeyError, TypeError):
+            raise UsageError("the GitHub event file has no pull_request.number") from None
+        return CiJob("github", url, repository, "review", number=number)
+    if name == "push":
+        ref = _need(env, "GITHUB_REF")
+        if not ref.startswith("refs/heads/"):
+            return CiJob("github", url, repository, "none", reason=f"{ref} is not a branch")
+        branch = ref.removeprefix("refs/heads/")
+        return CiJob("github", url, repository, "push", branch=branch, sha=_need(env, "GITHUB_SHA"))
+    return CiJob("github", url, repository, "none", reason=f"event {name!r} needs no work")

@@ -1,0 +1,88 @@
+"""The poller: review merge requests whose head moved, publish when the default branch moved.
+
+For forges that cannot send webhooks to the bot. The last head seen per
+merge request and of the default branch is remembered in a JSON file in
+the state directory, so a restart does not redo finished work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from bot.config import Config
+from bot.errors import WishbotError
+from bot.forge.base import Forge
+from bot.runtime.journal import Journal
+from bot.runtime.pipeline_api import Pipeline
+from bot.runtime.workflow import Outcome, on_merge_request, on_push
+
+log = logging.getLogger(__name__)
+
+
+class Watcher:
+    def __init__(
+        self, forge: Forge, pipeline: Pipeline, config: Config, journal: Journal, state: Path
+    ):
+        self.forge = forge
+        self.pipeline = pipeline
+        self.config = config
+        self.journal = journal
+        self.state_file = state
+        self.seen: dict[str, str] = self._load()
+
+    def _load(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): str(v) for k, v in data.items()}
+
+    def _save(self) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.seen, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.state_file)
+
+    def poll_once(self) -> list[Outcome]:
+        """One round: every moved merge request, then the default branch."""
+        outcomes: list[Outcome] = []
+        for mr in self.forge.open_merge_requests():
+            key = f"mr:{mr.number}"
+            if self.seen.get(key) == mr.head_sha:
+                continue
+            try:
+                outcomes.append(
+                    on_merge_request(self.forge, self.pipeline, mr, self.config, self.journal)
+                )
+            except WishbotError as exc:
+                log.warning("review of %s failed: %s (will retry)", mr.number, exc)
+                continue
+            self.seen[key] = mr.head_sha
+            self._save()
+        branch, head = self.forge.default_branch()
+        key = f"branch:{branch}"
+        if self.seen.get(key) != head:
+            try:
+                outcome = on_push(
+                    self.forge, self.pipeline, branch, head, self.config, self.journal, retried=True
+                )
+            except WishbotError as exc:
+                log.warning("publishing %s failed: %s (will retry)", head[:12], exc)
+                return outcomes
+            outcomes.append(outcome)
+            if not outcome.retry:
+                self.seen[key] = outcome.sha or head
+                # the bot's own catalog commit needs no publication of its own
+                on_branch = self.config.catalog_branch in ("", branch)
+                if (
+                    outcome.catalog_commit
+                    and on_branch
+                    and self.forge.default_branch()[1] == outcome.catalog_commit
+                ):
+                    self.seen[key] = outcome.catalog_commit
+                self._save()
+        return outcomes

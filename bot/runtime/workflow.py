@@ -1,0 +1,274 @@
+"""The bot's workflow: review merge requests, publish merged wishlists.
+
+Forge-neutral: it reads the wishlist through a :class:`~bot.forge.base.Forge`
+and hands the real work to a :class:`~bot.runtime.pipeline_api.Pipeline`.
+Every status it sets ends in a final state, even when the pipeline raises:
+statuses go to the run journal first, and :func:`recover` fails those a
+crashed bot left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from dataclasses import dataclass
+
+from bot.config import Config
+from bot.errors import ForgeError, WishbotError
+from bot.forge.base import FINAL_STATES, Forge, MergeRequest, StatusState, cut, escape_markdown
+from bot.runtime.journal import Journal
+from bot.runtime.pipeline_api import PLAN_MARKER, PUBLISH_MARKER, Pipeline, Publication
+
+log = logging.getLogger(__name__)
+
+VALIDATE = "wishbot/validate"
+PLAN = "wishbot/plan"
+PUBLISH = "wishbot/publish"
+MAX_LISTED_PATHS = 50
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a workflow step did: ``action`` is skipped, reviewed, published or failed.
+
+    ``retry`` says the step failed for a reason that may go away (the queue
+    runs it again later).
+    """
+
+    action: str
+    detail: str
+    sha: str = ""
+    retry: bool = False
+    catalog_commit: str = ""  # the catalog commit on_push made, if any
+    ok: bool = True  # False when a status ended in failure or error
+
+
+class StatusSet:
+    """The statuses one run sets on one commit; :meth:`close` fails any left open."""
+
+    def __init__(self, forge: Forge, journal: Journal, sha: str, ref: str | None):
+        self._forge = forge
+        self._journal = journal
+        self._sha = sha
+        self._ref = ref
+        self._open: set[str] = set()
+
+    def set(self, context: str, state: StatusState, description: str) -> None:
+        """Send one status. An open state is journalled *before* it is sent, a final
+        one only *after*, so the journal never forgets a status the forge may show
+        as pending or running."""
+        description = cut(description, 255)
+        repository, ref = self._forge.repository, self._ref or ""
+        if state in FINAL_STATES:
+            self._forge.set_status(self._sha, context, state, description, ref=self._ref)
+            self._journal.record(repository, self._sha, context, state, description, ref)
+            self._open.discard(context)
+        else:
+            self._journal.record(repository, self._sha, context, state, description, ref)
+            self._open.add(context)
+            self._forge.set_status(self._sha, context, state, description, ref=self._ref)
+
+    def close(self, description: str) -> None:
+        """Turn every status still pending or running into ``error``."""
+        for context in sorted(self._open):
+            try:
+                self.set(context, "error", description)
+            except WishbotError as exc:
+                log.warning("could not fail status %s on %s: %s", context, self._sha[:12], exc)
+
+
+def _failure_text(exc: BaseException) -> str:
+    if isinstance(exc, WishbotError):
+        return str(exc)
+    return f"internal error ({type(exc).__name__}): {exc}"
+
+
+def _error_comment(marker: str, what: str, exc: BaseException, retried: bool) -> str:
+    lines = [
+        marker,
+        f"### wishbot could not {what}",
+        "",
+        escape_markdown(cut(_failure_text(exc), 2000)),
+        "",
+    ]
+    if retried:
+        lines.append("wishbot will retry; nothing was published from this failed attempt.")
+    else:
+        lines.append("Push a new commit (or re-run the job) to try again.")
+    return "\n".join(lines) + "\n"
+
+
+def on_merge_request(
+    forge: Forge,
+    pipeline: Pipeline,
+    mr: MergeRequest,
+    config: Config,
+    journal: Journal | None = None,
+) -> Outcome:
+    """Review one merge request: statuses, the one plan comment, final statuses."""
+    if mr.state != "open":
+        return Outcome("skipped", f"merge request {mr.number} is {mr.state}", mr.head_sha)
+    if mr.draft and not config.plan_drafts:
+        return Outcome("skipped", f"merge request {mr.number} is a draft", mr.head_sha)
+    journal = journal or Journal()
+    path = config.wishlist_path
+    # a fork's branch name means nothing in the target project: give no ref then
+    statuses = StatusSet(forge, journal, mr.head_sha, None if mr.from_fork else mr.source_branch)
+    try:
+        statuses.set(VALIDATE, "pending", f"validating {path}")
+        statuses.set(PLAN, "pending", "waiting for validation")
+        head = forge.read_file(path, mr.head_sha)
+        if head is None:
+            forge.upsert_comment(
+                mr,
+                PLAN_MARKER,
+                f"{PLAN_MARKER}\n### wishbot: no wishlist\n\n"
+                f"`{escape_markdown(path)}` does not exist at {mr.head_sha[:12]}; "
+                "a merge request must keep the wishlist file.\n",
+            )
+            statuses.set(VALIDATE, "failure", f"{path} is missing")
+            statuses.set(PLAN, "failure", "nothing to plan")
+            return Outcome("reviewed", f"{path} is missing", mr.head_sha, ok=False)
+        base = forge.read_file(path, mr.base_sha) if mr.base_sha else None
+        review = pipeline.review(base, head, path, trusted=not mr.from_fork)
+        forge.upsert_comment(mr, PLAN_MARKER, review.comment)
+        statuses.set(
+            VALIDATE, "success" if review.valid else "failure", review.validate_description
+        )
+        statuses.set(PLAN, "success" if review.planned else "failure", review.plan_description)
+        ok = review.valid and review.planned
+        return Outcome("reviewed", review.plan_description, mr.head_sha, ok=ok)
+    except ForgeError as exc:
+        statuses.close(cut(f"forge error: {exc}", 120))
+        raise
+    except Exception as exc:
+        log.warning("review of %s failed: %s", mr.number, _failure_text(exc), exc_info=True)
+        try:
+            forge.upsert_comment(
+                mr, PLAN_MARKER, _error_comment(PLAN_MARKER, "review this change", exc, False)
+            )
+        except WishbotError as comment_exc:
+            log.warning("could not comment on %s: %s", mr.number, comment_exc)
+        statuses.close(cut(f"failed: {_failure_text(exc)}", 120))
+        return Outcome("failed", _failure_text(exc), mr.head_sha, ok=False)
+    finally:
+        statuses.close("wishbot stopped before finishing; push again to re-run")
+
+
+def _publish_comment(sha: str, publication: Publication, retried: bool) -> str:
+    lines = [PUBLISH_MARKER]
+    if publication.ok:
+        lines += [f"### wishbot published {sha[:12]}", "", escape_markdown(publication.description)]
+        if publication.published:
+            lines += ["", "<details><summary>published paths</summary>", ""]
+            shown = publication.published[:MAX_LISTED_PATHS]
+            lines += [f"- {escape_markdown(p)}" for p in shown]
+            if len(publication.published) > len(shown):
+                lines.append(f"- … and {len(publication.published) - len(shown)} more")
+            lines += ["", "</details>"]
+    else:
+        lines += [
+            f"### wishbot could not publish {sha[:12]}",
+            "",
+            escape_markdown(publication.failure or publication.description),
+            "",
+            "wishbot will retry." if retried else "Push again or re-run the job to retry.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def on_push(
+    forge: Forge,
+    pipeline: Pipeline,
+    branch: str,
+    sha: str,
+    config: Config,
+    journal: Journal | None = None,
+    *,
+    retried: bool = False,
+) -> Outcome:
+    """Publish after a push: only the default branch, only its current head.
+
+    A push of ``sha`` that is no longer the head publishes the head instead
+    (it is merged too, and newer); other branches publish nothing.
+    ``retried`` says the caller will run this again on failure.
+    """
+    default, head = forge.default_branch()
+    if branch != default:
+        return Outcome("skipped", f"{branch} is not the default branch {default}", sha)
+    journal = journal or Journal()
+    path = config.wishlist_path
+    statuses = StatusSet(forge, journal, head, default)
+    publication: Publication | None = None
+    try:
+        statuses.set(PUBLISH, "running", f"publishing {path}")
+        wishlist = forge.read_file(path, head)
+        if wishlist is None:
+            statuses.set(PUBLISH, "failure", f"{path} does not exist on {default}")
+            return Outcome("failed", f"{path} does not exist on {default}", head, ok=False)
+        try:
+            publication = pipeline.publish(wishlist, path, head)
+        except ForgeError:
+            raise
+        except Exception as exc:
+            log.warning("publishing %s failed: %s", head[:12], _failure_text(exc), exc_info=True)
+            publication = Publication(
+                ok=False, description="publishing failed", failure=_failure_text(exc)
+            )
+        catalog_commit = ""
+        if publication.catalog:
+            files = {
+                posixpath.join(config.catalog_dir, name) if config.catalog_dir else name: data
+                for name, data in publication.catalog.items()
+            }
+            catalog_commit = forge.commit_files(
+                config.catalog_branch or default,
+                files,
+                f"wishbot: update the catalog for {head[:12]} [skip ci]",
+            )
+        if publication.ok:
+            statuses.set(PUBLISH, "success", publication.description)
+        else:
+            statuses.set(PUBLISH, "failure", publication.failure or publication.description)
+        mr = forge.merge_request_for_commit(head)
+        if mr is not None:
+            forge.upsert_comment(mr, PUBLISH_MARKER, _publish_comment(head, publication, retried))
+        if publication.ok:
+            return Outcome("published", publication.description, head, False, catalog_commit)
+        failure = publication.failure or publication.description
+        return Outcome("failed", failure, head, True, catalog_commit, ok=False)
+    except ForgeError as exc:
+        statuses.close(cut(f"forge error: {exc}", 120))
+        raise
+    except Exception as exc:
+        statuses.close(cut(f"failed: {_failure_text(exc)}", 120))
+        return Outcome("failed", _failure_text(exc), head, retry=True, ok=False)
+    finally:
+        statuses.close("wishbot stopped before finishing; it will retry")
+
+
+def recover(forge: Forge, journal: Journal) -> int:
+    """Fail the statuses a previous run left pending or running; returns how many."""
+    count = 0
+    for record in journal.unfinished(forge.repository):
+        description = "wishbot restarted while this was running; push again to re-run"
+        journal.record(
+            record.repository, record.sha, record.context, "error", description, record.ref
+        )
+        try:
+            forge.set_status(
+                record.sha, record.context, "error", description, ref=record.ref or None
+            )
+        except WishbotError as exc:
+            journal.record(
+                record.repository,
+                record.sha,
+                record.context,
+                record.state,
+                record.description,
+                record.ref,
+            )
+            log.warning("could not fail %s on %s: %s", record.context, record.sha[:12], exc)
+            continue
+        count += 1
+    return count

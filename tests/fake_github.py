@@ -1,0 +1,392 @@
+"""A loopback fake of the GitHub REST endpoints wishbot's GitHub adapter uses.
+
+Stateful: one repository with an in-memory git (contents, branches, the git
+data API for commits), pull requests, issue comments and commit statuses.
+Responses carry the fields GitHub's REST documentation lists, including the
+``url`` fields PyGithub follows.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from fake_http import JsonServer, MemoryRepo, Reply, Request
+
+
+@dataclass
+class FakePull:
+    number: int
+    title: str
+    head_branch: str
+    base_branch: str
+    head_ref: str
+    from_fork: bool = False
+    draft: bool = False
+    state: str = "open"
+    merged: bool = False
+    merge_commit_sha: str | None = None
+    comments: list[dict[str, Any]] = field(default_factory=list)
+
+
+class FakeGitHub(JsonServer):
+    def __init__(self, repository: str = "octo/wishlist", token: str = "ghp_secret_token"):
+        super().__init__()
+        self.full_name = repository
+        self.token = token
+        self.repo = MemoryRepo()
+        self.default_branch = "main"
+        self.pulls: dict[int, FakePull] = {}
+        self.statuses: dict[str, list[dict[str, Any]]] = {}
+        self.comment_ids = 5000
+        self.bot_login: str | None = "wishbot[bot]"  # None: the token cannot read /user
+        self.route("GET", r"/user", self.get_user)
+        r = r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)"
+        self.route("GET", r, self.get_repo)
+        self.route("GET", r + r"/contents/(?P<path>.+)", self.get_contents)
+        self.route("GET", r + r"/branches/(?P<branch>.+)", self.get_branch)
+        self.route("GET", r + r"/pulls", self.list_pulls)
+        self.route("GET", r + r"/pulls/(?P<number>\d+)", self.get_pull)
+        self.route("GET", r + r"/compare/(?P<base>.+)\.\.\.(?P<head>.+)", self.compare)
+        self.route("GET", r + r"/commits/(?P<sha>\w+)", self.get_commit)
+        self.route("GET", r + r"/commits/(?P<sha>\w+)/pulls", self.commit_pulls)
+        self.route("GET", r + r"/issues/(?P<number>\d+)", self.get_issue)
+        self.route("GET", r + r"/issues/(?P<number>\d+)/comments", self.list_comments)
+        self.route("POST", r + r"/issues/(?P<number>\d+)/comments", self.create_comment)
+        self.route("GET", r + r"/issues/comments/(?P<id>\d+)", self.get_comment)
+        self.route("PATCH", r + r"/issues/comments/(?P<id>\d+)", self.edit_comment)
+        self.route("POST", r + r"/statuses/(?P<sha>\w+)", self.create_status)
+        self.route("GET", r + r"/git/refs?/heads/(?P<branch>.+)", self.get_ref)
+        self.route("PATCH", r + r"/git/refs/heads/(?P<branch>.+)", self.update_ref)
+        self.route("GET", r + r"/git/commits/(?P<sha>\w+)", self.get_git_commit)
+        self.route("POST", r + r"/git/blobs", self.create_blob)
+        self.route("POST", r + r"/git/trees", self.create_tree)
+        self.route("POST", r + r"/git/commits", self.create_git_commit)
+
+    # --- test helpers ----------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        return self.base
+
+    @property
+    def repo_url(self) -> str:
+        return f"{self.base}/repos/{self.full_name}"
+
+    def open_pull(
+        self, branch: str, title: str = "change", *, fork: bool = False, draft: bool = False
+    ) -> FakePull:
+        number = len(self.pulls) + 1
+        pull = FakePull(number, title, branch, self.default_branch, branch, fork, draft)
+        self.pulls[number] = pull
+        return pull
+
+    def merge(self, number: int) -> str:
+        pull = self.pulls[number]
+        sha = self.repo.merge(pull.head_ref, pull.base_branch, f"Merge pull request #{number}")
+        pull.state, pull.merged, pull.merge_commit_sha = "closed", True, sha
+        return sha
+
+    def human_comment(self, number: int, body: str, login: str = "mallory") -> None:
+        self.comment_ids += 1
+        self.pulls[number].comments.append({"id": self.comment_ids, "body": body, "author": login})
+
+    def status_of(self, sha: str, context: str) -> dict[str, Any] | None:
+        found = [s for s in self.statuses.get(sha, []) if s["context"] == context]
+        return found[-1] if found else None
+
+    # --- plumbing ----------------------------------------------------------------
+
+    def authorized(self, headers: dict[str, str]) -> bool:
+        auth = headers.get("authorization", "")
+        return auth in (f"token {self.token}", f"Bearer {self.token}")
+
+    def _ok(self, request: Request) -> bool:
+        return f"{request.match['owner']}/{request.match['name']}" == self.full_name
+
+    def _repo_json(self, fork: bool = False) -> dict[str, Any]:
+        name = "mallory/wishlist" if fork else self.full_name
+        return {
+            "id": 99 if fork else 1,
+            "name": name.split("/")[1],
+            "full_name": name,
+            "owner": {"login": name.split("/")[0]},
+            "default_branch": self.default_branch,
+            "url": f"{self.base}/repos/{name}",
+            "html_url": f"{self.base}/{name}",
+            "fork": fork,
+        }
+
+    def _commit_json(self, sha: str) -> dict[str, Any]:
+        commit = self.repo.commits[sha]
+        return {
+            "sha": sha,
+            "url": f"{self.repo_url}/commits/{sha}",
+            "commit": {"message": commit.message, "url": f"{self.repo_url}/git/commits/{sha}"},
+            "parents": [{"sha": p, "url": f"{self.repo_url}/commits/{p}"} for p in commit.parents],
+        }
+
+    def _pull_json(self, pull: FakePull) -> dict[str, Any]:
+        head = self.repo.branches[pull.head_ref]
+        base = self.repo.branches[pull.base_branch]
+        return {
+            "id": 70000 + pull.number,
+            "number": pull.number,
+            "url": f"{self.repo_url}/pulls/{pull.number}",
+            "html_url": f"{self.base}/{self.full_name}/pull/{pull.number}",
+            "issue_url": f"{self.repo_url}/issues/{pull.number}",
+            "title": pull.title,
+            "state": pull.state,
+            "draft": pull.draft,
+            "merged": pull.merged,
+            "merged_at": "2026-01-01T00:00:00Z" if pull.merged else None,
+            "merge_commit_sha": pull.merge_commit_sha,
+            "user": {"login": "mallory" if pull.from_fork else "alice"},
+            "head": {
+                "ref": pull.head_branch,
+                "sha": head,
+                "label": pull.head_branch,
+                "repo": self._repo_json(fork=pull.from_fork),
+            },
+            "base": {
+                "ref": pull.base_branch,
+                "sha": base,
+                "label": pull.base_branch,
+                "repo": self._repo_json(),
+            },
+        }
+
+    def _pull(self, request: Request) -> FakePull | None:
+        return self.pulls.get(int(request.match["number"])) if self._ok(request) else None
+
+    def _comment_json(self, comment: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": comment["id"],
+            "body": comment["body"],
+            "url": f"{self.repo_url}/issues/comments/{comment['id']}",
+            "user": {"login": comment.get("author", self.bot_login or "github-actions[bot]")},
+        }
+
+    # --- endpoints ---------------------------------------------------------------
+
+    def get_user(self, request: Request) -> Reply:
+        if self.bot_login is None:
+            return 403, {"message": "Resource not accessible by integration"}
+        return 200, {"login": self.bot_login, "id": 3, "type": "Bot"}
+
+    def get_repo(self, request: Request) -> Reply:
+        if not self._ok(request):
+            return 404, {"message": "Not Found"}
+        return 200, self._repo_json()
+
+    def get_contents(self, request: Request) -> Reply:
+        path = unquote(request.match["path"])
+        ref = request.arg("ref", self.default_branch)
+        content = self.repo.file_at(ref, path) if self._ok(request) else None
+        if content is None:
+            return 404, {"message": "Not Found"}
+        return 200, {
+            "type": "file",
+            "encoding": "base64",
+            "size": len(content),
+            "name": path.rsplit("/", 1)[-1],
+            "path": path,
+            "content": base64.encodebytes(content).decode(),
+            "sha": self.repo.add_blob(content),
+            "url": f"{self.repo_url}/contents/{path}?ref={ref}",
+        }
+
+    def get_branch(self, request: Request) -> Reply:
+        name = unquote(request.match["branch"])
+        if name not in self.repo.branches:
+            return 404, {"message": "Branch not found"}
+        sha = self.repo.branches[name]
+        return 200, {"name": name, "commit": self._commit_json(sha), "protected": False}
+
+    def list_pulls(self, request: Request) -> Reply:
+        state = request.arg("state", "open")
+        found = [p for p in self.pulls.values() if state in ("all", p.state)]
+        return 200, [self._pull_json(p) for p in found]
+
+    def get_pull(self, request: Request) -> Reply:
+        pull = self._pull(request)
+        if pull is None:
+            return 404, {"message": "Not Found"}
+        return 200, self._pull_json(pull)
+
+    def compare(self, request: Request) -> Reply:
+        base = self.repo.resolve(unquote(request.match["base"]))
+        head = self.repo.resolve(unquote(request.match["head"]))
+        if base is None or head is None:
+            return 404, {"message": "Not Found"}
+        merge_base = self.repo.merge_base(base, head)
+        if merge_base is None:
+            return 404, {"message": "No common ancestor"}
+        return 200, {
+            "url": f"{self.repo_url}/compare/{base}...{head}",
+            "status": "ahead",
+            "merge_base_commit": self._commit_json(merge_base),
+            "base_commit": self._commit_json(base),
+        }
+
+    def get_commit(self, request: Request) -> Reply:
+        sha = self.repo.resolve(request.match["sha"])
+        if sha is None:
+            return 422, {"message": "No commit found for SHA"}
+        return 200, self._commit_json(sha)
+
+    def commit_pulls(self, request: Request) -> Reply:
+        sha = request.match["sha"]
+        found = [
+            self._pull_json(p)
+            for p in self.pulls.values()
+            if sha in (p.merge_commit_sha, self.repo.branches[p.head_ref])
+        ]
+        return 200, found
+
+    def get_issue(self, request: Request) -> Reply:
+        pull = self._pull(request)
+        if pull is None:
+            return 404, {"message": "Not Found"}
+        return 200, {
+            "id": 80000 + pull.number,
+            "number": pull.number,
+            "url": f"{self.repo_url}/issues/{pull.number}",
+            "comments_url": f"{self.repo_url}/issues/{pull.number}/comments",
+            "title": pull.title,
+            "state": pull.state,
+            "pull_request": {"url": f"{self.repo_url}/pulls/{pull.number}"},
+        }
+
+    def list_comments(self, request: Request) -> Reply:
+        pull = self._pull(request)
+        if pull is None:
+            return 404, {"message": "Not Found"}
+        return 200, [self._comment_json(c) for c in pull.comments]
+
+    def create_comment(self, request: Request) -> Reply:
+        pull = self._pull(request)
+        if pull is None:
+            return 404, {"message": "Not Found"}
+        body = request.body["body"]
+        if len(body) > 65536:
+            return 422, {"message": "Validation Failed: body is too long"}
+        self.comment_ids += 1
+        comment = {"id": self.comment_ids, "body": body}
+        pull.comments.append(comment)
+        return 201, self._comment_json(comment)
+
+    def _find_comment(self, comment_id: int) -> dict[str, Any] | None:
+        for pull in self.pulls.values():
+            for comment in pull.comments:
+                if comment["id"] == comment_id:
+                    return comment
+        return None
+
+    def get_comment(self, request: Request) -> Reply:
+        comment = self._find_comment(int(request.match["id"]))
+        if comment is None:
+            return 404, {"message": "Not Found"}
+        return 200, self._comment_json(comment)
+
+    def edit_comment(self, request: Request) -> Reply:
+        comment = self._find_comment(int(request.match["id"]))
+        if comment is None:
+            return 404, {"message": "Not Found"}
+        comment["body"] = request.body["body"]
+        return 200, self._comment_json(comment)
+
+    def create_status(self, request: Request) -> Reply:
+        sha = request.match["sha"]
+        body = request.body
+        if sha not in self.repo.commits:
+            return 422, {"message": "No commit found for SHA"}
+        if body["state"] not in ("error", "failure", "pending", "success"):
+            return 422, {"message": "Validation Failed: state"}
+        context = body.get("context") or "default"
+        if len(context) > 255 or len(body.get("description") or "") > 140:
+            return 422, {"message": "Validation Failed: too long"}
+        status = {
+            "state": body["state"],
+            "context": context,
+            "description": body.get("description"),
+            "target_url": body.get("target_url"),
+            "url": f"{self.repo_url}/statuses/{sha}",
+        }
+        self.statuses.setdefault(sha, []).append(status)
+        return 201, status
+
+    def _ref_json(self, branch: str) -> dict[str, Any]:
+        sha = self.repo.branches[branch]
+        return {
+            "ref": f"refs/heads/{branch}",
+            "url": f"{self.repo_url}/git/refs/heads/{branch}",
+            "object": {"sha": sha, "type": "commit", "url": f"{self.repo_url}/git/commits/{sha}"},
+        }
+
+    def get_ref(self, request: Request) -> Reply:
+        branch = unquote(request.match["branch"])
+        if branch not in self.repo.branches:
+            return 404, {"message": "Not Found"}
+        return 200, self._ref_json(branch)
+
+    def update_ref(self, request: Request) -> Reply:
+        branch = unquote(request.match["branch"])
+        new = request.body["sha"]
+        old = self.repo.branches.get(branch)
+        if old is None or new not in self.repo.commits:
+            return 422, {"message": "Reference does not exist"}
+        if not request.body.get("force") and old not in self.repo.ancestors(new):
+            return 422, {"message": "Update is not a fast forward"}
+        self.repo.branches[branch] = new
+        return 200, self._ref_json(branch)
+
+    def _git_commit_json(self, sha: str) -> dict[str, Any]:
+        commit = self.repo.commits[sha]
+        return {
+            "sha": sha,
+            "url": f"{self.repo_url}/git/commits/{sha}",
+            "message": commit.message,
+            "tree": {"sha": commit.tree, "url": f"{self.repo_url}/git/trees/{commit.tree}"},
+            "parents": [
+                {"sha": p, "url": f"{self.repo_url}/git/commits/{p}"} for p in commit.parents
+            ],
+        }
+
+    def get_git_commit(self, request: Request) -> Reply:
+        sha = request.match["sha"]
+        if sha not in self.repo.commits:
+            return 404, {"message": "Not Found"}
+        return 200, self._git_commit_json(sha)
+
+    def create_blob(self, request: Request) -> Reply:
+        body = request.body
+        if body.get("encoding") == "base64":
+            data = base64.b64decode(body["content"])
+        else:
+            data = body["content"].encode()
+        sha = self.repo.add_blob(data)
+        return 201, {"sha": sha, "url": f"{self.repo_url}/git/blobs/{sha}"}
+
+    def create_tree(self, request: Request) -> Reply:
+        body = request.body
+        files: dict[str, bytes] = {}
+        if body.get("base_tree"):
+            if body["base_tree"] not in self.repo.trees:
+                return 422, {"message": "base_tree is not a valid tree"}
+            files.update(self.repo.trees[body["base_tree"]])
+        for element in body["tree"]:
+            if element["sha"] not in self.repo.blobs:
+                return 422, {"message": "tree.sha is not a valid blob"}
+            files[element["path"]] = self.repo.blobs[element["sha"]]
+        sha = self.repo.add_tree(files)
+        return 201, {"sha": sha, "url": f"{self.repo_url}/git/trees/{sha}", "tree": []}
+
+    def create_git_commit(self, request: Request) -> Reply:
+        body = request.body
+        if body["tree"] not in self.repo.trees:
+            return 422, {"message": "Tree SHA does not exist"}
+        sha = self.repo.add_commit(body["tree"], list(body["parents"]), body["message"])
+        return 201, self._git_commit_json(sha)

@@ -1,0 +1,283 @@
+"""A loopback fake of the GitLab v4 REST endpoints wishbot's GitLab adapter uses.
+
+Stateful: one project with an in-memory git, merge requests, notes, commit
+statuses and the commits API. Responses carry the fields the GitLab API
+documentation lists (and python-gitlab reads).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from fake_http import JsonServer, MemoryRepo, Reply, Request
+
+PROJECT_ID = 42
+FORK_ID = 77
+
+
+@dataclass
+class FakeMergeRequest:
+    iid: int
+    title: str
+    source_branch: str
+    target_branch: str
+    head_ref: str  # branch in the fake's repository holding the head
+    from_fork: bool = False
+    draft: bool = False
+    state: str = "opened"
+    merge_commit_sha: str | None = None
+    notes: list[dict[str, Any]] = field(default_factory=list)
+
+
+class FakeGitLab(JsonServer):
+    def __init__(self, project: str = "group/wishlist", token: str = "glpat-secret-token"):
+        super().__init__()
+        self.project = project
+        self.token = token
+        self.repo = MemoryRepo()
+        self.default_branch = "main"
+        self.mrs: dict[int, FakeMergeRequest] = {}
+        self.statuses: dict[str, list[dict[str, Any]]] = {}
+        self.note_ids = 1000
+        self.bot_username = "wishbot"
+        self.route("GET", r"/api/v4/user", self.get_user)
+        p = r"/api/v4/projects/(?P<project>[^/]+)"
+        self.route("GET", p, self.get_project)
+        self.route("GET", p + r"/repository/files/(?P<path>[^/]+)", self.get_file)
+        self.route("GET", p + r"/repository/branches/(?P<branch>[^/]+)", self.get_branch)
+        self.route("GET", p + r"/repository/merge_base", self.get_merge_base)
+        self.route("GET", p + r"/merge_requests", self.list_mrs)
+        self.route("GET", p + r"/merge_requests/(?P<iid>\d+)", self.get_mr)
+        self.route("GET", p + r"/merge_requests/(?P<iid>\d+)/notes", self.list_notes)
+        self.route("POST", p + r"/merge_requests/(?P<iid>\d+)/notes", self.create_note)
+        self.route("PUT", p + r"/merge_requests/(?P<iid>\d+)/notes/(?P<note>\d+)", self.edit_note)
+        self.route("GET", p + r"/repository/commits/(?P<sha>\w+)/merge_requests", self.commit_mrs)
+        self.route("POST", p + r"/statuses/(?P<sha>\w+)", self.create_status)
+        self.route("POST", p + r"/repository/commits", self.create_commit)
+
+    # --- test helpers ----------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.base
+
+    def open_mr(
+        self, branch: str, title: str = "change", *, fork: bool = False, draft: bool = False
+    ) -> FakeMergeRequest:
+        iid = len(self.mrs) + 1
+        mr = FakeMergeRequest(iid, title, branch, self.default_branch, branch, fork, draft)
+        self.mrs[iid] = mr
+        return mr
+
+    def merge(self, iid: int) -> str:
+        mr = self.mrs[iid]
+        sha = self.repo.merge(mr.head_ref, mr.target_branch, f"Merge branch '{mr.source_branch}'")
+        mr.state = "merged"
+        mr.merge_commit_sha = sha
+        return sha
+
+    def human_note(self, iid: int, body: str, username: str = "mallory") -> None:
+        self.note_ids += 1
+        note = {
+            "id": self.note_ids,
+            "body": body,
+            "system": False,
+            "author": {"username": username},
+        }
+        self.mrs[iid].notes.append(note)
+
+    def status_of(self, sha: str, name: str) -> dict[str, Any] | None:
+        found = [s for s in self.statuses.get(sha, []) if s["name"] == name]
+        return found[-1] if found else None
+
+    # --- plumbing ----------------------------------------------------------------
+
+    def authorized(self, headers: dict[str, str]) -> bool:
+        return headers.get("private-token") == self.token
+
+    def _project_ok(self, request: Request) -> bool:
+        ident = unquote(request.match["project"])
+        return ident in (self.project, str(PROJECT_ID))
+
+    def _mr_json(self, mr: FakeMergeRequest) -> dict[str, Any]:
+        head = self.repo.branches[mr.head_ref]
+        target = self.repo.branches[mr.target_branch]
+        base = self.repo.merge_base(target, head)
+        return {
+            "id": 1000 + mr.iid,
+            "iid": mr.iid,
+            "project_id": PROJECT_ID,
+            "title": mr.title,
+            "state": mr.state,
+            "draft": mr.draft,
+            "work_in_progress": mr.draft,
+            "source_branch": mr.source_branch,
+            "target_branch": mr.target_branch,
+            "source_project_id": FORK_ID if mr.from_fork else PROJECT_ID,
+            "target_project_id": PROJECT_ID,
+            "sha": head,
+            "merge_commit_sha": mr.merge_commit_sha,
+            "squash_commit_sha": None,
+            "diff_refs": {"base_sha": base, "head_sha": head, "start_sha": target},
+            "web_url": f"{self.base}/{self.project}/-/merge_requests/{mr.iid}",
+            "author": {"id": 7, "username": "alice", "name": "Alice"},
+        }
+
+    def _mr_summary(self, mr: FakeMergeRequest) -> dict[str, Any]:
+        """List endpoints do not carry diff_refs (only the single-MR endpoint does)."""
+        data = self._mr_json(mr)
+        del data["diff_refs"]
+        return data
+
+    def _mr(self, request: Request) -> FakeMergeRequest | None:
+        return self.mrs.get(int(request.match["iid"])) if self._project_ok(request) else None
+
+    # --- endpoints ---------------------------------------------------------------
+
+    def get_user(self, request: Request) -> Reply:
+        return 200, {"id": 3, "username": self.bot_username, "name": "wishbot", "state": "active"}
+
+    def get_project(self, request: Request) -> Reply:
+        if not self._project_ok(request):
+            return 404, {"message": "404 Project Not Found"}
+        return 200, {
+            "id": PROJECT_ID,
+            "path_with_namespace": self.project,
+            "default_branch": self.default_branch,
+            "web_url": f"{self.base}/{self.project}",
+        }
+
+    def get_file(self, request: Request) -> Reply:
+        path = unquote(request.match["path"])
+        ref = request.arg("ref")
+        content = self.repo.file_at(ref, path) if self._project_ok(request) else None
+        if content is None:
+            return 404, {"message": "404 File Not Found"}
+        return 200, {
+            "file_name": path.rsplit("/", 1)[-1],
+            "file_path": path,
+            "size": len(content),
+            "encoding": "base64",
+            "content": base64.b64encode(content).decode(),
+            "ref": ref,
+            "commit_id": self.repo.resolve(ref),
+        }
+
+    def get_branch(self, request: Request) -> Reply:
+        name = unquote(request.match["branch"])
+        if name not in self.repo.branches:
+            return 404, {"message": "404 Branch Not Found"}
+        sha = self.repo.branches[name]
+        return 200, {"name": name, "commit": {"id": sha, "short_id": sha[:8]}, "default": False}
+
+    def get_merge_base(self, request: Request) -> Reply:
+        refs = [self.repo.resolve(r) for r in request.query.get("refs[]", [])]
+        if len(refs) != 2 or None in refs:
+            return 400, {"message": "Provide exactly two refs"}
+        base = self.repo.merge_base(str(refs[0]), str(refs[1]))
+        return 200, {"id": base, "short_id": str(base)[:8]}
+
+    def list_mrs(self, request: Request) -> Reply:
+        state = request.arg("state", "all")
+        found = [m for m in self.mrs.values() if state in ("all", m.state)]
+        return 200, [self._mr_summary(m) for m in found]
+
+    def get_mr(self, request: Request) -> Reply:
+        mr = self._mr(request)
+        if mr is None:
+            return 404, {"message": "404 Not found"}
+        return 200, self._mr_json(mr)
+
+    def list_notes(self, request: Request) -> Reply:
+        mr = self._mr(request)
+        if mr is None:
+            return 404, {"message": "404 Not found"}
+        return 200, list(mr.notes)
+
+    def create_note(self, request: Request) -> Reply:
+        mr = self._mr(request)
+        if mr is None:
+            return 404, {"message": "404 Not found"}
+        self.note_ids += 1
+        note = {
+            "id": self.note_ids,
+            "body": request.body["body"],
+            "system": False,
+            "noteable_iid": mr.iid,
+            "author": {"username": self.bot_username},
+        }
+        mr.notes.append(note)
+        return 201, note
+
+    def edit_note(self, request: Request) -> Reply:
+        mr = self._mr(request)
+        note_id = int(request.match["note"])
+        for note in mr.notes if mr else []:
+            if note["id"] == note_id:
+                if note["author"]["username"] != self.bot_username:
+                    return 403, {"message": "403 Forbidden"}
+                note["body"] = request.body["body"]
+                return 200, note
+        return 404, {"message": "404 Note Not Found"}
+
+    def commit_mrs(self, request: Request) -> Reply:
+        sha = request.match["sha"]
+        found = []
+        for mr in self.mrs.values():
+            head = self.repo.branches[mr.head_ref]
+            if sha in (mr.merge_commit_sha, head):
+                found.append(self._mr_summary(mr))
+        return 200, found
+
+    def create_status(self, request: Request) -> Reply:
+        sha = request.match["sha"]
+        if sha not in self.repo.commits:
+            return 404, {"message": "404 Commit Not Found"}
+        body = request.body
+        name = body.get("name") or body.get("context") or "default"
+        previous = self.status_of(sha, name)
+        if previous and previous["status"] == body["state"] and body["state"] == "running":
+            return 400, {"message": "Cannot transition status via :run from :running"}
+        if previous and previous["status"] == body["state"]:
+            return 409, {"message": "Commit status exists"}
+        status = {
+            "id": sum(len(v) for v in self.statuses.values()) + 1,
+            "sha": sha,
+            "ref": body.get("ref"),
+            "status": body["state"],
+            "name": name,
+            "description": body.get("description"),
+            "target_url": body.get("target_url"),
+        }
+        self.statuses.setdefault(sha, []).append(status)
+        return 201, status
+
+    def create_commit(self, request: Request) -> Reply:
+        body = request.body
+        branch = body["branch"]
+        if branch not in self.repo.branches:
+            return 400, {"message": "You can only create or edit files when you are on a branch"}
+        changes: dict[str, bytes | None] = {}
+        for action in body["actions"]:
+            path = action["file_path"]
+            exists = self.repo.file_at(branch, path) is not None
+            if action["action"] == "create" and exists:
+                return 400, {"message": f"A file with this name already exists: {path}"}
+            if action["action"] == "update" and not exists:
+                return 400, {"message": f"A file with this name doesn't exist: {path}"}
+            content = action["content"]
+            if action.get("encoding") == "base64":
+                changes[path] = base64.b64decode(content)
+            else:
+                changes[path] = content.encode()
+        sha = self.repo.commit(branch, changes, body["commit_message"])
+        return 201, {
+            "id": sha,
+            "short_id": sha[:8],
+            "title": body["commit_message"].splitlines()[0],
+            "message": body["commit_message"],
+            "parent_ids": self.repo.commits[sha].parents,
+        }
