@@ -104,6 +104,10 @@ class UnsafeLayer(PublisherError):
     """A layer tries to escape its root or to bomb the publisher."""
 
 
+class BadLayer(PublisherError):
+    """A layer blob is not a readable tar (corrupt, truncated, unknown compression)."""
+
+
 class LockedError(PublisherError):
     """Another wishbot run holds the publisher lock."""
 

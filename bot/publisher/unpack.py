@@ -1,0 +1,282 @@
+"""Safe, streaming layer unpacking: the tar engine of the publisher.
+
+Two ways to use a layer blob, both in ONE streaming pass that also computes
+the layer's diffID (sha256 of the whole uncompressed tar stream, trailer and
+padding included):
+
+* :func:`unpack_layer` extracts the layer *as is* into its ``layerfs``
+  (whiteouts ``.wh.*`` and ``.wh..wh..opq`` kept as ordinary files), and
+  writes a small JSON *sidecar* (:func:`sidecar_path`) with what a directory
+  tree cannot say by itself (see below);
+* :func:`apply_layer` applies the layer onto a flat root file system
+  (whiteouts delete, opaque markers hide lower content, markers never appear).
+
+:func:`bot.publisher.flatten.apply_layerfs` applies an already unpacked
+``layerfs`` (plus its sidecar) and gives the same tree as :func:`apply_layer`.
+
+The stream is :mod:`bot.publisher.layerstream`; where entries go and how
+they are made safely is :mod:`bot.publisher.safetree`.
+
+Sidecar (``<layer dir>/.metadata/layerfs.json``)
+------------------------------------------------
+A ``layerfs`` is the layer "as in its tar", but a tree loses three facts
+the flat image needs, so :func:`unpack_layer` records them::
+
+    {"version": 1, "diff_id": "sha256:…",
+     "implicit_dirs": ["usr/lib", …],   # parents the tar never listed: when applied
+                                        # they follow a lower layer's symlink
+                                        # instead of replacing it
+     "links": [{"path": "bin/b", "target": "bin/a"}],
+                                        # hardlinks to files of LOWER layers
+                                        # (not writable in layerfs)
+     "skipped": [{"path": "dev/null", "type": "char"}]}
+                                        # device nodes / fifos skipped (not root)
+
+Limits (:class:`Limits`) stop tar bombs: the uncompressed stream length and
+the number of entries are checked while reading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, cast
+
+from bot.config import Config
+from bot.errors import BadLayer, PublisherError, UnsafeLayer
+from bot.publisher.layerstream import (
+    CHUNK,
+    HashingReader,
+    Readable,
+    detect_compression,
+    open_layer,
+)
+from bot.publisher.safetree import (
+    Meta,
+    SafeTree,
+    clean_name,
+    dispatch_marker,
+    is_marker,
+    under_marker,
+)
+
+__all__ = [
+    "UNLIMITED",
+    "LayerStats",
+    "Limits",
+    "apply_layer",
+    "detect_compression",
+    "open_layer",
+    "sidecar_path",
+    "unpack_layer",
+]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Ceilings per layer: uncompressed bytes and tar entries (tar bombs)."""
+
+    max_bytes: int
+    max_entries: int
+
+    @classmethod
+    def from_config(cls, config: Config) -> Limits:
+        """From the operator's ``max_layer_bytes`` and ``max_layer_entries``."""
+        return cls(max_bytes=config.max_layer_bytes, max_entries=config.max_layer_entries)
+
+
+UNLIMITED = Limits(max_bytes=1 << 62, max_entries=1 << 62)
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """What one pass over a layer found.
+
+    ``unpacked_size`` is the length of the uncompressed tar stream (the bytes
+    the diffID covers); ``file_bytes`` the sum of regular file sizes.
+    ``skipped_links`` counts hardlinks to lower layers that the layerfs could
+    not hold (recorded in the sidecar); ``skipped`` names device nodes and
+    fifos not created (not running as root).
+    """
+
+    diff_id: str
+    unpacked_size: int
+    entries: int
+    file_bytes: int = 0
+    skipped_links: int = 0
+    skipped: tuple[str, ...] = ()
+    sidecar: Path | None = None
+
+
+# --- the tar pass -------------------------------------------------------------
+
+
+def _copier(src: Readable) -> Callable[[int], int]:
+    def copy(fd: int) -> int:
+        total = 0
+        while True:
+            chunk = src.read(CHUNK)
+            if not chunk:
+                return total
+            view = memoryview(chunk)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            total += len(chunk)
+
+    return copy
+
+
+_DEVICE_KINDS = {tarfile.CHRTYPE: "char", tarfile.BLKTYPE: "block", tarfile.FIFOTYPE: "fifo"}
+
+
+def _meta(member: tarfile.TarInfo) -> Meta:
+    return Meta(
+        mode=member.mode,
+        uid=member.uid,
+        gid=member.gid,
+        mtime_ns=int(member.mtime * 1_000_000_000),
+    )
+
+
+def _run_tar(
+    blob: Path, media_type: str, tree: SafeTree, *, limits: Limits, context: str
+) -> tuple[str, int, int]:
+    """One pass: apply every entry to ``tree``; return (diff_id, stream bytes, entries)."""
+    with (
+        open_layer(blob, media_type) as stream,
+        HashingReader(stream, limits.max_bytes, context) as reader,
+    ):
+        if reader.peek(512).strip(b"\0") == b"":
+            reader.drain()  # empty layer: only end-of-archive blocks (or nothing)
+            return reader.diff_id(), reader.count, 0
+        entries = _run_members(reader, tree, limits=limits, context=context)
+        reader.drain()
+    tree.finish()
+    return reader.diff_id(), reader.count, entries
+
+
+def _run_members(reader: HashingReader, tree: SafeTree, *, limits: Limits, context: str) -> int:
+    entries = 0
+    try:
+        with tarfile.open(
+            None,
+            "r:",
+            fileobj=cast(IO[bytes], reader),
+            encoding="utf-8",
+            errors="surrogateescape",
+        ) as tar:
+            while (member := tar.next()) is not None:
+                # forget old headers: a layer may have millions
+                tar.members.clear()  # type: ignore[attr-defined]
+                entries += 1
+                if entries > limits.max_entries:
+                    raise UnsafeLayer(
+                        f"{context}: layer has more than {limits.max_entries} entries "
+                        f"(at '{member.name}')",
+                        hint="raise max_layer_entries if this image is legitimate",
+                    )
+                try:
+                    _apply_member(tree, tar, member, limits)
+                except OSError as exc:
+                    raise PublisherError(
+                        f"{context}: cannot write entry '{member.name}': {exc.strerror or exc}",
+                        hint="check the space and permissions of the publisher's disk",
+                    ) from None
+    except (tarfile.TarError, EOFError) as exc:
+        raise BadLayer(f"{context}: the layer is not a valid tar archive: {exc}") from None
+    except ValueError as exc:  # e.g. a NUL byte inside a PAX path
+        raise UnsafeLayer(f"{context}: bad entry name: {exc}") from None
+    return entries
+
+
+def _apply_member(
+    tree: SafeTree, tar: tarfile.TarFile, member: tarfile.TarInfo, limits: Limits
+) -> None:
+    name = clean_name(member.name)
+    if under_marker(name, flat=tree.flat):
+        return
+    base = name.rpartition("/")[2]
+    if is_marker(base) and dispatch_marker(tree, name):
+        return
+    meta = _meta(member)
+    if member.isdir():
+        tree.directory(name, meta)
+    elif member.isreg():
+        if member.size > limits.max_bytes:
+            raise UnsafeLayer(f"{tree.context}: entry '{member.name}' is larger than the limit")
+        src = tar.extractfile(member)
+        assert src is not None
+        tree.regular(name, meta, _copier(src))
+    elif member.issym():
+        tree.symlink(name, member.linkname, meta)
+    elif member.islnk():
+        tree.hardlink(name, member.linkname)
+    elif member.type in _DEVICE_KINDS:
+        tree.device(name, _DEVICE_KINDS[member.type], meta, member.devmajor, member.devminor)
+    # other types (volume labels, unknown vendor types) carry no file: ignored
+
+
+def sidecar_path(layerfs: Path) -> Path:
+    """Where :func:`unpack_layer` records what ``layerfs`` cannot hold."""
+    return layerfs.parent / ".metadata" / "layerfs.json"
+
+
+def unpack_layer(
+    blob: Path,
+    media_type: str,
+    dest: Path,
+    *,
+    limits: Limits,
+    context: str,
+    sidecar: Path | None = None,
+    privileged: bool | None = None,
+) -> LayerStats:
+    """Extract a layer as is into ``dest`` (its layerfs) and compute its diffID.
+
+    Whiteouts stay ordinary files. Writes the sidecar (default
+    :func:`sidecar_path`). The caller compares ``diff_id`` with the config.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    tree = SafeTree(dest, context=context, flat=False, privileged=privileged)
+    diff_id, size, entries = _run_tar(blob, media_type, tree, limits=limits, context=context)
+    target = sidecar if sidecar is not None else sidecar_path(dest)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(tree.sidecar(diff_id), indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, target)
+    return LayerStats(
+        diff_id=diff_id,
+        unpacked_size=size,
+        entries=entries,
+        file_bytes=tree.file_bytes,
+        skipped_links=len(tree.record.links),
+        skipped=tuple(item["path"] for item in tree.record.skipped),
+        sidecar=target,
+    )
+
+
+def apply_layer(
+    root: Path,
+    blob: Path,
+    media_type: str,
+    *,
+    limits: Limits,
+    context: str,
+    privileged: bool | None = None,
+) -> LayerStats:
+    """Apply a layer onto the flat root file system ``root`` (OCI whiteout rules)."""
+    root.mkdir(parents=True, exist_ok=True)
+    tree = SafeTree(root, context=context, flat=True, privileged=privileged)
+    diff_id, size, entries = _run_tar(blob, media_type, tree, limits=limits, context=context)
+    return LayerStats(
+        diff_id=diff_id,
+        unpacked_size=size,
+        entries=entries,
+        file_bytes=tree.file_bytes,
+        skipped=tuple(item["path"] for item in tree.record.skipped),
+    )
