@@ -1,0 +1,252 @@
+"""Benchmark: converting an image, compared in the same run with umoci and tar.
+
+The image is a Debian root file system from ``debootstrap --variant=minbase``
+when that works here (it needs ``debootstrap`` and a reachable Debian
+mirror, configured as debootstrap's default), otherwise a synthetic tree of
+thousands of files, symlinks and hardlinks. It is cut into three gzip
+layers (the base, a layer that modifies and deletes files, a small top).
+
+Measured, each in its own process (wall time and peak RSS):
+
+- layers: wishbot ``unpack_layer`` into ``layerfs`` vs ``tar -xzf``;
+- flat image: wishbot ``apply_layer`` over all layers vs ``umoci unpack``
+  (an independent implementation of layer application), and the two flat
+  trees are compared file by file.
+
+Run: ``.venv/bin/python bench/convert.py [--files N] [--keep DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def synthetic_tree(base: Path, files: int, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    dirs = [base / f"usr/lib/pkg{n // 40:03d}/sub{n % 7}" for n in range(files // 10)]
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+    for n in range(files):
+        d = dirs[n % len(dirs)]
+        size = int(rng.lognormvariate(7.5, 1.6)) % (2 << 20)
+        (d / f"file{n}.so").write_bytes(rng.randbytes(size // 4) * 4)
+        if n % 50 == 0:
+            os.symlink(f"file{n}.so", d / f"link{n}.so")
+        if n % 97 == 0:
+            os.link(d / f"file{n}.so", d / f"hard{n}.so")
+    (base / "etc").mkdir(exist_ok=True)
+    (base / "etc/os-release").write_text("ID=synthetic\n")
+    (base / "bin").symlink_to("usr/bin")
+    (base / "usr/bin").mkdir(parents=True, exist_ok=True)
+
+
+def debootstrap_tree(base: Path) -> bool:
+    if not shutil.which("debootstrap") or os.geteuid() != 0:
+        return False
+    done = subprocess.run(
+        ["debootstrap", "--variant=minbase", "bookworm", str(base)],
+        capture_output=True,
+        check=False,
+        timeout=900,
+    )
+    return done.returncode == 0
+
+
+def tar_of(base: Path, *, only: list[str] | None = None) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        if only is None:
+            for entry in sorted(base.iterdir()):
+                tar.add(entry, arcname=entry.name)
+        else:
+            for name in only:
+                tar.add(base / name, arcname=name, recursive=False)
+    return raw.getvalue()
+
+
+def make_layers(tree: Path, work: Path) -> list[bytes]:
+    """Base = the tree; middle = some files changed and some deleted; top = one file."""
+    base = tar_of(tree)
+    mid_dir = work / "mid"
+    mid_dir.mkdir()
+    files = sorted(p for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
+    changed = files[::37]
+    deleted = files[5::53]
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in changed:
+            data = b"changed " + path.name.encode()
+            info = tarfile.TarInfo(str(path.relative_to(tree)))
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for path in deleted:
+            rel = path.relative_to(tree)
+            info = tarfile.TarInfo(str(rel.parent / f".wh.{rel.name}"))
+            tar.addfile(info, io.BytesIO(b""))
+    middle = raw.getvalue()
+    top_raw = io.BytesIO()
+    with tarfile.open(fileobj=top_raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("app/hello.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"hi\n"))
+    return [base, middle, top_raw.getvalue()]
+
+
+def measure(command: list[str], **kwargs: object) -> tuple[float, int]:
+    """Wall seconds and peak RSS (MiB) of one command.
+
+    The peak is taken by GNU time when present: a child forked from this
+    (large) benchmark process would otherwise count our own pages.
+    """
+    gnu_time = shutil.which("time") or "/usr/bin/time"
+    with tempfile.NamedTemporaryFile("r") as report:
+        wrapped = (
+            [gnu_time, "-f", "%M", "-o", report.name, *command]
+            if os.path.exists(gnu_time)
+            else command
+        )
+        start = time.perf_counter()
+        proc = subprocess.Popen(wrapped, **kwargs)  # type: ignore[call-overload]
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"{command[0]} failed with exit {os.waitstatus_to_exitcode(status)}")
+        text = report.read().strip().splitlines()
+        peak_kib = int(text[-1]) if text and text[-1].isdigit() else usage.ru_maxrss
+    return elapsed, peak_kib // 1024
+
+
+_UNPACK = """
+import sys
+from pathlib import Path
+from bot.publisher.unpack import UNLIMITED, unpack_layer
+for n, blob in enumerate(sys.argv[2:]):
+    unpack_layer(Path(blob), "application/vnd.oci.image.layer.v1.tar+gzip",
+                 Path(sys.argv[1]) / f"layer{n}" / "layerfs", limits=UNLIMITED, context=blob)
+"""
+
+_FLAT = """
+import sys
+from pathlib import Path
+from bot.publisher.unpack import UNLIMITED, apply_layer
+for blob in sys.argv[2:]:
+    apply_layer(Path(sys.argv[1]), Path(blob), "application/vnd.oci.image.layer.v1.tar+gzip",
+                limits=UNLIMITED, context=blob)
+"""
+
+
+def digest_tree(root: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                out[rel] = "l:" + os.readlink(path)
+            elif path.is_dir():
+                out[rel] = "d"
+            else:
+                out[rel] = "f:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=6000, help="synthetic tree size")
+    parser.add_argument("--keep", type=Path, help="keep the work directory here")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="wishbot-bench-", dir=args.keep))
+    try:
+        tree = work / "source"
+        tree.mkdir()
+        if debootstrap_tree(tree):
+            kind = "debootstrap minbase bookworm"
+        else:
+            shutil.rmtree(tree)
+            tree.mkdir()
+            synthetic_tree(tree, args.files)
+            kind = f"synthetic tree, {args.files} files"
+        layers = make_layers(tree, work)
+        blobs = []
+        for n, layer in enumerate(layers):
+            blob = work / f"layer{n}.tar.gz"
+            blob.write_bytes(gzip.compress(layer, compresslevel=6))
+            (work / f"layer{n}.tar").write_bytes(layer)
+            blobs.append(blob)
+        total = sum(len(x) for x in layers)
+        print(f"image: {kind}; {len(layers)} layers, {total / 2**20:.1f} MiB uncompressed")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        python = sys.executable
+
+        ours_layers = measure(
+            [python, "-c", _UNPACK, str(work / "ours-layers"), *map(str, blobs)], env=env
+        )
+        tar_dir = work / "tar-layers"
+        tar_script = "; ".join(
+            f"mkdir -p {tar_dir}/l{n} && tar -xzf {blob} -C {tar_dir}/l{n}"
+            for n, blob in enumerate(blobs)
+        )
+        tar_layers = measure(["sh", "-c", tar_script])
+
+        ours_flat = measure(
+            [python, "-c", _FLAT, str(work / "ours-flat"), *map(str, blobs)], env=env
+        )
+        umoci = shutil.which("umoci")
+        umoci_flat: tuple[float, int] | None = None
+        if umoci:
+            layout = f"{work}/oci"
+            subprocess.run([umoci, "init", "--layout", layout], check=True)
+            subprocess.run([umoci, "new", "--image", f"{layout}:img"], check=True)
+            for n in range(len(layers)):
+                subprocess.run(
+                    [umoci, "raw", "add-layer", "--image", f"{layout}:img", f"{work}/layer{n}.tar"],
+                    check=True,
+                    capture_output=True,
+                )
+            umoci_flat = measure(
+                [umoci, "unpack", "--rootless", "--image", f"{layout}:img", f"{work}/bundle"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+        def row(name: str, ours: tuple[float, int], other: tuple[float, int]) -> None:
+            print(
+                f"{name:<22} wishbot {ours[0]:7.2f} s {ours[1]:5d} MiB | "
+                f"reference {other[0]:7.2f} s {other[1]:5d} MiB | "
+                f"time ratio {ours[0] / max(other[0], 1e-9):5.2f}"
+            )
+
+        row("layers vs tar -xzf", ours_layers, tar_layers)
+        if umoci_flat:
+            row("flat vs umoci unpack", ours_flat, umoci_flat)
+            a = digest_tree(work / "ours-flat")
+            b = digest_tree(work / "bundle" / "rootfs")
+            same = a == b
+            print(f"flat trees identical to umoci's: {same} ({len(a)} entries)")
+            if not same:
+                diff = sorted(set(a.items()) ^ set(b.items()))[:10]
+                print("  first differences:", *diff, sep="\n    ")
+        else:
+            print(f"flat image: wishbot {ours_flat[0]:.2f} s {ours_flat[1]} MiB (umoci missing)")
+        return 0
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""``wishbot apply WISHLIST --publisher TARGET``: converge a publisher to a wishlist.
+
+Load the wishlist, resolve every wish against its registry, read what the
+publisher serves, plan, and execute the plan (one transaction per image).
+Exit status 0 only when every wish converged; 1 otherwise, naming each
+failing wish; 2 for a wrong command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from bot.config import Config
+from bot.core.recipe import load_wishlist
+from bot.errors import UsageError
+from bot.publisher.apply import ApplyReport, failing_wishes
+from bot.publisher.backend import open_publisher
+from bot.publisher.converge import converge
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "apply",
+        help="publish a wishlist's images (layers, flat images, symlinks, thin images)",
+        description=(__doc__ or "").replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("wishlist", metavar="WISHLIST", help="the wishlist YAML file")
+    add_publisher_arguments(parser)
+    parser.add_argument("--no-thin", action="store_true", help="do not push thin images")
+    parser.set_defaults(func=run)
+
+
+def add_publisher_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--publisher",
+        metavar="TARGET",
+        help="local:DIR or cvmfs:REPO (default: the 'publisher' setting)",
+    )
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--now", metavar="ISO", help="pretend the time is ISO-8601 TIME (tests, replays)"
+    )
+
+
+def parse_now(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--now '{text}' is not an ISO-8601 time", hint="e.g. 2025-01-31T12:00:00Z"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def progress_printer(out: TextIO) -> Any:
+    """One line per step (a TTY sees the line rewritten in place)."""
+    tty = out.isatty()
+
+    def say(line: str) -> None:
+        if tty and "FAILED" not in line:
+            out.write(f"\r\033[K{line[:160]}")
+        else:
+            out.write(("\r\033[K" if tty else "") + line + "\n")
+        out.flush()
+
+    return say
+
+
+def run(args: argparse.Namespace) -> int:
+    from bot.commands.validate import read_wishlist_file
+    from bot.registry.client import RegistryClient
+
+    config = Config.load()
+    target = args.publisher or config.publisher
+    if not target:
+        raise UsageError("no publisher given", hint="pass --publisher local:DIR or cvmfs:REPO")
+    now = parse_now(args.now)
+    if args.no_thin:
+        config = _without_thin(config)
+
+    data, problem = read_wishlist_file(args.wishlist)
+    if data is None:
+        print(f"wishbot: error: {problem}", file=sys.stderr)
+        return 1
+    wishlist, problems = load_wishlist(data, args.wishlist)
+    if wishlist is None:
+        for item in problems:
+            print(item, file=sys.stderr)
+        return 1
+
+    publisher = open_publisher(target)
+    if publisher.cvmfs_repo and publisher.cvmfs_repo != wishlist.cvmfs_repo.split("/")[0]:
+        raise UsageError(
+            f"the wishlist is for {wishlist.cvmfs_repo}, the publisher is {publisher.target}",
+            where=args.wishlist,
+        )
+    say = progress_printer(sys.stderr)
+    with RegistryClient(config) as client:
+        _plan, report = converge(wishlist, publisher, client, config=config, now=now, progress=say)
+    render(report, args.format, sys.stdout)
+    if report.ok:
+        return 0
+    for wish in failing_wishes(report):
+        print(f"wishbot: not converged: {wish}", file=sys.stderr)
+    return 1
+
+
+def _without_thin(config: Config) -> Config:
+    from dataclasses import replace
+
+    return replace(config, thin=False)
+
+
+def render(report: ApplyReport, fmt: str, out: TextIO) -> None:
+    if fmt == "json":
+        json.dump(report.to_json(), out, indent=2)
+        out.write("\n")
+        return
+    if not report.results:
+        out.write("apply: nothing to do, the publisher already serves the wishlist\n")
+        return
+    for result in report.results:
+        mark = "ok  " if result.ok else "FAIL"
+        line = f"{mark} {result.action:<7} {result.path} ({result.platform})"
+        if result.thin_image:
+            line += f" thin: {result.thin_image}"
+        if not result.ok:
+            line += f": {result.message}"
+        out.write(line + "\n")
+    failed = len(report.failures)
+    out.write(
+        f"apply: {len(report.results) - failed} image(s) converged, {failed} failed, "
+        f"{report.downloaded_layers} layer(s) downloaded, {report.transactions} transaction(s)\n"
+    )

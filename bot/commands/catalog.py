@@ -1,0 +1,74 @@
+"""``wishbot catalog``: describe what a publisher serves, as CATALOG.md and catalog.json.
+
+With ``--output DIR`` both files are written there (only when their content
+changed); otherwise the chosen ``--format`` goes to standard output. The
+output is deterministic: the same publisher gives byte-identical files
+(pass ``--generated ISO`` to stamp a time explicitly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from bot.config import Config
+from bot.core.catalog import CATALOG_JSON, CATALOG_MD, catalog_files
+from bot.errors import UsageError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "catalog",
+        help="write CATALOG.md and catalog.json describing a publisher",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--publisher", metavar="TARGET", help="local:DIR or cvmfs:REPO (default: the setting)"
+    )
+    parser.add_argument(
+        "--cvmfs-repo",
+        metavar="REPO",
+        help="the CernVM-FS repository name (default: what the publisher knows)",
+    )
+    parser.add_argument("--output", metavar="DIR", help="write both files into DIR")
+    parser.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    parser.add_argument(
+        "--generated", metavar="ISO", help="stamp this generation time into the catalog"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bot.commands.plan import parse_time
+    from bot.publisher.backend import open_publisher
+    from bot.publisher.state import read_state
+
+    config = Config.load()
+    target = args.publisher or config.publisher
+    if not target:
+        raise UsageError("no publisher given", hint="pass --publisher local:DIR or cvmfs:REPO")
+    publisher = open_publisher(target)
+    cvmfs_repo = args.cvmfs_repo or publisher.cvmfs_repo
+    if not cvmfs_repo:
+        raise UsageError(
+            f"the repository name of {publisher.target} is not known",
+            hint="pass --cvmfs-repo REPO (e.g. unpacked.cern.ch)",
+        )
+    generated = parse_time(args.generated, "--generated") if args.generated else None
+    state = read_state(publisher.root, cvmfs_repo)
+    files = catalog_files(state, grace_days=config.grace_days, generated=generated)
+    if args.output:
+        directory = Path(args.output)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            path = directory / name
+            if not path.exists() or path.read_bytes() != data:
+                path.write_bytes(data)
+            print(f"wrote {path}", file=sys.stderr)
+        return 0
+    name = CATALOG_JSON if args.format == "json" else CATALOG_MD
+    sys.stdout.write(files[name].decode())
+    return 0

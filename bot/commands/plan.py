@@ -1,0 +1,177 @@
+"""``wishbot plan WISHLIST``: what ``apply`` would do, as a table, Markdown comment or JSON.
+
+Without ``--base`` the plan covers the whole wishlist (what ``apply`` would do
+now). With ``--base OLD`` it covers only what changes between OLD and
+WISHLIST: new and changed wishes are resolved, removed wishes have their
+images scheduled, unchanged wishes are not contacted at all.
+
+The current state comes from ``--catalog catalog.json``, from
+``--publisher TARGET`` (or the ``publisher`` setting), or is empty. Exit
+status: 0 when the plan has no errors, 1 when it has (a wish that cannot be
+resolved, an invalid wishlist), 2 for a wrong command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bot.config import Config
+from bot.core.model import CurrentState, Problem, Resolution, Wish, Wishlist
+from bot.core.plan import Plan, make_plan
+from bot.core.recipe import diff_wishlists, load_wishlist
+from bot.core.render import DEFAULT_TITLE, render_json, render_markdown, render_text
+from bot.errors import PublisherError, UsageError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="show what apply would do (dry run; text, Markdown or JSON)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("wishlist", metavar="WISHLIST", help="the wishlist YAML file")
+    parser.add_argument(
+        "--base",
+        metavar="OLD",
+        help="the wishlist before the change: plan only what changes (merge-request view)",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--publisher", metavar="TARGET", help="read the current state from local:DIR or cvmfs:REPO"
+    )
+    source.add_argument(
+        "--catalog", metavar="FILE", help="read the current state from a catalog.json"
+    )
+    parser.add_argument(
+        "--format", choices=("text", "markdown", "json"), default="text", help="output format"
+    )
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=60000,
+        metavar="CHARS",
+        help="size limit of the Markdown output (default 60000)",
+    )
+    parser.add_argument("--title", default=DEFAULT_TITLE, help="heading of the Markdown output")
+    parser.add_argument(
+        "--now", metavar="ISO", help="pretend the time is ISO-8601 TIME (tests, replays)"
+    )
+    parser.set_defaults(func=run)
+
+
+def _load(path: str) -> tuple[Wishlist | None, list[Problem]]:
+    from bot.commands.validate import read_wishlist_file
+
+    data, problem = read_wishlist_file(path)
+    if data is None:
+        return None, [problem] if problem else []
+    return load_wishlist(data, path)
+
+
+def read_catalog(path: str) -> CurrentState:
+    """The current state from a ``catalog.json`` file (clear errors for unreadable files)."""
+    from bot.core.catalog import state_from_catalog
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read the catalog: {exc.strerror or exc}", where=path) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PublisherError(
+            f"the catalog is not JSON: {exc}", where=path, hint="pass a catalog.json wishbot wrote"
+        ) from None
+    return state_from_catalog(data)
+
+
+def current_state(args: argparse.Namespace, config: Config, cvmfs_repo: str) -> CurrentState:
+    if args.catalog:
+        return read_catalog(args.catalog)
+    target = args.publisher or config.publisher
+    if not target:
+        print("wishbot: no publisher given: planning against an empty one", file=sys.stderr)
+        return CurrentState(cvmfs_repo)
+    from bot.publisher.backend import open_publisher
+    from bot.publisher.state import read_state
+
+    return read_state(open_publisher(target).root, cvmfs_repo)
+
+
+def resolve(config: Config, wishes: tuple[Wish, ...]) -> list[Resolution]:
+    from bot.registry.client import RegistryClient
+
+    return RegistryClient(config).resolve_all(wishes) if wishes else []
+
+
+def parse_time(text: str | None, option: str = "--now") -> datetime:
+    """An ISO-8601 time from the command line (UTC when no offset is given); now when None."""
+    if not text:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"{option} '{text}' is not an ISO-8601 time", hint="e.g. 2026-01-31T12:00:00Z"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def build_plan(args: argparse.Namespace, config: Config) -> Plan:
+    """Load, diff, resolve and plan as the command line says (no output)."""
+    now = parse_time(args.now)
+    wishlist, problems = _load(args.wishlist)
+    if wishlist is None:
+        # Nothing can be planned; show why, and never plan removals from a broken file.
+        return make_plan(
+            [], [], CurrentState(""), now, cvmfs_repo="", removed=[], problems=problems
+        )
+    current = current_state(args, config, wishlist.cvmfs_repo)
+    if args.base is None:
+        resolutions = resolve(config, wishlist.wishes)
+        return make_plan(
+            wishlist.wishes,
+            resolutions,
+            current,
+            now,
+            grace_days=config.grace_days,
+            cvmfs_repo=wishlist.cvmfs_repo,
+            problems=problems,
+        )
+    old, _old_problems = _load(args.base)
+    if old is None:
+        # An unreadable base: every wish counts as new, nothing counts as removed.
+        added: tuple[Wish, ...] = wishlist.wishes
+        removed: tuple[Wish, ...] = ()
+    else:
+        diff = diff_wishlists(old, wishlist)
+        added, removed = diff.added, diff.removed
+    return make_plan(
+        wishlist.wishes,
+        resolve(config, added),
+        current,
+        now,
+        grace_days=config.grace_days,
+        cvmfs_repo=wishlist.cvmfs_repo,
+        removed=removed,
+        problems=problems,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.budget < 1000:
+        raise UsageError(f"--budget {args.budget} is too small", hint="use at least 1000")
+    config = Config.load()
+    plan = build_plan(args, config)
+    if args.format == "json":
+        json.dump(render_json(plan), sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    elif args.format == "markdown":
+        sys.stdout.write(render_markdown(plan, budget=args.budget, title=args.title))
+    else:
+        sys.stdout.write(render_text(plan))
+    return 1 if plan.has_errors else 0

@@ -1,0 +1,607 @@
+"""Execute a :class:`~bot.core.plan.Plan` on a publisher: one transaction per image.
+
+For an image that is added or moved, inside one transaction:
+
+1. each layer not yet published is downloaded into a temporary directory
+   (the client verifies digest and size), its diffID checked against the
+   image config, and unpacked as-is into ``.layers/xx/<hex>/layerfs``, with
+   ``layers.json``;
+2. the flat image ``.flat/xx/<id>`` is built (from the fresh blobs, or from
+   the published ``layerfs`` of layers we already had) with the
+   Apptainer/Singularity metadata, unless it exists already;
+3. backlinks (``origin.json``), ``.cvmfscatalog`` markers, ``manifest.json``;
+4. the public symlink (re-pointed atomically; a non-symlink is never
+   replaced), or for a multi-platform wish the per-architecture symlink plus
+   the CernVM-FS variant symlink;
+5. the old image of a moved tag goes to the remove schedule;
+6. the thin image is pushed, last, so a failed push aborts the transaction
+   and the next run tries again.
+
+A failing image is reported and aborted; the others are still published.
+Nothing to do opens no transaction and downloads nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import posixpath
+import re
+import tarfile
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from bot.config import Config
+from bot.core import layout
+from bot.core.model import PublishedImage, ResolvedImage, ScheduledRemoval
+from bot.core.plan import ImageChange, Plan
+from bot.core.reference import ImageReference, ReferenceError, parse
+from bot.errors import IntegrityError, PublisherError, WishbotError
+from bot.publisher import hooks
+from bot.publisher.backend import Publisher
+from bot.publisher.flatten import apply_layerfs, write_singularity_metadata
+from bot.publisher.metadata import (
+    LAYERS,
+    MANIFEST,
+    ORIGIN,
+    ImageRecord,
+    LayerInfo,
+    ScheduleEntry,
+    read_origin,
+    read_schedule,
+    schedule_json,
+    write_json,
+)
+from bot.publisher.state import ARCH_VARIABLE
+from bot.publisher.unpack import Limits, apply_layer, unpack_layer
+
+Progress = Callable[[str], None]
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+class RegistryClientLike(Protocol):
+    """What apply needs from :class:`bot.registry.client.RegistryClient`."""
+
+    def download_blob(self, ref: ImageReference, digest: str, size: int, dest: Path) -> None: ...
+
+    def push_blob(self, ref: ImageReference, data: bytes) -> str: ...
+
+    def push_manifest(self, ref: ImageReference, body: bytes, media_type: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What happened to one planned image."""
+
+    path: str
+    reference: str
+    platform: str
+    action: str
+    ok: bool
+    message: str = ""
+    thin_image: str | None = None
+    downloaded_layers: int = 0
+    downloaded_bytes: int = 0
+    wish: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "reference": self.reference,
+            "platform": self.platform,
+            "action": self.action,
+            "ok": self.ok,
+            "message": self.message,
+            "thin_image": self.thin_image,
+            "downloaded_layers": self.downloaded_layers,
+            "downloaded_bytes": self.downloaded_bytes,
+            "wish": self.wish,
+        }
+
+
+@dataclass
+class ApplyReport:
+    results: list[ImageResult] = field(default_factory=list)
+    transactions: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(result.ok for result in self.results)
+
+    @property
+    def failures(self) -> list[ImageResult]:
+        return [result for result in self.results if not result.ok]
+
+    @property
+    def downloaded_layers(self) -> int:
+        return sum(result.downloaded_layers for result in self.results)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "version": 1,
+            "ok": self.ok,
+            "transactions": self.transactions,
+            "downloaded_layers": self.downloaded_layers,
+            "images": [result.to_json() for result in self.results],
+        }
+
+
+def _quiet(_line: str) -> None:
+    return None
+
+
+def apply_plan(
+    plan: Plan,
+    publisher: Publisher,
+    client: RegistryClientLike,
+    *,
+    config: Config,
+    progress: Progress | None = None,
+    output_format: str | None = None,
+) -> ApplyReport:
+    """Converge the publisher to ``plan``; every image in its own transaction.
+
+    ``output_format`` names the thin images (``$(image)`` placeholders); with
+    ``None`` or ``config.thin`` false no thin image is pushed.
+    """
+    say = progress or _quiet
+    report = ApplyReport()
+    opened = publisher.transactions_opened
+    for change in plan.images:
+        result = _apply_change(plan, change, publisher, client, config, say, output_format)
+        if result is not None:
+            report.results.append(result)
+    report.transactions = publisher.transactions_opened - opened
+    return report
+
+
+def _apply_change(
+    plan: Plan,
+    change: ImageChange,
+    publisher: Publisher,
+    client: RegistryClientLike,
+    config: Config,
+    say: Progress,
+    output_format: str | None,
+) -> ImageResult | None:
+    wish = change.wish.text if change.wish else ""
+    image = change.new or change.old
+    platform = str(image.platform) if image else ""
+    base = ImageResult(
+        path=change.path,
+        reference=str(change.reference),
+        platform=platform,
+        action=change.action,
+        ok=False,
+        wish=wish,
+    )
+    if change.action == "unchanged":
+        return None
+    if change.action == "error":
+        problem = change.problem
+        return replace(base, message=problem.message if problem else "error")
+    try:
+        _check_path(change.path)
+        if change.action == "remove":
+            assert change.old is not None
+            say(f"{change.path}: removing (the image stays for the grace period)")
+            with publisher.transaction() as view:
+                _remove_image(publisher, view, change.old, plan.now)
+            return replace(base, ok=True, message="removed; old image scheduled")
+        assert change.new is not None
+        _check_image(change.new)
+        converter = _Converter(plan, change, change.new, publisher, client, config, say)
+        thin = _thin_name(output_format, change.new.reference) if config.thin else None
+        converter.run(thin)
+        return replace(
+            base,
+            ok=True,
+            message="published",
+            thin_image=thin,
+            downloaded_layers=converter.downloaded_layers,
+            downloaded_bytes=converter.downloaded_bytes,
+        )
+    except WishbotError as exc:
+        say(f"{change.path}: FAILED: {exc}")
+        return replace(base, message=str(exc))
+
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_ARCH = re.compile(r"^[a-z0-9_]+(?::[a-z0-9_.]+)?$")
+
+
+def _check_path(path: str) -> None:
+    parts = path.split("/")
+    if len(parts) < 2 or any(p in ("", ".", "..") for p in parts) or path.startswith("."):
+        raise PublisherError(f"refusing to publish at the unsafe path '{path}'")
+
+
+def _check_image(image: ResolvedImage) -> None:
+    """Digests and architecture names become paths: accept only their strict forms."""
+    for digest in (image.image_id, *(layer.digest for layer in image.layers)):
+        if not _DIGEST.match(digest):
+            raise PublisherError(
+                f"{image.reference}: '{digest}' is not a sha256 digest; refusing to use it",
+                hint="the registry served a malformed manifest",
+            )
+    if image.multiarch and not _ARCH.match(layout.arch_name(image.platform)):
+        raise PublisherError(
+            f"{image.reference}: platform '{image.platform}' cannot name a directory"
+        )
+
+
+def _thin_name(output_format: str | None, reference: ImageReference) -> str | None:
+    if not output_format:
+        return None
+    from bot.core.recipe import output_name
+
+    return str(output_name(output_format, reference))
+
+
+class _Converter:
+    """Converts one resolved image inside one transaction."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        change: ImageChange,
+        image: ResolvedImage,
+        publisher: Publisher,
+        client: RegistryClientLike,
+        config: Config,
+        say: Progress,
+    ) -> None:
+        self.plan = plan
+        self.change = change
+        self.image = image
+        self.publisher = publisher
+        self.root = publisher.root
+        self.client = client
+        self.config = config
+        self.say = say
+        self.limits = Limits(config.max_layer_bytes, config.max_layer_entries)
+        self.downloaded_layers = 0
+        self.downloaded_bytes = 0
+
+    def where(self, view: Path, relpath: str) -> Path:
+        """Read-your-writes: the staged copy if this transaction wrote one."""
+        staged = view / relpath
+        return staged if os.path.lexists(staged) else self.root / relpath
+
+    def run(self, thin: str | None) -> None:
+        image = self.image
+        path = self.change.path
+        link = layout.multiarch_path(image.platform, path) if image.multiarch else path
+        for candidate in {path, link}:
+            existing = self.root / candidate
+            if os.path.lexists(existing) and not existing.is_symlink():
+                raise PublisherError(
+                    f"{candidate} exists in the publisher and is not a symlink",
+                    hint="wishbot never replaces a real file or directory; move it away by hand",
+                )
+        self.say(f"{path}: converting {image.reference} ({image.platform}, {image.image_id})")
+        with (
+            tempfile.TemporaryDirectory(prefix="wishbot-blobs-") as tmp,
+            self.publisher.transaction() as view,
+        ):
+            blobs = self._layers(view, Path(tmp))
+            self._flat(view, blobs)
+            self._backlinks(view)
+            self._markers(view)
+            self._manifest(view, link, thin)
+            self._links(view, path, link)
+            self._schedule(view)
+            if thin:
+                self._push_thin(thin)
+            hooks.crash_point("image-written")
+            self.say(f"{path}: publishing")
+        self.say(f"{path}: done")
+
+    # --- steps --------------------------------------------------------------
+
+    def _layers(self, view: Path, tmp: Path) -> dict[str, Path]:
+        """Download and unpack the layers that are not published yet."""
+        blobs: dict[str, Path] = {}
+        diff_ids = self.image.config.diff_ids
+        expected: dict[str, str] = {}
+        if len(diff_ids) == len(self.image.layers):
+            for layer, diff_id in zip(self.image.layers, diff_ids, strict=True):
+                expected.setdefault(layer.digest, diff_id)
+        for layer in self.image.layers:
+            if layer.digest in blobs:
+                continue
+            layerfs = layout.layerfs_dir(layer.digest)
+            if (self.root / layerfs).is_dir() or (view / layerfs).is_dir():
+                continue
+            hex_digest = layout.hex_of(layer.digest)
+            blob = tmp / hex_digest
+            self.say(f"{self.change.path}: downloading layer {layer.digest} ({layer.size} bytes)")
+            self.client.download_blob(self.image.reference, layer.digest, layer.size, blob)
+            self.downloaded_layers += 1
+            self.downloaded_bytes += layer.size
+            hooks.crash_point("downloaded")
+            self.say(f"{self.change.path}: unpacking layer {layer.digest}")
+            dest = view / layerfs
+            dest.mkdir(parents=True)
+            stats = unpack_layer(
+                blob,
+                layer.media_type,
+                dest,
+                limits=self.limits,
+                context=self._context(layer.digest),
+            )
+            want = expected.get(layer.digest) or layer.diff_id
+            if want and stats.diff_id != want:
+                raise IntegrityError(
+                    f"layer {layer.digest} of {self.image.reference} unpacks to diffID "
+                    f"{stats.diff_id}, but the image config says {want}",
+                    hint="the registry serves a corrupt or forged image; ask its owner",
+                )
+            info = LayerInfo(
+                digest=layer.digest,
+                diff_id=stats.diff_id,
+                media_type=layer.media_type,
+                compressed_size=layer.size,
+                unpacked_size=stats.unpacked_size,
+                entries=stats.entries,
+            )
+            write_json(view / layout.layer_metadata_dir(layer.digest) / LAYERS, info.to_json())
+            blobs[layer.digest] = blob
+            hooks.crash_point("layer")
+        return blobs
+
+    def _context(self, digest: str) -> str:
+        return f"layer {digest} of {self.image.reference}"
+
+    def _flat(self, view: Path, blobs: dict[str, Path]) -> None:
+        flat = layout.flat_dir(self.image.image_id)
+        if (self.root / flat).is_dir() or (view / flat).is_dir():
+            return
+        self.say(f"{self.change.path}: building the flat image {flat}")
+        target = view / flat
+        target.mkdir(parents=True)
+        for layer in self.image.layers:
+            blob = blobs.get(layer.digest)
+            if blob is not None:
+                apply_layer(
+                    target,
+                    blob,
+                    layer.media_type,
+                    limits=self.limits,
+                    context=self._context(layer.digest),
+                )
+            else:
+                apply_layerfs(
+                    target,
+                    self.where(view, layout.layerfs_dir(layer.digest)),
+                    context=self._context(layer.digest),
+                )
+            hooks.crash_point("flat-layer")
+        write_singularity_metadata(target, self.image.config)
+
+    def _backlinks(self, view: Path) -> None:
+        for digest in dict.fromkeys(layer.digest for layer in self.image.layers):
+            relpath = f"{layout.layer_metadata_dir(digest)}/{ORIGIN}"
+            users = read_origin(self.where(view, relpath))
+            if self.image.image_id in users:
+                continue
+            write_json(view / relpath, {"origin": sorted(users | {self.image.image_id})})
+
+    def _markers(self, view: Path) -> None:
+        dirs = [
+            layout.FLAT,
+            posixpath.dirname(layout.flat_dir(self.image.image_id)),
+            layout.flat_dir(self.image.image_id),
+            layout.LAYERS,
+        ]
+        for layer in self.image.layers:
+            dirs.append(posixpath.dirname(layout.layer_dir(layer.digest)))
+            dirs.append(layout.layerfs_dir(layer.digest))
+        for directory in dict.fromkeys(dirs):
+            marker = f"{directory}/{layout.CATALOG_MARKER}"
+            if not os.path.lexists(self.root / marker) and not os.path.lexists(view / marker):
+                (view / directory).mkdir(parents=True, exist_ok=True)
+                (view / marker).touch()
+
+    def _manifest(self, view: Path, link: str, thin: str | None) -> None:
+        image = self.image
+        unpacked = 0
+        for layer in dict.fromkeys(layer.digest for layer in image.layers):
+            info_path = self.where(view, f"{layout.layer_metadata_dir(layer)}/{LAYERS}")
+            try:
+                unpacked += int(json.loads(info_path.read_bytes()).get("unpacked_size", 0))
+            except (OSError, ValueError, TypeError, AttributeError):
+                unpacked += 0
+        record = ImageRecord(
+            path=self.change.path,
+            reference=image.reference,
+            platform=image.platform,
+            manifest_digest=image.manifest_digest,
+            image_id=image.image_id,
+            layers=tuple((x.digest, x.size, x.media_type) for x in image.layers),
+            converted=self.plan.now,
+            thin_image=thin,
+            unpacked_size=unpacked,
+        )
+        write_json(view / layout.image_metadata_dir(link) / MANIFEST, record.to_json())
+
+    def _links(self, view: Path, path: str, link: str) -> None:
+        _symlink(view, link, layout.flat_link(link, self.image.image_id))
+        if link != path:
+            variant = f"{layout.MULTIARCH}/{ARCH_VARIABLE}/{path}"
+            _symlink(view, path, layout.relative_link(path, variant))
+        hooks.crash_point("linked")
+
+    def _schedule(self, view: Path) -> None:
+        now = self.plan.now
+        revived = {self.image.image_id, *(x.digest for x in self.image.layers)}
+        entries = _read_schedule(self.where(view, layout.REMOVE_SCHEDULE), now)
+        kept = [e for e in entries if e.removal.id not in revived]
+        old = self.change.old
+        if (
+            self.change.action == "update"
+            and old is not None
+            and old.image_id != self.image.image_id
+        ):
+            kept.append(_image_entry(old, now))
+        if kept != entries:
+            write_json(view / layout.REMOVE_SCHEDULE, schedule_json(kept))
+
+    def _push_thin(self, name: str) -> None:
+        try:
+            target = parse(name)
+        except ReferenceError as exc:
+            raise PublisherError(
+                f"the thin image name '{name}' of {self.image.reference} is not valid: {exc}",
+                hint="check output_format in the wishlist",
+            ) from None
+        self.say(f"{self.change.path}: pushing the thin image {name}")
+        push_thin_image(self.client, target, self.image, self.plan.cvmfs_repo)
+
+
+def _read_schedule(path: Path, now: datetime) -> list[ScheduleEntry]:
+    return read_schedule(path, now) if path.exists() else []
+
+
+def _image_entry(image: PublishedImage, now: datetime) -> ScheduleEntry:
+    return ScheduleEntry(
+        ScheduledRemoval(kind="image", id=image.image_id, scheduled=now, path=image.path),
+        layers=image.layers,
+    )
+
+
+def _symlink(view: Path, relpath: str, target: str) -> None:
+    """Stage a symlink; commit renames it over the old one (atomic re-point)."""
+    staged = view / relpath
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    tmp = staged.with_name(f".{staged.name}.tmp-{os.getpid()}")
+    if os.path.lexists(tmp):
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, staged)
+
+
+def _remove_image(publisher: Publisher, view: Path, old: PublishedImage, now: datetime) -> None:
+    root = publisher.root
+    public = root / old.path
+    variant = public.is_symlink() and ARCH_VARIABLE in os.readlink(public)
+    if variant:
+        arch_link = layout.multiarch_path(old.platform, old.path)
+        publisher.remove(view, arch_link)
+        publisher.remove(view, layout.image_metadata_dir(arch_link))
+        arch_root = root / layout.MULTIARCH
+        others = [
+            a
+            for a in (arch_root.iterdir() if arch_root.is_dir() else [])
+            if a.name != layout.arch_name(old.platform) and (a / old.path).is_symlink()
+        ]
+        if not others:
+            publisher.remove(view, old.path)
+    else:
+        if os.path.lexists(public) and not public.is_symlink():
+            raise PublisherError(
+                f"{old.path} is not a symlink; refusing to remove it",
+                hint="wishbot only removes what it published",
+            )
+        publisher.remove(view, old.path)
+        publisher.remove(view, layout.image_metadata_dir(old.path))
+    entries = _read_schedule(root / layout.REMOVE_SCHEDULE, now)
+    entries.append(_image_entry(old, now))
+    write_json(view / layout.REMOVE_SCHEDULE, schedule_json(entries))
+
+
+# --- thin images -------------------------------------------------------------
+
+
+def thin_json(image: ResolvedImage, cvmfs_repo: str) -> dict[str, object]:
+    """The thin image descriptor: where in CernVM-FS each layer lives, bottom to top."""
+    return {
+        "version": "1.0",
+        "origin": image.reference.url,
+        "layers": [
+            {
+                "digest": layout.hex_of(layer.digest),
+                "url": layout.layer_url(cvmfs_repo, layer.digest),
+            }
+            for layer in image.layers
+        ],
+    }
+
+
+def _thin_layer(descriptor: dict[str, object]) -> tuple[bytes, bytes]:
+    """(gzip blob, uncompressed tar) of one file ``thin.json``; byte-for-byte reproducible."""
+    body = json.dumps(descriptor, indent=2).encode("utf-8")
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("thin.json")
+        info.size = len(body)
+        info.mode = 0o644
+        info.mtime = 0
+        tar.addfile(info, io.BytesIO(body))
+    plain = raw.getvalue()
+    return gzip.compress(plain, mtime=0), plain
+
+
+def thin_image_parts(image: ResolvedImage, cvmfs_repo: str) -> tuple[bytes, bytes, bytes]:
+    """(layer blob, config blob, manifest) of the thin image for ``image``."""
+    layer, plain = _thin_layer(thin_json(image, cvmfs_repo))
+    cfg = image.config
+    config = {
+        "architecture": image.platform.architecture,
+        "os": image.platform.os,
+        **({"variant": image.platform.variant} if image.platform.variant else {}),
+        "config": {
+            "Env": [*cfg.env, "CVMFS_IMAGE=true"],
+            "Cmd": list(cfg.cmd) or None,
+            "Entrypoint": list(cfg.entrypoint) or None,
+            "WorkingDir": cfg.working_dir,
+            "User": cfg.user,
+            "Labels": {**cfg.labels, "cvmfs_image": "true"},
+        },
+        "rootfs": {"type": "layers", "diff_ids": [_sha256(plain)]},
+        "history": [{"created_by": f"wishbot thin image of {image.reference}"}],
+    }
+    config_blob = json.dumps(config, sort_keys=True).encode("utf-8")
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": OCI_CONFIG,
+            "digest": _sha256(config_blob),
+            "size": len(config_blob),
+        },
+        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": _sha256(layer), "size": len(layer)}],
+        "annotations": {"org.cernvm.cvmfs.origin": image.reference.url},
+    }
+    return layer, config_blob, json.dumps(manifest, sort_keys=True).encode("utf-8")
+
+
+def push_thin_image(
+    client: RegistryClientLike, target: ImageReference, image: ResolvedImage, cvmfs_repo: str
+) -> str:
+    """Push the thin image of ``image`` to ``target`` with the registry API; its digest."""
+    layer, config_blob, manifest = thin_image_parts(image, cvmfs_repo)
+    for blob in (layer, config_blob):
+        digest = client.push_blob(target, blob)
+        if digest != _sha256(blob):
+            raise IntegrityError(f"the registry stored {digest} for a blob of {_sha256(blob)}")
+    return client.push_manifest(target, manifest, OCI_MANIFEST)
+
+
+def _sha256(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def failing_wishes(report: ApplyReport) -> Sequence[str]:
+    """Each failing wish (as written), once, in order."""
+    return list(dict.fromkeys(r.wish or r.reference for r in report.failures))

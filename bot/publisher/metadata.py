@@ -1,0 +1,332 @@
+"""The JSON files of the unpacked layout: what they hold and how they are spelled.
+
+Each format is compatible with the reference converter (DUCC) where DUCC has
+one, and carries wishbot's own, versioned fields beside it (DUCC's Go decoder
+ignores unknown keys). See ``docs/layout.md``.
+
+- layer ``.metadata/origin.json``: ``{"origin": ["sha256:<image id>", ...]}``
+  (DUCC's ``Backlink``): the images that use the layer.
+- layer ``.metadata/layers.json``: ``{"version": 1, "digest", "diff_id",
+  "media_type", "compressed_size", "unpacked_size", "entries"}``.
+- image ``.metadata/<path>/manifest.json``: the image manifest as DUCC stores
+  it (``config.digest`` is the image id, ``layers[].digest``) plus a
+  ``"wishbot"`` object: reference, manifest digest, platform, converted time,
+  thin image name, unpacked size.
+- ``.metadata/remove-schedule.json``: a list (DUCC: a list of manifests);
+  image entries are manifest-shaped (``config.digest`` = image id) and every
+  entry has a ``"wishbot"`` object with kind, id, scheduled time and path.
+
+Every reader is tolerant: a file that is missing or malformed yields ``None``
+(or an empty value) rather than an exception, so a foreign or older tree can
+still be read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bot.core.model import Platform, ScheduledRemoval
+from bot.core.reference import ImageReference, ReferenceError, parse
+
+FORMAT_VERSION = 1
+ORIGIN = "origin.json"
+LAYERS = "layers.json"
+MANIFEST = "manifest.json"
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+
+
+# --- small helpers ---------------------------------------------------------
+
+
+def iso(moment: datetime) -> str:
+    """UTC ISO-8601 with a ``Z`` (naive datetimes are taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def dumps(data: object) -> bytes:
+    """Stable JSON bytes: sorted keys, two-space indent, trailing newline."""
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def read_json(path: Path) -> Any:
+    """The decoded file, or ``None`` when it is missing or not JSON."""
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: Path, data: object) -> None:
+    """Write ``data`` next to ``path`` and rename it into place (atomic, durable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        handle.write(dumps(data))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _digest(value: str) -> str:
+    return value if ":" in value else f"sha256:{value}"
+
+
+# --- layer metadata --------------------------------------------------------
+
+
+def origin_json(image_ids: Iterable[str]) -> dict[str, object]:
+    return {"origin": sorted({_digest(i) for i in image_ids})}
+
+
+def read_origin(path: Path) -> frozenset[str]:
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("origin"), list):
+        return frozenset()
+    return frozenset(_digest(i) for i in data["origin"] if isinstance(i, str))
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    digest: str
+    diff_id: str | None
+    media_type: str
+    compressed_size: int
+    unpacked_size: int
+    entries: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "version": FORMAT_VERSION,
+            "digest": self.digest,
+            "diff_id": self.diff_id,
+            "media_type": self.media_type,
+            "compressed_size": self.compressed_size,
+            "unpacked_size": self.unpacked_size,
+            "entries": self.entries,
+        }
+
+    @classmethod
+    def from_json(cls, data: object, digest: str) -> LayerInfo:
+        d = data if isinstance(data, dict) else {}
+
+        def number(key: str) -> int:
+            value = d.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        diff_id = d.get("diff_id")
+        media_type = d.get("media_type")
+        return cls(
+            digest=digest,
+            diff_id=diff_id if isinstance(diff_id, str) else None,
+            media_type=media_type if isinstance(media_type, str) else "",
+            compressed_size=number("compressed_size"),
+            unpacked_size=number("unpacked_size"),
+            entries=number("entries"),
+        )
+
+
+# --- image manifest.json ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What ``.metadata/<path>/manifest.json`` says about one converted image."""
+
+    path: str
+    reference: ImageReference
+    platform: Platform
+    manifest_digest: str
+    image_id: str
+    layers: tuple[tuple[str, int, str], ...]  # (digest, compressed size, media type)
+    converted: datetime
+    thin_image: str | None = None
+    unpacked_size: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": self.image_id, "size": 0},
+            "layers": [
+                {"mediaType": media_type, "digest": digest, "size": size}
+                for digest, size, media_type in self.layers
+            ],
+            "wishbot": {
+                "version": FORMAT_VERSION,
+                "path": self.path,
+                "reference": str(self.reference),
+                "manifest_digest": self.manifest_digest,
+                "platform": str(self.platform),
+                "converted": iso(self.converted),
+                "thin_image": self.thin_image,
+                "unpacked_size": self.unpacked_size,
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: object, path: str) -> ImageRecord | None:
+        """Decode a manifest.json; ``None`` if it has no usable image id.
+
+        A DUCC file (a bare registry manifest) decodes with the reference taken
+        from ``path`` and the platform defaulted to linux/amd64.
+        """
+        if not isinstance(data, dict):
+            return None
+        config = data.get("config")
+        image_id = config.get("digest") if isinstance(config, dict) else None
+        if not isinstance(image_id, str):
+            return None
+        layers: list[tuple[str, int, str]] = []
+        for item in data.get("layers") or []:
+            if isinstance(item, dict) and isinstance(item.get("digest"), str):
+                size = item.get("size")
+                media_type = item.get("mediaType")
+                layers.append(
+                    (
+                        item["digest"],
+                        size if isinstance(size, int) else 0,
+                        media_type if isinstance(media_type, str) else "",
+                    )
+                )
+        extra = data.get("wishbot")
+        extra = extra if isinstance(extra, dict) else {}
+        reference = _reference(extra.get("reference")) or _reference_from_path(path)
+        if reference is None:
+            return None
+        try:
+            platform = Platform.parse(str(extra.get("platform") or "linux/amd64"))
+        except ValueError:
+            platform = Platform("linux", "amd64")
+        thin = extra.get("thin_image")
+        size = extra.get("unpacked_size")
+        manifest_digest = extra.get("manifest_digest")
+        return cls(
+            path=path,
+            reference=reference,
+            platform=platform,
+            manifest_digest=manifest_digest if isinstance(manifest_digest, str) else "",
+            image_id=image_id,
+            layers=tuple(layers),
+            converted=parse_time(extra.get("converted")) or datetime.fromtimestamp(0, UTC),
+            thin_image=thin if isinstance(thin, str) else None,
+            unpacked_size=size if isinstance(size, int) else 0,
+        )
+
+
+def _reference(text: object) -> ImageReference | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse(text)
+    except ReferenceError:
+        return None
+
+
+def _reference_from_path(path: str) -> ImageReference | None:
+    """``registry/repo:tag`` (a layout path) back to a reference."""
+    return _reference(path)
+
+
+# --- remove-schedule.json --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduleEntry:
+    """One entry of the remove schedule; images also remember their layers."""
+
+    removal: ScheduledRemoval
+    layers: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        r = self.removal
+        extra: dict[str, object] = {
+            "version": FORMAT_VERSION,
+            "kind": r.kind,
+            "id": r.id,
+            "scheduled": iso(r.scheduled),
+            "path": r.path,
+        }
+        if r.kind == "image":
+            return {
+                "schemaVersion": 2,
+                "config": {"mediaType": OCI_CONFIG, "digest": r.id, "size": 0},
+                "layers": [{"digest": d} for d in self.layers],
+                "wishbot": extra,
+            }
+        return {"wishbot": extra}
+
+    @classmethod
+    def from_json(cls, data: object, default_time: datetime) -> ScheduleEntry | None:
+        if not isinstance(data, dict):
+            return None
+        extra = data.get("wishbot")
+        extra = extra if isinstance(extra, dict) else {}
+        config = data.get("config")
+        kind = extra.get("kind", "image")
+        ident = extra.get("id")
+        if ident is None and isinstance(config, dict):
+            ident = config.get("digest")
+        if kind not in ("image", "layer") or not isinstance(ident, str):
+            return None
+        layers = tuple(
+            item["digest"]
+            for item in data.get("layers") or []
+            if isinstance(item, dict) and isinstance(item.get("digest"), str)
+        )
+        path = extra.get("path")
+        removal = ScheduledRemoval(
+            kind="image" if kind == "image" else "layer",
+            id=ident,
+            scheduled=parse_time(extra.get("scheduled")) or default_time,
+            path=path if isinstance(path, str) else None,
+        )
+        return cls(removal, layers)
+
+
+def read_schedule(path: Path, default_time: datetime | None = None) -> list[ScheduleEntry]:
+    """The schedule's entries; a DUCC entry without a date gets ``default_time``
+    (the file's modification time when not given)."""
+    data = read_json(path)
+    if not isinstance(data, list):
+        return []
+    if default_time is None:
+        try:
+            default_time = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        except OSError:
+            default_time = datetime.fromtimestamp(0, UTC)
+    out: list[ScheduleEntry] = []
+    for item in data:
+        entry = ScheduleEntry.from_json(item, default_time)
+        if entry is not None:
+            out.append(entry)
+    return out
+
+
+def schedule_json(entries: Iterable[ScheduleEntry]) -> list[dict[str, object]]:
+    """Sorted, one entry per (kind, id): the earliest date wins."""
+    best: dict[tuple[str, str], ScheduleEntry] = {}
+    for entry in entries:
+        key = (entry.removal.kind, entry.removal.id)
+        if key not in best or entry.removal.scheduled < best[key].removal.scheduled:
+            best[key] = entry
+    return [best[key].to_json() for key in sorted(best)]
