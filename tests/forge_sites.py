@@ -168,7 +168,15 @@ class RecordingPipeline:
     valid: bool = True
     publish_ok: bool = True
 
-    def review(self, base: bytes | None, head: bytes, path: str, *, trusted: bool) -> Review:
+    def review(
+        self,
+        base: bytes | None,
+        head: bytes,
+        path: str,
+        *,
+        trusted: bool,
+        catalog: bytes | None = None,
+    ) -> Review:
         self.reviews.append((base, head, trusted))
         if self.fail:
             raise self.fail

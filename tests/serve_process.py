@@ -25,7 +25,15 @@ class HangingPipeline:
     def __init__(self, hang: Path):
         self.hang = hang
 
-    def review(self, base: bytes | None, head: bytes, path: str, *, trusted: bool) -> Review:
+    def review(
+        self,
+        base: bytes | None,
+        head: bytes,
+        path: str,
+        *,
+        trusted: bool,
+        catalog: bytes | None = None,
+    ) -> Review:
         while self.hang.exists():
             time.sleep(0.05)
         return Review(True, "valid", True, "1 image to add", f"{PLAN_MARKER}\nplan\n")

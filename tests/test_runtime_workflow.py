@@ -191,7 +191,15 @@ def test_forge_errors_propagate_after_failing_statuses(local: LocalSite) -> None
     journal = Journal()
 
     class Breaking(RecordingPipeline):
-        def review(self, base: bytes | None, head: bytes, path: str, *, trusted: bool) -> Review:
+        def review(
+            self,
+            base: bytes | None,
+            head: bytes,
+            path: str,
+            *,
+            trusted: bool,
+            catalog: bytes | None = None,
+        ) -> Review:
             raise ForgeError("GitLab went away")
 
     with pytest.raises(ForgeError):
@@ -229,7 +237,15 @@ def test_a_final_status_the_forge_refused_stays_in_the_journal(
     journal = Journal()
 
     class ForgeDies(RecordingPipeline):
-        def review(self, base: bytes | None, head: bytes, path: str, *, trusted: bool) -> Review:
+        def review(
+            self,
+            base: bytes | None,
+            head: bytes,
+            path: str,
+            *,
+            trusted: bool,
+            catalog: bytes | None = None,
+        ) -> Review:
             fake.fail_next.extend([502] * 20)  # every following request fails
             return super().review(base, head, path, trusted=trusted)
 

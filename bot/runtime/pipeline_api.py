@@ -39,10 +39,20 @@ class Publication:
 
 
 class Pipeline(Protocol):
-    def review(self, base: bytes | None, head: bytes, path: str, *, trusted: bool) -> Review:
+    def review(
+        self,
+        base: bytes | None,
+        head: bytes,
+        path: str,
+        *,
+        trusted: bool,
+        catalog: bytes | None = None,
+    ) -> Review:
         """Validate and plan ``head`` against ``base`` (None: the file is new).
 
         ``trusted`` is False for merge requests from forks: use no secrets.
+        ``catalog`` is the ``catalog.json`` committed on the target branch, the
+        current state of the publisher when the pipeline cannot read it directly.
         """
         ...
 

@@ -14,6 +14,7 @@ import posixpath
 from dataclasses import dataclass
 
 from bot.config import Config
+from bot.core.catalog import CATALOG_JSON
 from bot.errors import ForgeError, WishbotError
 from bot.forge.base import FINAL_STATES, Forge, MergeRequest, StatusState, cut, escape_markdown
 from bot.runtime.journal import Journal
@@ -98,6 +99,11 @@ def _error_comment(marker: str, what: str, exc: BaseException, retried: bool) ->
     return "\n".join(lines) + "\n"
 
 
+def catalog_path(config: Config, name: str) -> str:
+    """Where a catalog file lives in the wishlist repository."""
+    return posixpath.join(config.catalog_dir, name) if config.catalog_dir else name
+
+
 def on_merge_request(
     forge: Forge,
     pipeline: Pipeline,
@@ -130,7 +136,8 @@ def on_merge_request(
             statuses.set(PLAN, "failure", "nothing to plan")
             return Outcome("reviewed", f"{path} is missing", mr.head_sha, ok=False)
         base = forge.read_file(path, mr.base_sha) if mr.base_sha else None
-        review = pipeline.review(base, head, path, trusted=not mr.from_fork)
+        catalog = forge.read_file(catalog_path(config, CATALOG_JSON), mr.base_sha or mr.head_sha)
+        review = pipeline.review(base, head, path, trusted=not mr.from_fork, catalog=catalog)
         forge.upsert_comment(mr, PLAN_MARKER, review.comment)
         statuses.set(
             VALIDATE, "success" if review.valid else "failure", review.validate_description
@@ -217,10 +224,7 @@ def on_push(
             )
         catalog_commit = ""
         if publication.catalog:
-            files = {
-                posixpath.join(config.catalog_dir, name) if config.catalog_dir else name: data
-                for name, data in publication.catalog.items()
-            }
+            files = {catalog_path(config, name): data for name, data in publication.catalog.items()}
             catalog_commit = forge.commit_files(
                 config.catalog_branch or default,
                 files,

@@ -1,0 +1,199 @@
+"""The real :class:`~bot.runtime.pipeline_api.Pipeline`: validation, plan and publish.
+
+``review`` is what a merge request gets: the wishlist at its head validated
+(schema and semantics), the wishes it adds or changes resolved against their
+registries (nothing else: a broken image elsewhere must not fail someone
+else's request), and the plan of the change against the publisher's current
+state, rendered as the one Markdown comment. ``publish`` is what a merge
+gets: ``apply`` on the publisher, then the refreshed catalog.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from bot.config import Config
+from bot.core.catalog import catalog_files, state_from_catalog
+from bot.core.model import CurrentState, Problem, Wish, Wishlist
+from bot.core.plan import Plan, make_plan
+from bot.core.recipe import apply_ignore_errors, diff_wishlists, load_wishlist
+from bot.core.render import render_markdown, summary_parts
+from bot.errors import WishbotError
+from bot.publisher.backend import open_publisher
+from bot.publisher.converge import converge
+from bot.publisher.state import read_state
+from bot.registry.auth import CredentialStore
+from bot.registry.client import RegistryClient
+from bot.runtime.pipeline_api import Pipeline, Publication, Review
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _count(problems: Sequence[Problem], severity: str) -> int:
+    return sum(1 for p in problems if p.severity == severity)
+
+
+def _first(problems: Sequence[Problem]) -> str:
+    problem = next(p for p in problems if p.severity == "error")
+    where = f"line {problem.location.line}: " if problem.location.line else ""
+    return f"{where}{problem.message}"
+
+
+def blocking_errors(problems: Sequence[Problem], wishlist: Wishlist | None) -> list[Problem]:
+    """The errors that fail a status or an exit code (``ignoreErrors`` taken into account).
+
+    The plan itself stays strict: an ignored error still keeps that wish's
+    images from being removed (fail closed); it just does not block.
+    """
+    if wishlist is not None:
+        problems = apply_ignore_errors(problems, wishlist)
+    return [p for p in problems if p.severity == "error"]
+
+
+class WishbotPipeline:
+    """Validation, plan and publish on the operator's configuration."""
+
+    def __init__(self, config: Config, *, clock: Clock = _utcnow):
+        self.config = config
+        self.clock = clock
+
+    # --- review (merge requests) ------------------------------------------
+
+    def review(
+        self,
+        base: bytes | None,
+        head: bytes,
+        path: str,
+        *,
+        trusted: bool,
+        catalog: bytes | None = None,
+    ) -> Review:
+        now = self.clock()
+        wishlist, problems = load_wishlist(head, path)
+        if wishlist is None:
+            plan = make_plan(
+                [], [], CurrentState(""), now, cvmfs_repo="", removed=[], problems=problems
+            )
+            errors = _count(problems, "error")
+            return Review(
+                valid=False,
+                validate_description=f"{errors} error(s) in {path}: {_first(problems)}",
+                planned=False,
+                plan_description="not planned: the wishlist is invalid",
+                comment=render_markdown(plan, title="wishbot: this change cannot be planned"),
+            )
+        old = load_wishlist(base, path)[0] if base is not None else None
+        added: tuple[Wish, ...]
+        removed: tuple[Wish, ...]
+        if old is None:
+            added, removed = wishlist.wishes, ()
+        else:
+            diff = diff_wishlists(old, wishlist)
+            added, removed = diff.added, diff.removed
+        # Forks are planned with no secrets at all: anonymous registry access.
+        credentials = None if trusted else CredentialStore()
+        with RegistryClient(self.config, credentials=credentials) as client:
+            resolutions = client.resolve_all(added)
+        current = self._current_state(wishlist.cvmfs_repo, catalog)
+        plan = make_plan(
+            wishlist.wishes,
+            resolutions,
+            current,
+            now,
+            grace_days=self.config.grace_days,
+            cvmfs_repo=wishlist.cvmfs_repo,
+            removed=removed,
+            problems=problems,
+        )
+        registry_problems = [r.problem for r in resolutions if r.problem is not None]
+        blocking = blocking_errors([*problems, *registry_problems], wishlist)
+        unavailable = [p for p in blocking if p.code == "unavailable"]
+        if not blocking:
+            checked = f", {len(added)} new or changed wish(es) found in their registries"
+            validate = f"{path} is valid{checked if added else ''}"
+        elif unavailable and len(unavailable) == len(blocking):
+            validate = f"could not check {len(unavailable)} image(s) right now; re-run later"
+        else:
+            validate = f"{len(blocking)} error(s): {_first(blocking)}"
+        summary = ", ".join(summary_parts(plan)) or "no changes to the publisher"
+        return Review(
+            valid=not blocking,
+            validate_description=validate,
+            planned=not blocking,
+            plan_description=summary if not blocking else f"blocked: {summary}",
+            comment=render_markdown(plan, title="wishbot plan for this change"),
+        )
+
+    def _current_state(self, cvmfs_repo: str, catalog: bytes | None) -> CurrentState:
+        """The publisher's state: its tree when configured, else the committed catalog."""
+        if self.config.publisher:
+            return read_state(open_publisher(self.config.publisher).root, cvmfs_repo)
+        if catalog:
+            try:
+                return state_from_catalog(json.loads(catalog))
+            except (ValueError, WishbotError):
+                return CurrentState(cvmfs_repo)
+        return CurrentState(cvmfs_repo)
+
+    # --- publish (after merge) --------------------------------------------
+
+    def publish(self, wishlist: bytes, path: str, commit: str) -> Publication:
+        now = self.clock()
+        loaded, problems = load_wishlist(wishlist, path)
+        if loaded is None:
+            return Publication(
+                ok=False,
+                description="the wishlist on the default branch is invalid",
+                failure=f"{path}: {_first(problems)}",
+            )
+        if not self.config.publisher:
+            return Publication(
+                ok=False,
+                description="no publisher configured",
+                failure="set WISHBOT_PUBLISHER (local:DIR or cvmfs:REPO) on the publish job",
+            )
+        publisher = open_publisher(self.config.publisher)
+        with RegistryClient(self.config) as client:
+            plan, report = converge(loaded, publisher, client, config=self.config, now=now)
+        state = read_state(publisher.root, loaded.cvmfs_repo)
+        files = catalog_files(state, grace_days=self.config.grace_days)
+        published = tuple(
+            f"/cvmfs/{loaded.cvmfs_repo}/{result.path}"
+            for result in report.results
+            if result.ok and result.action in ("add", "update")
+        )
+        failures = report.failures
+        blocking = blocking_errors(plan.problems, loaded)
+        description = _publish_summary(plan, len(published), len(failures))
+        if failures or blocking:
+            names = [f"{f.path}: {f.message}" for f in failures]
+            names += [f"{p.image or p.location}: {p.message}" for p in blocking]
+            return Publication(
+                ok=False,
+                description=description,
+                published=published,
+                catalog=files,
+                failure=f"{len(names)} image(s) not published: " + "; ".join(names[:5]),
+            )
+        return Publication(ok=True, description=description, published=published, catalog=files)
+
+
+def _publish_summary(plan: Plan, published: int, failed: int) -> str:
+    parts = [f"{published} image(s) published"]
+    if plan.images_scheduled:
+        parts.append(f"{plan.images_scheduled} scheduled for removal")
+    if failed:
+        parts.append(f"{failed} failed")
+    if not published and not failed and not plan.images_scheduled:
+        return "nothing to publish: the publisher already serves the wishlist"
+    return ", ".join(parts)
+
+
+def make_pipeline(config: Config) -> Pipeline:
+    return WishbotPipeline(config)
