@@ -6,8 +6,8 @@ For an image that is added or moved, inside one transaction:
    (the client verifies digest and size), its diffID checked against the
    image config, and unpacked as-is into ``.layers/xx/<hex>/layerfs``, with
    ``layers.json``;
-2. the flat image ``.flat/xx/<id>`` is built (from the fresh blobs, or from
-   the published ``layerfs`` of layers we already had) with the
+2. the flat image ``.flat/xx/<id>`` is built from the layers' ``layerfs``
+   (fresh in this transaction or published before) with the
    Apptainer/Singularity metadata, unless it exists already;
 3. backlinks (``origin.json``), ``.cvmfscatalog`` markers, ``manifest.json``;
 4. the public symlink (re-pointed atomically; a non-symlink is never
@@ -60,7 +60,7 @@ from bot.publisher.metadata import (
     write_json,
 )
 from bot.publisher.state import ARCH_VARIABLE
-from bot.publisher.unpack import Limits, apply_layer, unpack_layer
+from bot.publisher.unpack import Limits, unpack_layer
 
 Progress = Callable[[str], None]
 
@@ -294,8 +294,8 @@ class _Converter:
             tempfile.TemporaryDirectory(prefix="wishbot-blobs-") as tmp,
             self.publisher.transaction() as view,
         ):
-            blobs = self._layers(view, Path(tmp))
-            self._flat(view, blobs)
+            self._layers(view, Path(tmp))
+            self._flat(view)
             self._backlinks(view)
             self._markers(view)
             self._manifest(view, link, thin)
@@ -309,17 +309,14 @@ class _Converter:
 
     # --- steps --------------------------------------------------------------
 
-    def _layers(self, view: Path, tmp: Path) -> dict[str, Path]:
+    def _layers(self, view: Path, tmp: Path) -> None:
         """Download and unpack the layers that are not published yet."""
-        blobs: dict[str, Path] = {}
         diff_ids = self.image.config.diff_ids
         expected: dict[str, str] = {}
         if len(diff_ids) == len(self.image.layers):
             for layer, diff_id in zip(self.image.layers, diff_ids, strict=True):
                 expected.setdefault(layer.digest, diff_id)
         for layer in self.image.layers:
-            if layer.digest in blobs:
-                continue
             layerfs = layout.layerfs_dir(layer.digest)
             if (self.root / layerfs).is_dir() or (view / layerfs).is_dir():
                 continue
@@ -356,36 +353,28 @@ class _Converter:
                 entries=stats.entries,
             )
             write_json(view / layout.layer_metadata_dir(layer.digest) / LAYERS, info.to_json())
-            blobs[layer.digest] = blob
+            blob.unlink()
             hooks.crash_point("layer")
-        return blobs
 
     def _context(self, digest: str) -> str:
         return f"layer {digest} of {self.image.reference}"
 
-    def _flat(self, view: Path, blobs: dict[str, Path]) -> None:
+    def _flat(self, view: Path) -> None:
         flat = layout.flat_dir(self.image.image_id)
         if (self.root / flat).is_dir() or (view / flat).is_dir():
             return
         self.say(f"{self.change.path}: building the flat image {flat}")
         target = view / flat
         target.mkdir(parents=True)
+        # From the unpacked layers (fresh in this transaction or published
+        # before): a local copy, about three times faster than decompressing
+        # the blobs again, and the same tree.
         for layer in self.image.layers:
-            blob = blobs.get(layer.digest)
-            if blob is not None:
-                apply_layer(
-                    target,
-                    blob,
-                    layer.media_type,
-                    limits=self.limits,
-                    context=self._context(layer.digest),
-                )
-            else:
-                apply_layerfs(
-                    target,
-                    self.where(view, layout.layerfs_dir(layer.digest)),
-                    context=self._context(layer.digest),
-                )
+            apply_layerfs(
+                target,
+                self.where(view, layout.layerfs_dir(layer.digest)),
+                context=self._context(layer.digest),
+            )
             hooks.crash_point("flat-layer")
         write_singularity_metadata(target, self.image.config)
 
