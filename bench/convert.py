@@ -11,7 +11,10 @@ Measured, each in its own process (wall time and peak RSS):
 - layers: wishbot ``unpack_layer`` into ``layerfs`` vs ``tar -xzf``;
 - flat image: wishbot ``apply_layer`` over all layers vs ``umoci unpack``
   (an independent implementation of layer application), and the two flat
-  trees are compared file by file.
+  trees are compared file by file;
+- the whole conversion as ``wishbot apply`` does it (``unpack_layer`` of
+  every layer, then the flat image from the ``layerfs`` trees with
+  ``apply_layerfs``) vs ``tar -xzf`` plus ``umoci unpack``.
 
 Run: ``.venv/bin/python bench/convert.py [--files N] [--keep DIR]``.
 """
@@ -149,6 +152,22 @@ for blob in sys.argv[2:]:
 """
 
 
+_CONVERT = """
+import sys
+from pathlib import Path
+from bot.publisher.flatten import apply_layerfs
+from bot.publisher.unpack import UNLIMITED, unpack_layer
+out = Path(sys.argv[1])
+flat = out / "flat"
+flat.mkdir(parents=True)
+for n, blob in enumerate(sys.argv[2:]):
+    layerfs = out / f"layer{n}" / "layerfs"
+    unpack_layer(Path(blob), "application/vnd.oci.image.layer.v1.tar+gzip",
+                 layerfs, limits=UNLIMITED, context=blob)
+    apply_layerfs(flat, layerfs, context=blob)
+"""
+
+
 def digest_tree(root: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
@@ -230,9 +249,19 @@ def main() -> int:
                 f"time ratio {ours[0] / max(other[0], 1e-9):5.2f}"
             )
 
+        ours_convert = measure(
+            [python, "-c", _CONVERT, str(work / "ours-convert"), *map(str, blobs)], env=env
+        )
+
         row("layers vs tar -xzf", ours_layers, tar_layers)
         if umoci_flat:
             row("flat vs umoci unpack", ours_flat, umoci_flat)
+            both = (tar_layers[0] + umoci_flat[0], max(tar_layers[1], umoci_flat[1]))
+            row("apply vs tar+umoci", ours_convert, both)
+            same_convert = digest_tree(work / "ours-convert" / "flat") == digest_tree(
+                work / "bundle" / "rootfs"
+            )
+            print(f"apply's flat tree identical to umoci's: {same_convert}")
             a = digest_tree(work / "ours-flat")
             b = digest_tree(work / "bundle" / "rootfs")
             same = a == b

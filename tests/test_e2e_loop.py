@@ -206,7 +206,7 @@ def test_the_whole_loop(loop: Loop) -> None:
 
     # 3. merge and publish
     merge, catalog_commit = loop.merge_and_publish("add-images")
-    assert loop.forge.statuses(merge)[PUBLISH] == ("success", "3 image(s) published")
+    assert loop.forge.statuses(merge)[PUBLISH] == ("success", "3 images published")
     for image in (hello, greeter, tool):
         link = loop.path(image)
         assert link.is_symlink() and not os.readlink(link).startswith("/")
@@ -255,7 +255,7 @@ def test_the_whole_loop(loop: Loop) -> None:
     # merging publishes the whole wishlist: the moved tag and the removal
     merge, _ = loop.merge_and_publish("drop-greeter")
     state, description = loop.forge.statuses(merge)[PUBLISH]
-    assert (state, description) == ("success", "1 image(s) published, 2 scheduled for removal")
+    assert (state, description) == ("success", "1 image published, 2 images scheduled for removal")
     assert loop.path(hello).resolve() == (loop.tree / layout.flat_dir(moved.image_id)).resolve()
     assert (loop.path(hello) / "srv/hello/message.txt").read_text() == message("hello", "1.1")
     assert not loop.path(greeter).exists() and not loop.path(greeter).is_symlink()
@@ -309,7 +309,7 @@ def test_nonexistent_tag_fails_validation_with_not_found_at_its_line(loop: Loop)
     loop.commit("typo", text)
     comment, statuses = loop.review("typo")
     line = text.splitlines().index(f"  - '{missing}'") + 1
-    assert statuses[VALIDATE].startswith("failure: 1 error(s): ")
+    assert statuses[VALIDATE].startswith("failure: 1 error: ")
     assert f"line {line}: {missing}: no such image" in statuses[VALIDATE]
     assert statuses[PLAN].startswith("failure: blocked")
     assert re.search(rf"not-found` at wishlist\.yaml:{line}:\d+", comment), comment

@@ -26,7 +26,7 @@ from bot.core.model import (
 )
 from bot.core.plan import public_path
 from bot.core.reference import ImageReference, ReferenceError, parse
-from bot.core.render import escape_markdown, human_size, iso
+from bot.core.render import escape_markdown, human_size, iso, plural
 from bot.core.schemas import schema_errors
 from bot.errors import PublisherError
 
@@ -244,9 +244,10 @@ def catalog_markdown(
 
     lines = [f"# Container images in {escape_markdown(repo)}", ""]
     lines.append(
-        f"{len(paths):,} image paths in "
-        f"{sum(len(r) for r in groups.values()):,} repositories on {len(groups):,} registries; "
-        f"{len(state.layers):,} layers ({human_size(total_compressed)} compressed). "
+        f"{plural(len(paths), 'image path')} in "
+        f"{plural(sum(len(r) for r in groups.values()), 'repository', 'repositories')} on "
+        f"{plural(len(groups), 'registry', 'registries')}; "
+        f"{plural(len(state.layers), 'layer')} ({human_size(total_compressed)} compressed). "
         f"Run an image from `/cvmfs/{escape_markdown(repo)}/<path>`."
     )
     if generated is not None:

@@ -106,8 +106,9 @@ def _code(digest: str | None, length: int = 12) -> str:
     return escape_markdown(digest or "")
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 image``, ``2 images``; ``many`` for irregular plurals (``registries``)."""
+    return f"{count:,} {word if count == 1 else (many or word + 's')}"
 
 
 # --- the verdict --------------------------------------------------------------
@@ -117,20 +118,20 @@ def summary_parts(plan: Plan) -> list[str]:
     """Counted phrases for the verdict line: ``2 images to add``, ``14 layers (1.3 GB) to ingest``."""
     parts: list[str] = []
     if plan.images_added:
-        parts.append(f"{_plural(plan.images_added, 'image')} to add")
+        parts.append(f"{plural(plan.images_added, 'image')} to add")
     if plan.images_updated:
-        parts.append(f"{_plural(plan.images_updated, 'image')} to update")
+        parts.append(f"{plural(plan.images_updated, 'image')} to update")
     if plan.layers_to_ingest:
         size = human_size(plan.download_bytes)
-        parts.append(f"{_plural(plan.layers_to_ingest, 'layer')} ({size}) to ingest")
+        parts.append(f"{plural(plan.layers_to_ingest, 'layer')} ({size}) to ingest")
     if plan.images_removed:
-        parts.append(f"{_plural(plan.images_removed, 'path')} to remove")
+        parts.append(f"{plural(plan.images_removed, 'path')} to remove")
     if plan.images_scheduled:
-        parts.append(f"{_plural(plan.images_scheduled, 'image')} scheduled for removal")
+        parts.append(f"{plural(plan.images_scheduled, 'image')} scheduled for removal")
     if plan.layers_scheduled:
-        parts.append(f"{_plural(plan.layers_scheduled, 'layer')} scheduled for removal")
+        parts.append(f"{plural(plan.layers_scheduled, 'layer')} scheduled for removal")
     if plan.unscheduled:
-        parts.append(f"{_plural(len(plan.unscheduled), 'scheduled removal')} cancelled")
+        parts.append(f"{plural(len(plan.unscheduled), 'scheduled removal')} cancelled")
     return parts
 
 
@@ -140,7 +141,7 @@ def verdict(plan: Plan) -> str:
     errors = len(plan.errors) or plan.images_failed
     warnings = len(plan.warnings)
     if errors:
-        text = f"❌ {_plural(errors, 'problem')}"
+        text = f"❌ {plural(errors, 'problem')}"
         if parts:
             text += " — otherwise: " + ", ".join(parts)
         return text
@@ -149,9 +150,9 @@ def verdict(plan: Plan) -> str:
     else:
         text = "✅ No changes"
         if plan.images_unchanged:
-            text += f": {_plural(plan.images_unchanged, 'image')} unchanged"
+            text += f": {plural(plan.images_unchanged, 'image')} unchanged"
     if warnings:
-        text += f" ({_plural(warnings, 'warning')})"
+        text += f" ({plural(warnings, 'warning')})"
     return text
 
 
@@ -290,7 +291,7 @@ def render_markdown(plan: Plan, *, budget: int = 60000, title: str = DEFAULT_TIT
             ["#### Problems", ""],
             (_problem_line(p) for p in plan.problems),
             [""],
-            lambda n: _plural(n, "problem"),
+            lambda n: plural(n, "problem"),
         )
 
     shown = [c for c in plan.images if c.action != "unchanged"]
@@ -305,10 +306,10 @@ def render_markdown(plan: Plan, *, budget: int = 60000, title: str = DEFAULT_TIT
             ],
             (_image_row(c) for c in shown),
             [""],
-            lambda n: _plural(n, "image row"),
+            lambda n: plural(n, "image row"),
         )
     if plan.images_unchanged:
-        out.add(f"{_plural(plan.images_unchanged, 'image')} unchanged.")
+        out.add(f"{plural(plan.images_unchanged, 'image')} unchanged.")
         out.add("")
 
     layer_header = [
@@ -318,7 +319,7 @@ def render_markdown(plan: Plan, *, budget: int = 60000, title: str = DEFAULT_TIT
     ingest = [layer for layer in plan.layers if layer.action == "ingest"]
     if ingest:
         summary = (
-            f"<details><summary>{_plural(len(ingest), 'layer')} to ingest "
+            f"<details><summary>{plural(len(ingest), 'layer')} to ingest "
             f"({human_size(plan.download_bytes)})</summary>"
         )
         _section(
@@ -326,12 +327,12 @@ def render_markdown(plan: Plan, *, budget: int = 60000, title: str = DEFAULT_TIT
             [summary, "", *layer_header],
             (_layer_row(layer) for layer in ingest),
             ["", "</details>", ""],
-            lambda n: f"{_plural(n, 'layer')} to ingest",
+            lambda n: f"{plural(n, 'layer')} to ingest",
         )
     scheduled = [layer for layer in plan.layers if layer.action == "schedule"]
     if scheduled:
         summary = (
-            f"<details><summary>{_plural(len(scheduled), 'layer')} scheduled for removal "
+            f"<details><summary>{plural(len(scheduled), 'layer')} scheduled for removal "
             f"({human_size(plan.bytes_scheduled)})</summary>"
         )
         _section(
@@ -339,7 +340,7 @@ def render_markdown(plan: Plan, *, budget: int = 60000, title: str = DEFAULT_TIT
             [summary, "", *layer_header],
             (_layer_row(layer) for layer in scheduled),
             ["", "</details>", ""],
-            lambda n: f"{_plural(n, 'layer')} scheduled for removal",
+            lambda n: f"{plural(n, 'layer')} scheduled for removal",
         )
 
     if out.cut:

@@ -19,7 +19,7 @@ from bot.core.catalog import catalog_files, state_from_catalog
 from bot.core.model import CurrentState, Problem, Wish, Wishlist
 from bot.core.plan import Plan, make_plan
 from bot.core.recipe import apply_ignore_errors, diff_wishlists, load_wishlist
-from bot.core.render import render_markdown, summary_parts
+from bot.core.render import plural, render_markdown, summary_parts
 from bot.errors import WishbotError
 from bot.publisher.backend import open_publisher
 from bot.publisher.converge import converge
@@ -83,7 +83,7 @@ class WishbotPipeline:
             errors = _count(problems, "error")
             return Review(
                 valid=False,
-                validate_description=f"{errors} error(s) in {path}: {_first(problems)}",
+                validate_description=f"{plural(errors, 'error')} in {path}: {_first(problems)}",
                 planned=False,
                 plan_description="not planned: the wishlist is invalid",
                 comment=render_markdown(plan, title="wishbot: this change cannot be planned"),
@@ -115,12 +115,16 @@ class WishbotPipeline:
         blocking = blocking_errors([*problems, *registry_problems], wishlist)
         unavailable = [p for p in blocking if p.code == "unavailable"]
         if not blocking:
-            checked = f", {len(added)} new or changed wish(es) found in their registries"
+            checked = (
+                f", {plural(len(added), 'new or changed wish', 'new or changed wishes')} found"
+            )
             validate = f"{path} is valid{checked if added else ''}"
         elif unavailable and len(unavailable) == len(blocking):
-            validate = f"could not check {len(unavailable)} image(s) right now; re-run later"
+            validate = (
+                f"could not check {plural(len(unavailable), 'image')} right now; re-run later"
+            )
         else:
-            validate = f"{len(blocking)} error(s): {_first(blocking)}"
+            validate = f"{plural(len(blocking), 'error')}: {_first(blocking)}"
         summary = ", ".join(summary_parts(plan)) or "no changes to the publisher"
         return Review(
             valid=not blocking,
@@ -179,15 +183,15 @@ class WishbotPipeline:
                 description=description,
                 published=published,
                 catalog=files,
-                failure=f"{len(names)} image(s) not published: " + "; ".join(names[:5]),
+                failure=f"{plural(len(names), 'image')} not published: " + "; ".join(names[:5]),
             )
         return Publication(ok=True, description=description, published=published, catalog=files)
 
 
 def _publish_summary(plan: Plan, published: int, failed: int) -> str:
-    parts = [f"{published} image(s) published"]
+    parts = [f"{plural(published, 'image')} published"]
     if plan.images_scheduled:
-        parts.append(f"{plan.images_scheduled} scheduled for removal")
+        parts.append(f"{plural(plan.images_scheduled, 'image')} scheduled for removal")
     if failed:
         parts.append(f"{failed} failed")
     if not published and not failed and not plan.images_scheduled:
