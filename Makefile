@@ -6,9 +6,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEBS   := docker-registry skopeo umoci apache2-utils bubblewrap git
+# only for `make bench`: a real Debian root file system and peak-memory figures
+BENCH_DEBS := debootstrap time
 JOBS   ?= 2
 
-.PHONY: test demo lint typecheck pytest deps venv bench clean
+.PHONY: test demo lint typecheck pytest deps install-debs venv bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +22,10 @@ venv: $(BIN)/.installed
 
 # Debian packages the tests and the demo use (a real registry, skopeo, umoci).
 deps:
-	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@$(MAKE) --no-print-directory install-debs PKGS="$(DEBS)"
+
+install-debs:
+	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -43,6 +48,7 @@ demo: venv deps
 	$(BIN)/wishbot demo
 
 bench: venv deps
+	@$(MAKE) --no-print-directory install-debs PKGS="$(BENCH_DEBS)"
 	$(BIN)/python bench/resolve.py
 	$(BIN)/python bench/convert.py
 	$(BIN)/python bench/plan.py

@@ -18,7 +18,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import Config
 from bot.core.model import CurrentState, Problem, Resolution, Wish, Wishlist
@@ -26,6 +26,9 @@ from bot.core.plan import Plan, make_plan
 from bot.core.recipe import diff_wishlists, load_wishlist
 from bot.core.render import DEFAULT_TITLE, render_json, render_markdown, render_text
 from bot.errors import PublisherError, UsageError
+
+if TYPE_CHECKING:
+    from bot.registry.client import RegistryClient
 
 
 def register(subparsers: Any) -> None:
@@ -102,10 +105,18 @@ def current_state(args: argparse.Namespace, config: Config, cvmfs_repo: str) -> 
     return read_state(open_publisher(target).root, cvmfs_repo)
 
 
-def resolve(config: Config, wishes: tuple[Wish, ...]) -> list[Resolution]:
+def resolve(
+    config: Config, wishes: tuple[Wish, ...], client: RegistryClient | None = None
+) -> list[Resolution]:
+    """Resolve ``wishes`` with ``client`` (or a client of ``config``, closed afterwards)."""
+    if not wishes:
+        return []
+    if client is not None:
+        return client.resolve_all(wishes)
     from bot.registry.client import RegistryClient
 
-    return RegistryClient(config).resolve_all(wishes) if wishes else []
+    with RegistryClient(config) as own:
+        return own.resolve_all(wishes)
 
 
 def parse_time(text: str | None, option: str = "--now") -> datetime:
@@ -121,8 +132,14 @@ def parse_time(text: str | None, option: str = "--now") -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def build_plan(args: argparse.Namespace, config: Config) -> Plan:
-    """Load, diff, resolve and plan as the command line says (no output)."""
+def build_plan(
+    args: argparse.Namespace, config: Config, client: RegistryClient | None = None
+) -> Plan:
+    """Load, diff, resolve and plan as the command line says (no output).
+
+    ``client`` (optional) is the registry client to resolve with, e.g. to count
+    its ``requests_made``; by default one is made from ``config``.
+    """
     now = parse_time(args.now)
     wishlist, problems = _load(args.wishlist)
     if wishlist is None:
@@ -132,7 +149,7 @@ def build_plan(args: argparse.Namespace, config: Config) -> Plan:
         )
     current = current_state(args, config, wishlist.cvmfs_repo)
     if args.base is None:
-        resolutions = resolve(config, wishlist.wishes)
+        resolutions = resolve(config, wishlist.wishes, client)
         return make_plan(
             wishlist.wishes,
             resolutions,
@@ -152,7 +169,7 @@ def build_plan(args: argparse.Namespace, config: Config) -> Plan:
         added, removed = diff.added, diff.removed
     return make_plan(
         wishlist.wishes,
-        resolve(config, added),
+        resolve(config, added, client),
         current,
         now,
         grace_days=config.grace_days,

@@ -1,9 +1,18 @@
-"""``wishbot validate FILE...``: check wishlists offline (YAML, schema, meaning).
+"""``wishbot validate FILE...``: check wishlists (YAML, schema, meaning; registries on request).
+
+Offline by default. With ``--check-registry`` every wish is also resolved in
+its registry: an image that does not exist, a wildcard that matches nothing
+or a missing platform is an error at the wish's line:col; a registry that
+cannot answer right now gives an ``unavailable`` error (never "does not
+exist"); ``ignoreErrors`` turns matching registry errors into warnings. With
+``--base OLD`` only the wishes that are new or changed relative to OLD are
+checked: a broken image elsewhere does not fail someone else's change.
 
 Exit status: 0 when every file is valid (warnings allowed), 1 when any file
-is invalid or cannot be read, 2 for a wrong command line (argparse).
-:func:`validate_file` is the reusable part; :func:`render` prints problems as
-text (``path:line:col: severity: message``) or JSON (a list of objects).
+is invalid, cannot be read or has an image that failed the registry check,
+2 for a wrong command line. :func:`validate_file` is the reusable part;
+:func:`render` prints problems as text (``path:line:col: severity:
+message``) or JSON (a list of objects).
 """
 
 from __future__ import annotations
@@ -14,11 +23,16 @@ import os
 import stat
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.core.model import Location, Problem, Wishlist
 from bot.core.recipe import load_wishlist
 from bot.core.safeyaml import MAX_BYTES
+from bot.errors import UsageError
+
+if TYPE_CHECKING:
+    from bot.registry.check import RegistryCheck
+    from bot.registry.client import RegistryClient
 
 
 def read_wishlist_file(path: str) -> tuple[bytes | None, Problem | None]:
@@ -69,10 +83,11 @@ def _printable(text: str) -> str:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "validate",
-        help="check wishlist files (YAML, schema, image references) without network access",
+        help="check wishlist files (YAML, schema, image references; registries on request)",
         description=(
-            "Check wishlist files offline. Exit 0 when all are valid (warnings allowed), "
-            "1 when any is invalid."
+            "Check wishlist files offline; with --check-registry also resolve their images "
+            "(with --base OLD only the new and changed ones). Exit 0 when all are valid "
+            "(warnings allowed), 1 when any is invalid."
         ),
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="wishlist YAML file")
@@ -82,10 +97,56 @@ def register(subparsers: Any) -> None:
         default="text",
         help="output format (default: text, one problem per line)",
     )
+    parser.add_argument(
+        "--check-registry",
+        action="store_true",
+        help="also resolve every wish in its registry (network; see WISHBOT_* settings)",
+    )
+    parser.add_argument(
+        "--base",
+        metavar="OLD",
+        help=(
+            "with --check-registry: the wishlist before the change; check only the wishes "
+            "that are new or changed (one FILE only)"
+        ),
+    )
     parser.set_defaults(func=run)
 
 
+def _base_wishlist(path: str) -> Wishlist | None:
+    """The base wishlist, or None when it cannot be used (then every wish counts as new)."""
+    base, _problems = validate_file(path)
+    if base is None:
+        print(
+            f"wishbot validate: the base {path} is not a valid wishlist: checking every wish",
+            file=sys.stderr,
+        )
+    return base
+
+
+def check_registry(
+    client: RegistryClient, wishlist: Wishlist, base_path: str | None
+) -> RegistryCheck:
+    """The registry check of one valid wishlist (only changed wishes when a base is given)."""
+    from bot.registry.check import check_wishlist
+
+    base = _base_wishlist(base_path) if base_path else None
+    return check_wishlist(client, wishlist, base)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.base and not args.check_registry:
+        raise UsageError(
+            "--base only makes sense with --check-registry",
+            hint="add --check-registry, or drop --base",
+        )
+    if args.base and len(args.files) != 1:
+        raise UsageError(
+            f"--base compares one wishlist with its old version, but {len(args.files)} "
+            "files were given",
+            hint="validate one FILE at a time with --base",
+        )
+    wishlists: list[Wishlist] = []
     problems: list[Problem] = []
     invalid = 0
     wishes = 0
@@ -96,6 +157,20 @@ def run(args: argparse.Namespace) -> int:
             invalid += 1
         else:
             wishes += len(wishlist.wishes)
+            wishlists.append(wishlist)
+    checked = images = unavailable = 0
+    if args.check_registry and wishlists:
+        from bot.config import Config
+        from bot.registry.client import RegistryClient
+
+        with RegistryClient(Config.load()) as client:
+            for wishlist in wishlists:
+                result = check_registry(client, wishlist, args.base)
+                problems.extend(result.problems)
+                checked += len(result.checked)
+                images += result.images
+                unavailable += len(result.unavailable)
+                invalid += bool(result.errors)
     render(problems, args.format, sys.stdout)
     if args.format == "text":
         errors = sum(problem.severity == "error" for problem in problems)
@@ -103,9 +178,12 @@ def run(args: argparse.Namespace) -> int:
         files = len(args.files)
         verdict = f"{invalid} of {files} invalid" if invalid else f"{files} valid"
         noun = "file" if files == 1 else "files"
-        print(
-            f"wishbot validate: {verdict} {noun}, {errors} error(s), {warnings} warning(s)"
-            + ("" if invalid else f", {wishes} image(s)"),
-            file=sys.stderr,
-        )
+        line = f"wishbot validate: {verdict} {noun}, {errors} error(s), {warnings} warning(s)"
+        if not invalid:
+            line += f", {wishes} image(s)"
+        if args.check_registry:
+            line += f"; {checked} wish(es) checked in their registries, {images} image(s) found"
+            if unavailable:
+                line += f"; could not check {unavailable} right now: re-run later"
+        print(line, file=sys.stderr)
     return 1 if invalid else 0
