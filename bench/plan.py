@@ -67,7 +67,7 @@ from bot.sandbox.image_builder import Pusher, image_config, manifest_body, sha25
 from bot.sandbox.layers import build_layer, compress, file, with_parents
 from bot.sandbox.registry_server import LocalRegistry
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the checkout
 CVMFS_REPO = "unpacked.cern.ch"
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 VARIANTS = 16  # distinct images in the registry

@@ -9,7 +9,8 @@ import pytest
 from bot.cli import main
 from bot.core.recipe import load_wishlist
 
-HISTORY = Path("/work/shared/data/unpacked-recipe-history")
+#: ../shared beside the checkout (as CI lays it out)
+HISTORY = Path(__file__).resolve().parents[2] / "shared" / "data" / "unpacked-recipe-history"
 RECIPES = sorted(HISTORY.glob("*.yaml"))
 
 pytestmark = pytest.mark.skipif(not RECIPES, reason="production recipe history not available")
