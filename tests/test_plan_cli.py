@@ -174,3 +174,23 @@ def test_catalog_command_writes_deterministic_files(
     assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == first
     code, out, _ = run([*argv, "--format", "json", "--generated", NOW], capsys)
     assert json.loads(out)["generated"] == "2026-03-01T12:00:00Z"
+
+
+def test_catalog_command_markdown_and_json_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WISHBOT_CONFIG", raising=False)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    md, js = tmp_path / "docs" / "CATALOG.md", tmp_path / "catalog.json"
+    argv = ["catalog", "--publisher", f"local:{tree}", "--cvmfs-repo", "unpacked.example.org"]
+    code, _, err = run([*argv, "--markdown", str(md), "--json", str(js)], capsys)
+    assert code == 0
+    assert md.read_text().startswith("# Container images in unpacked.example.org")
+    assert json.loads(js.read_text())["images"] == []
+    assert f"wrote {md}" in err
+    stamp = md.stat().st_mtime_ns
+    code, _, err = run([*argv, "--markdown", str(md)], capsys)
+    assert f"unchanged {md}" in err
+    assert md.stat().st_mtime_ns == stamp
+    assert not list(tmp_path.rglob(".*.partial"))

@@ -1,7 +1,8 @@
 """``wishbot catalog``: describe what a publisher serves, as CATALOG.md and catalog.json.
 
-With ``--output DIR`` both files are written there (only when their content
-changed); otherwise the chosen ``--format`` goes to standard output. The
+``--markdown FILE`` and ``--json FILE`` write those files, ``--output DIR``
+writes both into DIR (each only when its content changed, atomically);
+with none of them the chosen ``--format`` goes to standard output. The
 output is deterministic: the same publisher gives byte-identical files
 (pass ``--generated ISO`` to stamp a time explicitly).
 """
@@ -9,6 +10,7 @@ output is deterministic: the same publisher gives byte-identical files
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,11 @@ def register(subparsers: Any) -> None:
         metavar="REPO",
         help="the CernVM-FS repository name (default: what the publisher knows)",
     )
-    parser.add_argument("--output", metavar="DIR", help="write both files into DIR")
+    parser.add_argument("--markdown", metavar="FILE", help="write the Markdown catalog to FILE")
+    parser.add_argument("--json", metavar="FILE", help="write catalog.json to FILE")
+    parser.add_argument(
+        "--output", metavar="DIR", help="write CATALOG.md and catalog.json into DIR"
+    )
     parser.add_argument("--format", choices=("markdown", "json"), default="markdown")
     parser.add_argument(
         "--generated", metavar="ISO", help="stamp this generation time into the catalog"
@@ -60,15 +66,37 @@ def run(args: argparse.Namespace) -> int:
     generated = parse_time(args.generated, "--generated") if args.generated else None
     state = read_state(publisher.root, cvmfs_repo)
     files = catalog_files(state, grace_days=config.grace_days, generated=generated)
+    targets: dict[str, Path] = {}
     if args.output:
-        directory = Path(args.output)
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
-            path = directory / name
-            if not path.exists() or path.read_bytes() != data:
-                path.write_bytes(data)
-            print(f"wrote {path}", file=sys.stderr)
+        targets = {name: Path(args.output) / name for name in files}
+    if args.markdown:
+        targets[CATALOG_MD] = Path(args.markdown)
+    if args.json:
+        targets[CATALOG_JSON] = Path(args.json)
+    if targets:
+        for name, path in targets.items():
+            _write_if_changed(path, files[name])
         return 0
     name = CATALOG_JSON if args.format == "json" else CATALOG_MD
     sys.stdout.write(files[name].decode())
     return 0
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Write atomically, and not at all when the file already holds ``data``."""
+    try:
+        if path.read_bytes() == data:
+            print(f"unchanged {path}", file=sys.stderr)
+            return
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    print(f"wrote {path}", file=sys.stderr)
