@@ -301,3 +301,21 @@ def test_the_merge_request_plan_is_what_the_merge_publishes(
     assert report["downloaded_layers"] == data["totals"]["layers_to_ingest"]
     assert published_layers(setup) - before == ingest(data)
     assert_nothing_left(setup, new, capsys, NOW)
+
+
+def test_plan_reads_a_mounted_tree_without_touching_it(
+    setup: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A read-only mount such as /cvmfs/unpacked.cern.ch is a valid current state."""
+    wishlist = full_wishlist(setup)
+    apply_cli(setup, wishlist, capsys)
+    tree: Path = setup["tree"]
+
+    def listing() -> list[tuple[str, int]]:
+        return sorted((str(p), p.lstat().st_mtime_ns) for p in tree.rglob("*"))
+
+    before = listing()
+    mounted = plan_cli(wishlist, capsys, "--publisher", str(tree))
+    assert mounted["images"] == plan_cli(wishlist, capsys, "--publisher", setup["target"])["images"]
+    assert {r["action"] for r in mounted["images"]} == {"unchanged"}
+    assert listing() == before

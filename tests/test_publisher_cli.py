@@ -126,3 +126,15 @@ def test_apply_through_cvmfs_server(
     assert (tmp_path / "spool" / REPO / "revision").read_text() == "2"  # mkfs + one publish
     wrong = wishbot("apply", str(wl), "--publisher", "cvmfs:other.example.org", env=env)
     assert wrong.returncode == 2 and REPO in wrong.stderr
+
+
+def test_apply_refuses_a_repository_subdirectory(tmp_path: Path) -> None:
+    recipe = tmp_path / "w.yaml"
+    recipe.write_text(
+        f"version: 1\nuser: t\ncvmfs_repo: '{REPO}/sub'\n"
+        "output_format: 'thin.example.org/$(image)'\ninput: []\n"
+    )
+    done = wishbot("apply", str(recipe), "--publisher", f"local:{tmp_path / 'tree'}", env={})
+    assert done.returncode == 2
+    assert "names a subdirectory" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "tree").exists() or not any((tmp_path / "tree").iterdir())

@@ -46,7 +46,10 @@ def register(subparsers: Any) -> None:
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
-        "--publisher", metavar="TARGET", help="read the current state from local:DIR or cvmfs:REPO"
+        "--publisher",
+        metavar="TARGET",
+        help="read the current state from local:DIR, cvmfs:REPO or a read-only mount "
+        "such as /cvmfs/unpacked.cern.ch",
     )
     source.add_argument(
         "--catalog", metavar="FILE", help="read the current state from a catalog.json"
@@ -102,6 +105,9 @@ def current_state(args: argparse.Namespace, config: Config, cvmfs_repo: str) -> 
     from bot.publisher.backend import open_publisher
     from bot.publisher.state import read_state
 
+    if target.startswith("/") and Path(target).is_dir():
+        # a read-only mount such as /cvmfs/unpacked.cern.ch: read it, touch nothing
+        return read_state(Path(target), cvmfs_repo)
     return read_state(open_publisher(target).root, cvmfs_repo)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from bot.config import Config
 from bot.core.model import Wishlist
 from bot.core.plan import Plan, make_plan
+from bot.errors import UsageError
 from bot.publisher.apply import ApplyReport, Progress, apply_plan
 from bot.publisher.backend import Publisher
 from bot.publisher.state import read_state
@@ -32,6 +33,16 @@ def converge(
     with its ``resolve_all``, ``download_blob``, ``push_blob`` and
     ``push_manifest``).
     """
+    if "/" in wishlist.cvmfs_repo:
+        # The layout, thin.json URLs and catalog paths would all have to move
+        # under the subdirectory; refuse rather than publish a tree whose thin
+        # images point elsewhere.
+        raise UsageError(
+            f"cvmfs_repo '{wishlist.cvmfs_repo}' names a subdirectory, which apply does not "
+            "support yet",
+            where=wishlist.path,
+            hint="publish into the repository root (cvmfs_repo: REPO)",
+        )
     say = progress or (lambda _line: None)
     say(f"resolving {len(wishlist.wishes)} wish(es)")
     resolutions = client.resolve_all(wishlist.wishes)
