@@ -167,6 +167,7 @@ class RecordingPipeline:
     fail: Exception | None = None
     valid: bool = True
     publish_ok: bool = True
+    collections: int = 0
 
     def review(
         self,
@@ -200,3 +201,7 @@ class RecordingPipeline:
             published=("/cvmfs/unpacked.example.org/registry.hub.docker.com/library/alpine:3.19",),
             catalog={"CATALOG.md": b"# Catalog\n", "catalog.json": b'{"images": 1}\n'},
         )
+
+    def collect(self) -> str:
+        self.collections += 1
+        return "gc: deleted 0 image(s) and 0 layer(s); 0 waiting for their grace period"

@@ -33,7 +33,7 @@ from bot.publisher.gc import GcReport, collect
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline import WishbotPipeline
 from bot.runtime.pipeline_api import PLAN_MARKER, PUBLISH_MARKER
-from bot.runtime.workflow import PLAN, PUBLISH, VALIDATE, on_merge_request, on_push
+from bot.runtime.workflow import PLAN, PUBLISH, VALIDATE, on_merge_request, on_push, on_schedule
 from bot.sandbox.demo_images import DemoImage, base_layer, message, push_demo_image
 from bot.sandbox.registry_server import LocalRegistry
 
@@ -266,9 +266,16 @@ def test_the_whole_loop(loop: Loop) -> None:
     early = loop.gc(START + timedelta(days=GRACE_DAYS))
     assert early.deleted_images == [] and early.deleted_layers == []
     assert (loop.tree / layout.flat_dir(hello.image_id)).is_dir()
-    late = loop.gc(START + timedelta(days=GRACE_DAYS + 2))
-    assert {i for i, _ in late.deleted_images} == {hello.image_id, greeter.image_id}
-    assert set(late.deleted_layers) == {hello.pushed.layer_digests[1], greeter_layer}
+    # ... and the bot's scheduled maintenance (re-publish, then gc) after it
+    loop.clock.now = START + timedelta(days=GRACE_DAYS + 2)
+    catalog_before = loop.forge.read_file(CATALOG_JSON, "main")
+    done = on_schedule(loop.forge, loop.pipeline(), loop.config(), loop.journal)
+    assert done.action == "maintained", done
+    assert "gc: deleted 2 image(s) and 2 layer(s)" in done.detail
+    assert "nothing to publish" in done.detail
+    catalog_after = loop.forge.read_file(CATALOG_JSON, "main")
+    assert catalog_before and catalog_after and catalog_after != catalog_before
+    assert greeter.image_id not in catalog_after.decode()  # deleted, so no longer listed
     for gone in (hello.image_id, greeter.image_id):
         assert not (loop.tree / layout.flat_dir(gone)).exists()
     for digest in (hello.pushed.layer_digests[1], greeter_layer):

@@ -23,6 +23,7 @@ from bot.core.render import plural, render_markdown, summary_parts
 from bot.errors import WishbotError
 from bot.publisher.backend import open_publisher
 from bot.publisher.converge import converge
+from bot.publisher.gc import collect
 from bot.publisher.state import read_state
 from bot.registry.auth import CredentialStore
 from bot.registry.client import RegistryClient
@@ -186,6 +187,22 @@ class WishbotPipeline:
                 failure=f"{plural(len(names), 'image')} not published: " + "; ".join(names[:5]),
             )
         return Publication(ok=True, description=description, published=published, catalog=files)
+
+    # --- garbage collection (scheduled) ------------------------------------
+
+    def collect(self) -> str:
+        if not self.config.publisher:
+            return "gc skipped: no publisher configured"
+        publisher = open_publisher(self.config.publisher)
+        with publisher.lock():
+            publisher.recover()
+            report = collect(
+                publisher,
+                self.clock(),
+                grace_days=self.config.grace_days,
+                max_deletions=self.config.max_deletions,
+            )
+        return report.render().splitlines()[0]
 
 
 def _publish_summary(plan: Plan, published: int, failed: int) -> str:

@@ -59,3 +59,7 @@ class Pipeline(Protocol):
     def publish(self, wishlist: bytes, path: str, commit: str) -> Publication:
         """Convert and publish the merged wishlist at ``commit``."""
         ...
+
+    def collect(self) -> str:
+        """Garbage-collect the publisher (grace period over); a one-line summary."""
+        ...

@@ -30,7 +30,7 @@ from bot.runtime.events import Ignored, MergeRequestEvent, PushEvent, header, pa
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import Pipeline
 from bot.runtime.queue import Job, Queue
-from bot.runtime.workflow import Outcome, on_merge_request, on_push, recover
+from bot.runtime.workflow import Outcome, on_merge_request, on_push, on_schedule, recover
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ MAX_BODY = 25 * 2**20  # GitHub caps payloads at 25 MB
 MAX_ATTEMPTS = 6
 REVIEW = "review"
 PUBLISH = "publish"
+MAINTAIN = "maintain"  # periodic re-publication (tags move upstream) and gc
 
 ForgeFor = Callable[[str, str], Forge]
 
@@ -158,6 +159,8 @@ def run_job(
             journal,
             retried=job.attempts < max_attempts,
         )
+    if job.kind == MAINTAIN:
+        return on_schedule(forge, pipeline, config, journal)
     raise WishbotError(f"unknown job kind {job.kind!r}")
 
 
@@ -227,9 +230,25 @@ class WebhookServer:
         httpd = self._httpd
         self._spawn("wishbot-http", lambda: httpd.serve_forever(poll_interval=0.1))
         if workers:
-            self._spawn("wishbot-publish", lambda: self._work((PUBLISH,)))
+            # one worker for everything that writes to the publisher
+            self._spawn("wishbot-publish", lambda: self._work((PUBLISH, MAINTAIN)))
             for n in range(self._plan_workers):
                 self._spawn(f"wishbot-review-{n}", lambda: self._work((REVIEW,)))
+        if self.config.reapply_interval > 0 and self.config.forge:
+            self._spawn("wishbot-schedule", self._schedule)
+
+    def _schedule(self) -> None:
+        """Every ``reapply_interval`` seconds, queue maintenance of each repository."""
+        while not self._stop.wait(self.config.reapply_interval):
+            self.schedule_maintenance()
+
+    def schedule_maintenance(self) -> None:
+        for repository in self.config.repositories:
+            payload = {"forge": self.config.forge, "repository": repository}
+            try:
+                self.queue.put(MAINTAIN, f"maintain:{repository}", payload)
+            except Exception:
+                log.exception("cannot queue maintenance of %s", repository)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bot.config import Config
@@ -17,20 +19,28 @@ from bot.errors import WishbotError
 from bot.forge.base import Forge
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import Pipeline
-from bot.runtime.workflow import Outcome, on_merge_request, on_push
+from bot.runtime.workflow import Outcome, on_merge_request, on_push, on_schedule
 
 log = logging.getLogger(__name__)
 
 
 class Watcher:
     def __init__(
-        self, forge: Forge, pipeline: Pipeline, config: Config, journal: Journal, state: Path
+        self,
+        forge: Forge,
+        pipeline: Pipeline,
+        config: Config,
+        journal: Journal,
+        state: Path,
+        *,
+        clock: Callable[[], float] = time.time,
     ):
         self.forge = forge
         self.pipeline = pipeline
         self.config = config
         self.journal = journal
         self.state_file = state
+        self.clock = clock
         self.seen: dict[str, str] = self._load()
 
     def _load(self) -> dict[str, str]:
@@ -63,6 +73,7 @@ class Watcher:
                 continue
             self.seen[key] = mr.head_sha
             self._save()
+        outcomes += self._maintain()
         branch, head = self.forge.default_branch()
         key = f"branch:{branch}"
         if self.seen.get(key) != head:
@@ -86,3 +97,25 @@ class Watcher:
                     self.seen[key] = outcome.catalog_commit
                 self._save()
         return outcomes
+
+    def _maintain(self) -> list[Outcome]:
+        """Every ``reapply_interval`` seconds: re-publish (tags move upstream) and gc."""
+        interval = self.config.reapply_interval
+        if interval <= 0:
+            return []
+        now = self.clock()
+        last = float(self.seen.get("maintained", "nan"))
+        if last != last:  # first round: start the clock
+            self.seen["maintained"] = repr(now)
+            self._save()
+            return []
+        if now - last < interval:
+            return []
+        try:
+            outcome = on_schedule(self.forge, self.pipeline, self.config, self.journal)
+        except WishbotError as exc:
+            log.warning("maintenance failed: %s (will retry)", exc)
+            return []
+        self.seen["maintained"] = repr(now)
+        self._save()
+        return [outcome]

@@ -30,7 +30,7 @@ MAX_LISTED_PATHS = 50
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a workflow step did: ``action`` is skipped, reviewed, published or failed.
+    """What a workflow step did: ``action`` is skipped, reviewed, published, maintained or failed.
 
     ``retry`` says the step failed for a reason that may go away (the queue
     runs it again later).
@@ -222,14 +222,7 @@ def on_push(
             publication = Publication(
                 ok=False, description="publishing failed", failure=_failure_text(exc)
             )
-        catalog_commit = ""
-        if publication.catalog:
-            files = {catalog_path(config, name): data for name, data in publication.catalog.items()}
-            catalog_commit = forge.commit_files(
-                config.catalog_branch or default,
-                files,
-                f"wishbot: update the catalog for {head[:12]} [skip ci]",
-            )
+        catalog_commit = commit_catalog(forge, config, default, head, publication)
         if publication.ok:
             statuses.set(PUBLISH, "success", publication.description)
         else:
@@ -249,6 +242,63 @@ def on_push(
         return Outcome("failed", _failure_text(exc), head, retry=True, ok=False)
     finally:
         statuses.close("wishbot stopped before finishing; it will retry")
+
+
+def commit_catalog(
+    forge: Forge, config: Config, default: str, head: str, publication: Publication
+) -> str:
+    """Commit the publication's catalog files back: the new head, the unchanged head
+    when no file changed, "" when the publication has no catalog."""
+    if not publication.catalog:
+        return ""
+    files = {catalog_path(config, name): data for name, data in publication.catalog.items()}
+    return forge.commit_files(
+        config.catalog_branch or default,
+        files,
+        f"wishbot: update the catalog for {head[:12]} [skip ci]",
+    )
+
+
+def on_schedule(
+    forge: Forge, pipeline: Pipeline, config: Config, journal: Journal | None = None
+) -> Outcome:
+    """Periodic maintenance: gc, then re-publish the default branch (tags move upstream).
+
+    gc goes first so the catalog committed afterwards no longer lists what it deleted.
+
+    Quiet by design: nothing changed means no transaction, no commit, no
+    status and no comment. A catalog that changed is committed; a failed
+    re-publication sets a failed ``wishbot/publish`` status on the head, so
+    it shows where people look.
+    """
+    collected = pipeline.collect()
+    default, head = forge.default_branch()
+    wishlist = forge.read_file(config.wishlist_path, head)
+    if wishlist is None:
+        return Outcome("skipped", f"{config.wishlist_path} does not exist on {default}", head)
+    try:
+        publication = pipeline.publish(wishlist, config.wishlist_path, head)
+    except ForgeError:
+        raise
+    except Exception as exc:
+        log.warning(
+            "periodic publish of %s failed: %s", head[:12], _failure_text(exc), exc_info=True
+        )
+        publication = Publication(
+            ok=False, description="periodic re-publication failed", failure=_failure_text(exc)
+        )
+    catalog_commit = commit_catalog(forge, config, default, head, publication)
+    if not publication.ok:
+        statuses = StatusSet(forge, journal or Journal(), head, default)
+        statuses.set(
+            PUBLISH,
+            "failure",
+            f"periodic re-publication: {publication.failure or publication.description}",
+        )
+    detail = f"{collected}; {publication.description}"
+    if publication.ok:
+        return Outcome("maintained", detail, head, False, catalog_commit)
+    return Outcome("failed", detail, head, True, catalog_commit, ok=False)
 
 
 def recover(forge: Forge, journal: Journal) -> int:
