@@ -8,6 +8,26 @@
   otherwise non-public address is refused unless it is listed in
   ``insecure_registries`` or ``private_registries``: wishlists are untrusted
   and must not make the bot probe the internal network.
+- Redirects are followed by the transport one hop at a time, and every hop
+  must pass :meth:`Policy.check_redirect`: the same scheme and address
+  rules as the registry itself (a hostile registry must not be able to send
+  us to ``http://169.254.169.254/`` or to plain HTTP by answering 307).
+- Requests to loopback addresses never go through an HTTP proxy from the
+  environment (:func:`is_loopback`); all others honour ``HTTPS_PROXY`` etc.
+
+DNS rebinding: :meth:`Policy.check_address` resolves the name once and
+caches its verdict; the connection resolves the name again. A name whose
+owner answers a public address to the check and a private one to the
+connection slips through. Pinning the checked address for the connection
+would need a connection class that dials one IP while keeping the name for
+SNI, certificate checks and ``Host``; the transport does not do that yet.
+What limits the hole: a rebinding name must be chosen by a merge-request
+author *and* pass TLS verification (certificates are checked against the
+name, so an internal HTTPS service answers with a certificate for another
+name and the connection fails before any request is sent: the internal
+host sees a TLS handshake, nothing more), and plain HTTP is only spoken to
+registries the operator listed. Operators who need more should block the bot's egress
+to internal ranges in the firewall, which is the robust control anyway.
 """
 
 from __future__ import annotations
@@ -53,6 +73,21 @@ def _listed(host_port: str, names: Iterable[str]) -> bool:
     return False
 
 
+def is_loopback(hostname: str) -> bool:
+    """Whether ``hostname`` (no port) is a loopback address or ``localhost``,
+    decided without a DNS lookup."""
+    host = hostname.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
 def _is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -96,7 +131,13 @@ class Policy:
         with self._lock:
             cached = self._checked.get(key)
         if cached is None:
-            cached = self._resolves_public(key)
+            verdict = self._resolves_public(key)
+            if verdict is None:
+                # not resolvable now: the connection fails with a clear
+                # "cannot connect" (Unavailable); no verdict is cached, so a
+                # name that resolves later is checked then
+                return
+            cached = verdict
             with self._lock:
                 self._checked[key] = cached
         if not cached:
@@ -108,8 +149,58 @@ class Policy:
                 ),
             )
 
+    def check_redirect(self, registry: str, source: str, target: str) -> None:
+        """Refuse a redirect from URL ``source`` to URL ``target`` (sent by
+        ``registry``) that the scheme or address policy forbids.
+
+        A hop to the server we are already talking to (same scheme and
+        ``host:port``) is fine. Any other target must be HTTPS unless listed
+        as insecure, must not carry credentials in the URL, and must pass
+        :meth:`check_address` (so public object stores and CDNs are fine)."""
+        src = urllib.parse.urlsplit(source)
+        dst = urllib.parse.urlsplit(target)
+        host = dst.netloc.rsplit("@", 1)[-1]
+        try:  # .port raises ValueError when the port is not a number in range
+            valid = dst.scheme in ("http", "https") and bool(dst.hostname) and dst.port != 0
+        except ValueError:
+            valid = False
+        if not valid:
+            raise RegistryRefused(
+                f"registry {registry} redirects to '{_no_query(target)}', "
+                "which is not an HTTP(S) URL; not followed",
+                hint="the registry is misconfigured or hostile; tell its operators",
+            )
+        if dst.username is not None or dst.password is not None:
+            raise RegistryRefused(
+                f"registry {registry} redirects to {host} with credentials in the URL; "
+                "not followed",
+                hint="the registry is misconfigured or hostile; tell its operators",
+            )
+        if dst.scheme == src.scheme and host.lower() == src.netloc.lower():
+            return
+        try:
+            self.check_address(host)
+        except RegistryRefused:
+            raise RegistryRefused(
+                f"registry {registry} redirects to {host}, which resolves to a loopback, "
+                "private or link-local address; not followed",
+                hint=(
+                    f"if {host} is meant to be used, add it to WISHBOT_PRIVATE_REGISTRIES "
+                    "(HTTPS) or WISHBOT_INSECURE_REGISTRIES (HTTP)"
+                ),
+            ) from None
+        if dst.scheme == "http" and not self.insecure(host):
+            raise RegistryRefused(
+                f"registry {registry} redirects to plain http://{host}; not followed",
+                hint=(
+                    f"registries must redirect to HTTPS; if {host} is meant to be used "
+                    "over plain HTTP, add it to WISHBOT_INSECURE_REGISTRIES"
+                ),
+            )
+
     @staticmethod
-    def _resolves_public(host_port: str) -> bool:
+    def _resolves_public(host_port: str) -> bool | None:
+        """Whether every address of the host is public (None: cannot resolve)."""
         hostname = _hostname(host_port)
         try:
             ipaddress.ip_address(hostname.strip("[]"))
@@ -118,7 +209,11 @@ class Policy:
             try:
                 infos = socket.getaddrinfo(hostname, None, proto=socket.IPPROTO_TCP)
             except (OSError, UnicodeError):
-                # unknown names fail later with a clear "cannot connect" (Unavailable)
-                return True
+                return None
             addresses = [str(info[4][0]) for info in infos]
         return bool(addresses) and all(_is_public(a) for a in addresses)
+
+
+def _no_query(url: str) -> str:
+    """A URL without query or fragment (which may carry signatures), for messages."""
+    return url.split("?", 1)[0].split("#", 1)[0][:200]

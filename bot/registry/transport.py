@@ -7,7 +7,14 @@
   most ``config.max_retry_after`` (else :class:`Unavailable` at once);
 - authentication: anonymous first, then on 401 the challenge decides: basic
   with stored credentials, or the bearer token flow (tokens cached per
-  registry and scope until shortly before they expire).
+  registry and scope until shortly before they expire);
+- redirects are followed here, not by ``requests``: at most
+  :data:`MAX_REDIRECTS` hops, each checked by :meth:`Policy.check_redirect`
+  (no plain HTTP, no private addresses unless allowed), and credentials
+  (``Authorization``, basic auth) never go to another host, so blob
+  redirects to object stores and CDNs work without our credentials;
+- HTTP proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY`` ...)
+  are honoured, except for loopback addresses, which are always direct.
 
 Credentials never appear in log lines or error messages.
 """
@@ -29,13 +36,15 @@ from typing import Any
 import requests
 
 from bot.config import Config
-from bot.errors import ConfigError, RegistryError, Unauthorized, Unavailable
+from bot.errors import ConfigError, RegistryError, RegistryRefused, Unauthorized, Unavailable
 from bot.registry.auth import Challenge, Credentials, CredentialStore, TokenCache, parse_challenges
-from bot.registry.policy import Endpoint, Policy
+from bot.registry.policy import Endpoint, Policy, is_loopback
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
 MAX_BACKOFF = 30.0
 TRANSIENT = (
     requests.exceptions.ConnectionError,
@@ -133,6 +142,11 @@ class Transport:
                 session.mount("http://", adapter)
                 session.mount("https://", adapter)
                 session.headers["User-Agent"] = "wishbot"
+                # loopback is always direct: no HTTP(S)_PROXY (nor other
+                # environment settings) for it; everything else honours them
+                session.trust_env = not is_loopback(
+                    urllib.parse.urlsplit(f"//{netloc}").hostname or ""
+                )
                 self._sessions[netloc] = session
             return session
 
@@ -166,16 +180,20 @@ class Transport:
         params: Mapping[str, str] | None = None,
         stream: bool = False,
         auth: tuple[str, str] | None = None,
+        registry: str = "",
     ) -> requests.Response:
-        """One request with retries on transient failures; never raises for 4xx."""
-        session = self._session(urllib.parse.urlsplit(url).netloc)
+        """One request (and its redirects) with retries on transient failures;
+        never raises for 4xx. ``registry`` names the registry in messages
+        (default: the URL's host)."""
+        registry = registry or urllib.parse.urlsplit(url).netloc
         attempts = self.config.retries + 1
         reason = ""
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                self._count()
-                response = session.request(
+                response = self._exchange(
+                    who,
+                    registry,
                     method,
                     url,
                     headers=dict(headers or {}),
@@ -183,9 +201,6 @@ class Transport:
                     params=params,
                     stream=stream,
                     auth=auth,
-                    timeout=self.config.timeout,
-                    verify=self.verify,
-                    allow_redirects=True,
                 )
             except requests.exceptions.SSLError as exc:
                 raise Unavailable(
@@ -224,6 +239,69 @@ class Transport:
             f"{who}: the registry did not answer properly ({reason}) after {attempts} attempts",
             hint="try again later; nothing was concluded about the image",
         )
+
+    def _exchange(
+        self,
+        who: str,
+        registry: str,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        data: bytes | None,
+        params: Mapping[str, str] | None,
+        stream: bool,
+        auth: tuple[str, str] | None,
+    ) -> requests.Response:
+        """Send one request and follow its redirects by hand, each hop checked
+        by the policy; credentials are dropped for good once a hop leaves the
+        first server."""
+        for hop in range(MAX_REDIRECTS + 1):
+            session = self._session(urllib.parse.urlsplit(url).netloc)
+            self._count()
+            response = session.request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                params=params,
+                stream=stream,
+                auth=auth,
+                timeout=self.config.timeout,
+                verify=self.verify,
+                allow_redirects=False,
+            )
+            location = response.headers.get("Location")
+            if response.status_code not in REDIRECT_STATUSES or not location:
+                return response
+            status, source = response.status_code, response.url
+            response.close()
+            if hop == MAX_REDIRECTS:
+                raise RegistryRefused(
+                    f"{who}: registry {registry} redirects more than {MAX_REDIRECTS} times; "
+                    "not followed",
+                    hint="the registry is misconfigured or hostile; tell its operators",
+                )
+            target = urllib.parse.urljoin(source, location.strip())
+            try:
+                self.policy.check_redirect(registry, source, target)
+            except RegistryRefused as exc:
+                raise RegistryRefused(f"{who}: {exc.message}", hint=exc.hint) from None
+            log.debug("%s: %d redirect to %s", who, status, _safe(target))
+            if not _same_server(source, target):
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+                auth = None
+            if status not in (307, 308):
+                # like browsers and requests: 301/302/303 continue with GET (HEAD stays HEAD)
+                method = "HEAD" if method == "HEAD" else "GET"
+                data = None
+                headers = {
+                    k: v
+                    for k, v in headers.items()
+                    if k.lower() not in ("content-type", "content-length", "transfer-encoding")
+                }
+            url, params = target, None
+        raise AssertionError("unreachable: the loop returns or raises")
 
     # --- authenticated requests --------------------------------------------
     def _auth_header(self, endpoint: Endpoint, scope: str) -> dict[str, str]:
@@ -269,6 +347,7 @@ class Transport:
                     data=data,
                     params=params,
                     stream=stream,
+                    registry=endpoint.registry,
                 )
                 if response.status_code not in (401, 403):
                     return response
@@ -355,6 +434,7 @@ class Transport:
             realm,
             params=params,
             auth=_pair(credentials) if credentials else None,
+            registry=endpoint.registry,
         )
         with response:
             if response.status_code in (401, 403):
@@ -397,3 +477,18 @@ def _short(exc: BaseException) -> str:
 def _safe(url: str) -> str:
     """A URL without its query (which may carry upload state) for logs."""
     return url.split("?", 1)[0]
+
+
+def _same_server(source: str, target: str) -> bool:
+    """Whether credentials for ``source`` may go to ``target``: same host and
+    port, and no step down from HTTPS to HTTP (an upgrade of the same host on
+    the default ports is fine, as in ``requests``)."""
+    src, dst = urllib.parse.urlsplit(source), urllib.parse.urlsplit(target)
+    if (src.hostname or "").lower() != (dst.hostname or "").lower():
+        return False
+    if src.scheme == "https" and dst.scheme != "https":
+        return False
+    defaults = {"http": 80, "https": 443}
+    if src.scheme == dst.scheme:
+        return (src.port or defaults.get(src.scheme)) == (dst.port or defaults.get(dst.scheme))
+    return src.port in (None, 80) and dst.port in (None, 443)
