@@ -85,13 +85,14 @@ def run(args: argparse.Namespace) -> int:
 def _write_if_changed(path: Path, data: bytes) -> None:
     """Write atomically, and not at all when the file already holds ``data``."""
     try:
-        if path.read_bytes() == data:
-            print(f"unchanged {path}", file=sys.stderr)
-            return
+        unchanged = path.read_bytes() == data
     except FileNotFoundError:
-        pass
+        unchanged = False
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if unchanged:
+        print(f"unchanged {path}", file=sys.stderr)
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial")
