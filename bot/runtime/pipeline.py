@@ -11,6 +11,7 @@ gets: ``apply`` on the publisher, then the refreshed catalog.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -30,6 +31,7 @@ from bot.registry.client import RegistryClient
 from bot.runtime.pipeline_api import Pipeline, Publication, Review
 
 Clock = Callable[[], datetime]
+log = logging.getLogger(__name__)
 
 
 def _utcnow() -> datetime:
@@ -142,7 +144,10 @@ class WishbotPipeline:
         if catalog:
             try:
                 return state_from_catalog(json.loads(catalog))
-            except (ValueError, WishbotError):
+            except (ValueError, WishbotError) as exc:
+                # An unreadable catalog plans against nothing: every image shows as
+                # new and nothing can be scheduled for removal (fail closed).
+                log.warning("ignoring the committed catalog.json: %s", exc)
                 return CurrentState(cvmfs_repo)
         return CurrentState(cvmfs_repo)
 
