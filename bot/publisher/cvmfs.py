@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -24,6 +23,7 @@ from types import FrameType
 
 from bot.errors import PublisherError, UsageError
 from bot.publisher.backend import Publisher
+from bot.publisher.safetree import force_rmtree
 
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -99,7 +99,7 @@ class CvmfsPublisher(Publisher):
     def remove(self, view: Path, relpath: str) -> None:
         path = view / relpath
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
+            force_rmtree(path)
         elif os.path.lexists(path):
             path.unlink()
 

@@ -16,6 +16,12 @@ operations, so both paths obey the same rules:
    created over what is there; files sharing an inode in the layerfs become
    hardlinks in the flat image.
 
+Without root, a layerfs keeps the image's modes too (a directory ``0000``,
+a file ``0000``): its directories are opened (``u+rx``) for the walk when
+their mode denies it, and its files for the moment they are opened (:class:`~bot.publisher.safetree.OwnerAccess`),
+and their modes are put back before :func:`apply_layerfs` returns, also when
+it fails.
+
 :func:`write_singularity_metadata` writes ``.singularity.d`` the way
 Apptainer's OCI conversion (docker2singularity) lays it out.
 """
@@ -33,7 +39,7 @@ from pathlib import Path
 from bot.core.model import ImageConfig
 from bot.errors import PublisherError
 from bot.publisher.layerstream import CHUNK
-from bot.publisher.safetree import WHITEOUT, Meta, SafeTree, dispatch_marker
+from bot.publisher.safetree import WHITEOUT, Meta, OwnerAccess, SafeTree, dispatch_marker
 from bot.publisher.unpack import LayerStats, sidecar_path
 
 _DEVICE_KINDS = {stat.S_IFCHR: "char", stat.S_IFBLK: "block", stat.S_IFIFO: "fifo"}
@@ -61,9 +67,9 @@ def _read_sidecar(path: Path, context: str) -> tuple[str, set[str], list[tuple[s
     return diff_id, implicit, links
 
 
-def _copier(source: str) -> Callable[[int], int]:
+def _copier(source: str, access: OwnerAccess) -> Callable[[int], int]:
     def copy(out: int) -> int:
-        src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        src = access.open_file(source)
         try:
             total = 0
             try:
@@ -101,8 +107,12 @@ def apply_layerfs(
     diff_id, implicit, links = _read_sidecar(sidecar or sidecar_path(layerfs), context)
     root.mkdir(parents=True, exist_ok=True)
     tree = SafeTree(root, context=context, flat=True, privileged=privileged)
+    source = OwnerAccess()
     try:
-        entries = _apply_tree(tree, os.path.abspath(layerfs), implicit, links)
+        try:
+            entries = _apply_tree(tree, os.path.abspath(layerfs), implicit, links, source)
+        finally:
+            source.restore()  # the layerfs keeps exactly its modes, whatever happened
     except OSError as exc:
         where = f" '{exc.filename}'" if exc.filename else ""
         raise PublisherError(
@@ -119,8 +129,17 @@ def apply_layerfs(
     )
 
 
-def _apply_tree(tree: SafeTree, base: str, implicit: set[str], links: list[tuple[str, str]]) -> int:
-    """Steps 1-3 of the module documentation; returns the number of entries."""
+def _apply_tree(
+    tree: SafeTree,
+    base: str,
+    implicit: set[str],
+    links: list[tuple[str, str]],
+    source: OwnerAccess,
+) -> int:
+    """Steps 1-3 of the module documentation; returns the number of entries.
+
+    ``source`` opens the layerfs's own directories and files for reading.
+    """
     entries = 0
     for path, target in links:
         tree.hardlink(path, target)
@@ -139,8 +158,8 @@ def _apply_tree(tree: SafeTree, base: str, implicit: set[str], links: list[tuple
             if name.startswith(WHITEOUT):
                 continue
             child = f"{rel}/{name}" if rel else name
-            source = f"{base}/{child}"
-            st = os.lstat(source)
+            source_path = f"{base}/{child}"
+            st = os.lstat(source_path)
             meta = Meta(
                 mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, mtime_ns=st.st_mtime_ns
             )
@@ -151,6 +170,7 @@ def _apply_tree(tree: SafeTree, base: str, implicit: set[str], links: list[tuple
                     tree.resolve_dir(child, create=True, entry=child)
                 else:
                     tree.directory(child, meta)
+                source.open_dir(source_path, st.st_mode, stat.S_IRUSR | stat.S_IXUSR)
                 subdirs.append(child)
             elif kind == stat.S_IFREG:
                 key = (st.st_dev, st.st_ino)
@@ -159,9 +179,9 @@ def _apply_tree(tree: SafeTree, base: str, implicit: set[str], links: list[tuple
                     continue
                 if st.st_nlink > 1:
                     inodes[key] = child
-                tree.regular(child, meta, _copier(source))
+                tree.regular(child, meta, _copier(source_path, source))
             elif kind == stat.S_IFLNK:
-                tree.symlink(child, os.readlink(source), meta)
+                tree.symlink(child, os.readlink(source_path), meta)
             elif kind in _DEVICE_KINDS:
                 tree.device(
                     child, _DEVICE_KINDS[kind], meta, os.major(st.st_rdev), os.minor(st.st_rdev)

@@ -16,6 +16,10 @@ A transaction writes into a staging directory inside the target
    staged symlink over the old one;
 5. remove the journal, then the (now empty) staging directory.
 
+Directories are removed with :func:`~bot.publisher.safetree.force_rmtree`:
+images carry directories such as ``0555`` that the repository owner (not
+root) could not empty otherwise.
+
 Every step is idempotent, so :meth:`LocalPublisher.recover` rolls a journaled
 transaction forward and deletes staging directories without a journal (roll
 back). A crash at any instant therefore leaves only complete images visible.
@@ -24,7 +28,6 @@ back). A crash at any instant therefore leaves only complete images visible.
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +37,7 @@ from bot.errors import PublisherError
 from bot.publisher import hooks
 from bot.publisher.backend import Publisher
 from bot.publisher.metadata import read_json, write_json
+from bot.publisher.safetree import force_rmtree
 
 STATE_DIR = ".wishbot"
 JOURNAL = "journal.json"
@@ -78,7 +82,7 @@ class LocalPublisher(Publisher):
             yield staging
             self._check(staging, self._root)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            force_rmtree(staging, ignore_errors=True)
             self._deletes = []
             raise
         hooks.crash_point("commit")
@@ -92,7 +96,7 @@ class LocalPublisher(Publisher):
         if staged.is_symlink() or staged.is_file():
             staged.unlink()
         elif staged.is_dir():
-            shutil.rmtree(staged)
+            force_rmtree(staged)
         self._deletes.append(relpath)
 
     def recover(self) -> list[str]:
@@ -109,7 +113,7 @@ class LocalPublisher(Publisher):
         for entry in sorted(self.state_dir.iterdir()):
             if entry.name.startswith(("txn-", "trash-")) or ".tmp-" in entry.name:
                 if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
+                    force_rmtree(entry, ignore_errors=True)
                 else:
                     entry.unlink(missing_ok=True)
                 done.append(f"discarded {entry.name}")
@@ -160,7 +164,7 @@ class LocalPublisher(Publisher):
             for name in order:
                 self._merge(staging / name, self._root / name)
         self.journal_path.unlink(missing_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
+        force_rmtree(staging, ignore_errors=True)
 
     def _delete(self, relpath: str) -> None:
         path = self._root / relpath
@@ -169,7 +173,7 @@ class LocalPublisher(Publisher):
         if path.is_dir() and not path.is_symlink():
             trash = self.state_dir / f"trash-{uuid.uuid4().hex[:12]}"
             os.rename(path, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            force_rmtree(trash, ignore_errors=True)
         else:
             path.unlink()
 

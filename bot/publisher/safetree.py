@@ -15,6 +15,18 @@ this resolver is race-free for our purpose; it does not defend against a
 concurrent local attacker changing the tree under us. Resolved parent
 directories are cached per cleaned path; the cache is dropped whenever a
 directory or a symlink is removed or replaced.
+
+Without root (on a CernVM-FS release manager wishbot runs as the repository
+owner) the modes an image records get in the way of building it: a
+directory ``0555`` of a lower layer cannot take the entries of a later one,
+a directory ``0000`` cannot be searched, a file ``0000`` (``etc/shadow``)
+cannot be read to copy it, a tree with such directories cannot be removed.
+As umoci does in rootless mode, :class:`OwnerAccess` adds the owner bits we
+need while we work (``u+rwx`` on directories, ``u+r`` on a file while it is
+opened) and puts the recorded modes back afterwards, deepest first; the
+final tree carries exactly the image's modes. Modes are only ever changed
+with :func:`lchmod`, which never goes through a symlink. :func:`force_rmtree`
+removes a tree whatever the modes inside it.
 """
 
 from __future__ import annotations
@@ -42,6 +54,127 @@ def clean_name(name: str) -> str:
 
 def _join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
+
+
+def _depth(path: str) -> int:
+    return path.count("/")
+
+
+def lchmod(path: str, mode: int) -> None:
+    """Set the mode of ``path`` itself; a symlink is left alone (it has no mode).
+
+    The entry is pinned with ``O_PATH|O_NOFOLLOW`` and checked before the
+    mode is set through its descriptor, so a symlink is never followed (the
+    same as the C library's ``fchmodat(AT_SYMLINK_NOFOLLOW)``).
+    """
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISLNK(os.fstat(fd).st_mode):
+            os.chmod(f"/proc/self/fd/{fd}", mode)
+    finally:
+        os.close(fd)
+
+
+class OwnerAccess:
+    """Owner access to entries whose recorded modes deny it, and its undoing.
+
+    ``enabled`` defaults to "not running as root" (root needs none of this).
+    :meth:`open_dir` makes a directory ``u+rwx`` and remembers its mode;
+    :meth:`restore` puts the remembered modes back, deepest first (a parent
+    stays searchable until its children are done); :meth:`forget` drops what
+    was under a removed directory; :meth:`open_file` opens a file for reading
+    even when its mode denies it (the mode is put back at once).
+    """
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = os.geteuid() != 0 if enabled is None else enabled
+        self._saved: dict[str, int] = {}  # absolute path -> recorded mode
+
+    def open_dir(self, path: str, mode: int, need: int = stat.S_IRWXU) -> None:
+        """Give the owner ``need`` (rwx: to write) on directory ``path``.
+
+        ``mode`` is its ``lstat`` mode; nothing changes when it has them already.
+        """
+        if not self.enabled or mode & need == need:
+            return
+        self._saved.setdefault(path, stat.S_IMODE(mode))
+        lchmod(path, stat.S_IMODE(mode) | need)
+
+    def forget(self, path: str) -> None:
+        """``path`` (and everything below it) is gone: nothing to restore there."""
+        below = path + "/"
+        for saved in [p for p in self._saved if p == path or p.startswith(below)]:
+            del self._saved[saved]
+
+    def take(self) -> dict[str, int]:
+        """The recorded modes (path -> mode), handed over and forgotten."""
+        saved, self._saved = self._saved, {}
+        return saved
+
+    def restore(self) -> None:
+        """Put every recorded mode back, deepest first."""
+        saved = self.take()
+        for path in sorted(saved, key=_depth, reverse=True):
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                lchmod(path, saved[path])
+
+    def open_file(self, path: str) -> int:
+        """``open(path, O_RDONLY|O_NOFOLLOW)``, adding ``u+r`` for the moment it takes."""
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            return os.open(path, flags)
+        except PermissionError:
+            if not self.enabled:
+                raise
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or st.st_mode & stat.S_IRUSR:
+                raise
+        mode = stat.S_IMODE(st.st_mode)
+        lchmod(path, mode | stat.S_IRUSR)
+        try:
+            return os.open(path, flags)
+        finally:
+            lchmod(path, mode)
+
+
+def _open_tree(top: str) -> None:
+    """Give the owner rwx on every directory of the tree ``top`` (symlinks not followed)."""
+    pending = [top]
+    while pending:
+        path = pending.pop()
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        if st.st_mode & stat.S_IRWXU != stat.S_IRWXU:
+            lchmod(path, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
+        with os.scandir(path) as it:
+            pending.extend(e.path for e in it if e.is_dir(follow_symlinks=False))
+
+
+def force_rmtree(path: str | os.PathLike[str], *, ignore_errors: bool = False) -> None:
+    """``shutil.rmtree``, also through directories whose mode denies the owner.
+
+    An image's directories may be ``0555`` or ``0000``: as root that does not
+    matter, as the repository owner nothing inside them can be removed. On a
+    permission error the tree's directories are made ``u+rwx`` (never through
+    a symlink) and the removal is done again.
+    """
+    try:
+        try:
+            shutil.rmtree(path)
+        except PermissionError:
+            _open_tree(os.fspath(path))
+            shutil.rmtree(path)
+    except OSError:
+        if not ignore_errors:
+            raise
 
 
 @dataclass
@@ -73,6 +206,7 @@ class SafeTree:
         self.context = context
         self.flat = flat
         self.privileged = os.geteuid() == 0 if privileged is None else privileged
+        self.access = OwnerAccess()  # directories opened for us, restored by finish()
         self._cache: dict[str, str] = {}
         self.written: set[str] = set()  # real paths this layer wrote
         self._ancestors: set[str] = set()  # real directories above them
@@ -117,6 +251,7 @@ class SafeTree:
                 cur = nxt
                 continue
             if stat.S_ISDIR(st.st_mode):
+                self.access.open_dir(self.abs(nxt), st.st_mode)
                 cur = nxt
             elif stat.S_ISLNK(st.st_mode):
                 hops += 1
@@ -141,7 +276,8 @@ class SafeTree:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(path)
+            force_rmtree(path)
+            self.access.forget(path)
             self._cache.clear()
         else:
             os.unlink(path)
@@ -305,6 +441,7 @@ class SafeTree:
         self._hide_lower(real_parent)
 
     def _hide_lower(self, real_dir: str) -> None:
+        self.access.open_dir(self.abs(real_dir), os.lstat(self.abs(real_dir)).st_mode)
         with os.scandir(self.abs(real_dir)) as it:
             children = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
         for child, is_dir in children:
@@ -316,31 +453,43 @@ class SafeTree:
                 self._remove(real)
 
     def finish(self) -> None:
-        """Directory metadata last, deepest first (their mtimes survive their contents)."""
-        for real in sorted(self._dirs, key=lambda r: r.count("/") + (1 if r else 0), reverse=True):
-            meta = self._dirs[real]
-            path = self.abs(real)
+        """Directory metadata last, deepest first (their mtimes survive their contents).
+
+        The directories this layer lists get their recorded metadata; the
+        ones of lower layers that were opened for us (not root) get their
+        mode back. Deepest first: a parent stays searchable until its
+        children are done.
+        """
+        self.record.implicit = {
+            r
+            for r in self.record.implicit
+            if os.path.isdir(self.abs(r)) and not os.path.islink(self.abs(r))
+        }
+        todo: dict[str, Meta | int] = {self.abs(real): meta for real, meta in self._dirs.items()}
+        for path, mode in self.access.take().items():
+            todo.setdefault(path, mode)
+        for path in sorted(todo, key=_depth, reverse=True):
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
                 continue
             if not stat.S_ISDIR(st.st_mode):
                 continue
+            meta = todo[path]
+            if isinstance(meta, int):
+                lchmod(path, meta)
+                continue
             self._own(path, meta)
-            os.chmod(path, meta.mode & 0o7777)
+            lchmod(path, meta.mode & 0o7777)
             self._times(path, meta, follow=False)
         self._dirs.clear()
 
     def sidecar(self, diff_id: str) -> dict[str, object]:
-        implicit = sorted(
-            r
-            for r in self.record.implicit
-            if os.path.isdir(self.abs(r)) and not os.path.islink(self.abs(r))
-        )
+        """What the layerfs cannot say by itself (call after :meth:`finish`)."""
         return {
             "version": SIDECAR_VERSION,
             "diff_id": diff_id,
-            "implicit_dirs": implicit,
+            "implicit_dirs": sorted(self.record.implicit),
             "links": self.record.links,
             "skipped": self.record.skipped,
         }
