@@ -25,8 +25,13 @@ def _process_gone(pid: int) -> bool:
 
 
 def test_demo_plays_the_whole_loop_and_cleans_up(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # a site proxy (here a dead one) must not stand between wishbot and a loopback registry
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
     work = tmp_path / "demo"
     assert main(["demo", "--dir", str(work)]) == 0
     out = capsys.readouterr().out

@@ -22,11 +22,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import stat
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -43,6 +40,7 @@ from bot.forge.base import MergeRequest
 from bot.forge.local import COMMENTS_REF, STATUSES_REF, LocalForge
 from bot.publisher.backend import open_publisher
 from bot.publisher.gc import GcReport, collect
+from bot.publisher.safetree import force_rmtree
 from bot.publisher.state import read_state
 from bot.registry.client import RegistryClient
 from bot.runtime.journal import Journal
@@ -84,44 +82,15 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     work = prepare_directory(Path(args.dir))
     registry = LocalRegistry()
-    with loopback_without_proxy():
-        try:
-            registry.start()
-            Demo(work, registry, sys.stdout).play()
-        finally:
-            registry.stop()
+    try:
+        registry.start()
+        Demo(work, registry, sys.stdout).play()
+    finally:
+        registry.stop()
     return 0
 
 
-@contextmanager
-def loopback_without_proxy() -> Iterator[None]:
-    """Talk to the loopback registry directly even when an HTTP proxy is configured."""
-    saved = {name: os.environ.get(name) for name in ("NO_PROXY", "no_proxy")}
-    for name, value in saved.items():
-        os.environ[name] = ",".join(filter(None, [value, "127.0.0.1", "localhost"]))
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 # --- the work directory --------------------------------------------------------
-
-
-def remove_tree(path: Path) -> None:
-    """``rm -rf``, also through read-only directories (as images may have)."""
-    os.chmod(path, os.lstat(path).st_mode | stat.S_IRWXU)
-    for parent, dirnames, _files in os.walk(path):
-        for name in dirnames:
-            child = os.path.join(parent, name)
-            mode = os.lstat(child).st_mode
-            if stat.S_ISDIR(mode) and mode & stat.S_IRWXU != stat.S_IRWXU:
-                os.chmod(child, mode | stat.S_IRWXU)
-    shutil.rmtree(path)
 
 
 def prepare_directory(work: Path) -> Path:
@@ -135,7 +104,7 @@ def prepare_directory(work: Path) -> Path:
                 f"{work} is not empty and was not made by 'wishbot demo'",
                 hint="choose another --dir, or remove it yourself",
             )
-        remove_tree(work)
+        force_rmtree(work)
     work.mkdir(parents=True)
     (work / MARKER).write_text("made by 'wishbot demo'; wiped on its next run\n")
     return work

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import requests
 
 from bot.errors import WishbotError
+from bot.registry.policy import is_loopback
 from bot.sandbox.layers import Compression, compress
 
 Media = Literal["docker", "oci"]
@@ -108,6 +109,12 @@ class Pusher:
     verify: str | bool = True
     session: requests.Session = field(default_factory=requests.Session)
     _tokens: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # like the registry client: a loopback registry is never reached through a proxy
+        self.session.trust_env = not is_loopback(
+            urllib.parse.urlsplit(self.registry_url).hostname or ""
+        )
 
     def __repr__(self) -> str:
         return f"Pusher({self.registry_url!r}, auth={'***' if self.auth else None})"
