@@ -112,9 +112,14 @@ def test_truncated_blob_resumes_with_range(
     digest, size = image.layer_digests[1], image.layer_sizes[1]
     proxy.add(Rule(path=f"/blobs/{digest}", truncate=1_000_000, times=1))
     dest = tmp_path / "layer.tar"
+    seen: list[int] = []
     with client_for(proxy.host) as client:
-        client.download_blob(parse(f"{proxy.host}/t/faults:1"), digest, size, dest)
+        client.download_blob(
+            parse(f"{proxy.host}/t/faults:1"), digest, size, dest, progress=seen.append
+        )
     assert dest.read_bytes() == BIG
+    # progress counts up through the resumed transfer and ends at the full size
+    assert seen == sorted(seen) and seen[-1] == size and len(seen) > 1
     ranges = [h.get("Range") for h in proxy.requests_to(f"/blobs/{digest}")]
     assert len(ranges) == 2 and ranges[0] is None
     assert ranges[1] is not None

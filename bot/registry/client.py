@@ -401,16 +401,25 @@ class RegistryClient:
             return list(pool.map(self.resolve, wishes))
 
     # --- blobs -----------------------------------------------------------
-    def download_blob(self, ref: ImageReference, digest: str, size: int, dest: Path) -> None:
+    def download_blob(
+        self,
+        ref: ImageReference,
+        digest: str,
+        size: int,
+        dest: Path,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         """Stream a blob into ``dest``; its sha256 and size are checked before
         returning (a mismatch raises :class:`IntegrityError` and removes the file).
-        A broken transfer resumes with ``Range`` where the server allows it."""
+        A broken transfer resumes with ``Range`` where the server allows it.
+        ``progress`` is called with the bytes received so far after every chunk."""
         repository = self._repository(ref)
         what = f"{ref.name}@{digest}"
 
         def fetch(endpoint: Endpoint) -> None:
             with self.transport.slot(endpoint.registry):
-                self._download(endpoint, repository, what, digest, size, dest)
+                self._download(endpoint, repository, what, digest, size, dest, progress)
 
         try:
             self._pull(ref, fetch)
@@ -419,7 +428,14 @@ class RegistryClient:
             raise
 
     def _download(
-        self, endpoint: Endpoint, repository: str, what: str, digest: str, size: int, dest: Path
+        self,
+        endpoint: Endpoint,
+        repository: str,
+        what: str,
+        digest: str,
+        size: int,
+        dest: Path,
+        progress: Callable[[int], None] | None = None,
     ) -> None:
         hasher = hashlib.sha256()
         received = 0
@@ -460,6 +476,8 @@ class RegistryClient:
                                 )
                             hasher.update(chunk)
                             out.write(chunk)
+                            if progress is not None:
+                                progress(received)
                     except TRANSIENT as exc:
                         reason = exc.__class__.__name__
                         log.debug("%s: transfer broke at %d bytes (%s)", what, received, reason)
