@@ -28,6 +28,7 @@ from bot.publisher.metadata import (
     schedule_json,
     write_json,
 )
+from bot.publisher.retiring import revive
 
 
 def digest(name: str) -> str:
@@ -86,9 +87,10 @@ def publish_image(
         os.replace(tmp, link)
         schedule_path = _where(publisher, view, layout.REMOVE_SCHEDULE)
         entries = read_schedule(schedule_path, now) if schedule_path.exists() else []
-        revived = {image_id, *layers}
-        entries = [e for e in entries if e.removal.id not in revived]
+        entries = revive(root, entries, path, {image_id, *layers})
         if old_id and old_id != image_id:
+            # moved: the old image waits from now (also when the path was retiring)
+            entries = [e for e in entries if (e.removal.id, e.removal.path) != (old_id, path)]
             old_layers = _layers_of(root, old_id, path)
             entries.append(ScheduleEntry(ScheduledRemoval("image", old_id, now, path), old_layers))
         write_json(view / layout.REMOVE_SCHEDULE, schedule_json(entries))
@@ -104,14 +106,13 @@ def _layers_of(root: Path, image_id: str, path: str) -> tuple[str, ...]:
 
 
 def unpublish(publisher: Publisher, path: str, now: datetime) -> None:
-    """Remove the public path; the image goes to the remove schedule."""
+    """Remove the wish for ``path`` like ``apply`` does: the path stays (retiring) and
+    goes to the remove schedule with its image; gc deletes both after the grace period."""
     root = publisher.root
     target = os.readlink(root / path)
     image_id = f"sha256:{target.rsplit('/', 1)[-1]}"
     layers = _layers_of(root, image_id, path)
     with publisher.transaction() as view:
-        publisher.remove(view, path)
-        publisher.remove(view, layout.image_metadata_dir(path))
         schedule_path = root / layout.REMOVE_SCHEDULE
         entries = read_schedule(schedule_path, now) if schedule_path.exists() else []
         entries.append(ScheduleEntry(ScheduledRemoval("image", image_id, now, path), layers))

@@ -56,8 +56,40 @@ def realistic_state() -> CurrentState:
             path="registry.hub.docker.com/library/centos:centos7",
         ),
         ScheduledRemoval("layer", digest("layer:old"), EARLIER + timedelta(days=3)),
+        # athena was removed from the wishlist: its path serves until gc (retiring)
+        ScheduledRemoval("image", images[-1].image_id, EARLIER + timedelta(days=1), path=ATHENA),
     ]
     return state(images[::-1], schedule)  # deliberately unsorted
+
+
+ATHENA = "gitlab-registry.cern.ch/atlas/c--dev/athena:22.0.1"
+
+
+def test_a_retiring_path_is_served_and_waits_for_removal() -> None:
+    current = realistic_state()
+    data = catalog_json(current, grace_days=30)
+    deletion = {i["public_path"]: i["deletion"] for i in data["images"]}
+    assert deletion[ATHENA] == "2026-02-15T08:30:00Z"
+    assert {p for p, when in deletion.items() if when is not None} == {ATHENA}
+    serving = {(r["kind"], r["path"]): r["serving"] for r in data["schedule"]}
+    assert serving == {
+        ("image", "registry.hub.docker.com/library/centos:centos7"): False,  # a moved tag
+        ("image", ATHENA): True,
+        ("layer", None): False,
+    }
+    text = catalog_markdown(current, grace_days=30)
+    row = next(
+        line for line in text.splitlines() if f"/cvmfs/unpacked.example.org/{ATHENA}" in line
+    )
+    assert "⏳ removed from the wishlist, deleted after 2026-02-15" in row
+    waiting = text.split("Waiting for removal")[-1]
+    retiring_row = next(line for line in waiting.splitlines() if ATHENA in line)
+    assert "still served" in retiring_row and "2026-02-15" in retiring_row
+    assert "centos7 (⏳" not in waiting  # the moved tag's old image is not marked
+    assert "⏳ 1 path removed from the wishlist still serves" in text
+    # gc deleted it: no longer listed as retiring
+    gone = replace(current, images=tuple(i for i in current.images if i.path != ATHENA))
+    assert "⏳" not in catalog_markdown(gone, grace_days=30).split("Waiting for removal")[0]
 
 
 def test_golden_catalog() -> None:

@@ -59,10 +59,12 @@ def test_demo_plays_the_whole_loop_and_cleans_up(
     assert (hello / "srv/hello/message.txt").read_text() == "hello from hello 1.1\n"
     assert not (tree / "demo" / "greeter:2.1").exists()
 
-    # gc deleted the old build of hello (the moved tag) and greeter, and their layers
+    # gc deleted the old build of hello (the moved tag) and greeter (its path served
+    # until then), and their layers
     old_id = re.search(rf"{host}:{port}/demo/hello:1\.0  id ([0-9a-f]{{12}})", out)
     assert old_id, out
-    assert "gc: deleted 2 image(s) and 2 layer(s)" in out
+    assert "gc: deleted 1 retiring path(s), 2 image(s) and 2 layer(s)" in out
+    assert f"deleted path {host}:{port}/demo/greeter:2.1" in out
     deleted = re.findall(r"deleted image sha256:([0-9a-f]{64})", out)
     assert any(d.startswith(old_id.group(1)) for d in deleted)
     flat = work / "cvmfs/unpacked.example.org/.flat"

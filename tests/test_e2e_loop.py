@@ -248,7 +248,7 @@ def test_the_whole_loop(loop: Loop) -> None:
     greeter_layer = greeter.pushed.layer_digests[1]
     for comment in (from_catalog, from_tree):
         row = _image_rows(comment)[greeter.reference]
-        assert f"➖ remove (delete after {deletion})" in row
+        assert f"➖ remove (the path keeps working until {deletion}, then it is deleted)" in row
         assert f"`{greeter.pushed.manifest_digest[:19]}`" in row
         assert "1 layer scheduled for removal" in comment and f"`{greeter_layer}`" in comment
         assert base_digest(hello) not in comment  # still used by the others
@@ -258,20 +258,28 @@ def test_the_whole_loop(loop: Loop) -> None:
     assert (state, description) == ("success", "1 image published, 2 images scheduled for removal")
     assert loop.path(hello).resolve() == (loop.tree / layout.flat_dir(moved.image_id)).resolve()
     assert (loop.path(hello) / "srv/hello/message.txt").read_text() == message("hello", "1.1")
-    assert not loop.path(greeter).exists() and not loop.path(greeter).is_symlink()
+    # greeter left the wishlist: its path serves the same image until gc (queued jobs work)
+    assert loop.path(greeter).resolve() == (loop.tree / layout.flat_dir(greeter.image_id)).resolve()
     catalog = json.loads(loop.forge.read_file(CATALOG_JSON, "main") or b"")
-    assert greeter.image_id in json.dumps(catalog)  # listed as scheduled, not served
+    (served,) = [i for i in catalog["images"] if i["image_id"] == greeter.image_id]
+    assert served["deletion"].startswith(deletion)  # served, and scheduled for deletion
+    (entry,) = [r for r in catalog["schedule"] if r["id"] == greeter.image_id]
+    assert entry["serving"] and entry["path"] == str(greeter.reference)
+    catalog_md = (loop.forge.read_file(CATALOG_MD, "main") or b"").decode()
+    assert f"⏳ removed from the wishlist, deleted after {deletion}" in catalog_md
 
     # 5. gc: nothing goes within the grace period, the old images and their layers after it
     early = loop.gc(START + timedelta(days=GRACE_DAYS))
     assert early.deleted_images == [] and early.deleted_layers == []
     assert (loop.tree / layout.flat_dir(hello.image_id)).is_dir()
+    assert (loop.path(greeter) / "srv/greeter/message.txt").is_file()  # still served
     # ... and the bot's scheduled maintenance (re-publish, then gc) after it
     loop.clock.now = START + timedelta(days=GRACE_DAYS + 2)
     catalog_before = loop.forge.read_file(CATALOG_JSON, "main")
     done = on_schedule(loop.forge, loop.pipeline(), loop.config(), loop.journal)
     assert done.action == "maintained", done
-    assert "gc: deleted 2 image(s) and 2 layer(s)" in done.detail
+    assert "gc: deleted 1 retiring path(s), 2 image(s) and 2 layer(s)" in done.detail
+    assert not os.path.lexists(loop.path(greeter))
     assert "nothing to publish" in done.detail
     catalog_after = loop.forge.read_file(CATALOG_JSON, "main")
     assert catalog_before and catalog_after and catalog_after != catalog_before

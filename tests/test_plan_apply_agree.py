@@ -252,11 +252,19 @@ def test_a_moved_tag_and_a_removed_wish_are_applied_as_planned(
     assert report["downloaded_layers"] == 1
     assert published_layers(setup) - before == ingest(data)
     state = read_state(setup["tree"], REPO)
-    assert not os.path.lexists(setup["tree"] / f"{name}-other:latest")
+    other = f"{name}-other:latest"
+    # the removed path serves the same image until gc deletes it (retiring)
+    assert [i.image_id for i in state.images if i.path == other] == [old_ids[other]]
+    assert (setup["tree"] / other).resolve().is_dir()
     assert (setup["tree"] / f"{name}:2.0" / "app/version").read_text() == "3\n"
-    scheduled_images = {s.id for s in state.schedule if s.kind == "image"}
-    assert scheduled_images == {old_ids[f"{name}:2.0"], old_ids[f"{name}-other:latest"]}
+    scheduled_images = {(s.id, s.path) for s in state.schedule if s.kind == "image"}
+    assert scheduled_images == {
+        (old_ids[f"{name}:2.0"], f"{name}:2.0"),
+        (old_ids[other], other),
+    }
+    # planned again: no second remove row, and the date is not reset
     assert_nothing_left(setup, wishlist, capsys, LATER)
+    assert read_state(setup["tree"], REPO).schedule == state.schedule
 
 
 def test_the_merge_request_plan_is_what_the_merge_publishes(

@@ -54,15 +54,20 @@ def test_apply_remove_and_gc_on_local(
     assert all(image["thin_image"] for image in report["images"])
     assert "downloading layer" in done.stderr  # progress, one line per step
 
-    # drop wish b: its symlink goes, its image waits in the remove schedule
+    # drop wish b: its path serves on until gc, path and image wait in the remove schedule
     only_a = wishlist(tmp_path / "a.yaml", registry, f"{unique_repo}:a")
     done = wishbot("apply", str(only_a), "--publisher", target, "--now", "2025-01-01", env=env)
     assert done.returncode == 0, done.stderr
     assert "remove" in done.stdout
     b_path = tree / f"{registry.host}/{unique_repo}:b"
-    assert not os.path.lexists(b_path)
+    assert (b_path / "etc/b").is_file()
     state = read_state(tree, REPO)
-    assert [s.kind for s in state.schedule] == ["image"]
+    assert [(s.kind, s.path) for s in state.schedule] == [
+        ("image", f"{registry.host}/{unique_repo}:b")
+    ]
+    again = wishbot("apply", str(only_a), "--publisher", target, "--now", "2025-01-10", env=env)
+    assert again.returncode == 0 and "nothing to do" in again.stdout  # no second removal
+    assert read_state(tree, REPO).schedule == state.schedule  # the date is not reset
 
     gc_args = ("gc", "--publisher", target, "--format", "json")
     early = wishbot(*gc_args, "--now", "2025-01-20", env=env)
@@ -75,6 +80,8 @@ def test_apply_remove_and_gc_on_local(
     assert len(result["deleted_images"]) == 1 and len(result["deleted_layers"]) == 1
     assert (tree / f"{registry.host}/{unique_repo}:a/etc/a").read_text() == "a\n"
     assert len(read_state(tree, REPO).flat_images) == 1
+    assert [p["path"] for p in result["deleted_paths"]] == [f"{registry.host}/{unique_repo}:b"]
+    assert not os.path.lexists(b_path) and read_state(tree, REPO).schedule == ()
 
 
 def test_apply_names_failing_wishes_and_exits_1(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -157,3 +158,82 @@ def test_second_crash_during_recovery_still_converges(setup: Setup, tmp_path: Pa
     assert run_wishbot(_env(setup.registry), setup.wishlist, tree, "rename:2") == -9
     run_wishbot(_env(setup.registry), setup.wishlist, tree, None)
     assert tree_digest(tree) == tree_digest(setup.reference)
+
+
+# --- gc deleting a retiring path (a wish removed from the wishlist) -------------
+
+GC_NOW = "2025-04-15T00:00:00Z"  # after the 30-day grace period of the removal at NOW
+
+
+@dataclass(frozen=True)
+class GcSetup:
+    retiring: Path  # :2 removed from the wishlist, its path still served
+    reference: Path  # the same after an uninterrupted gc
+    path: str  # the retiring public path
+
+
+def run_gc(setup_env: dict[str, str], tree: Path, crash: str | None) -> int:
+    env = {**os.environ, **setup_env}
+    env.pop("WISHBOT_TEST_CRASH_AT", None)
+    if crash:
+        env["WISHBOT_TEST_CRASH_AT"] = crash
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "gc", "--publisher", f"local:{tree}", "--now", GC_NOW],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if crash is None:
+        assert done.returncode == 0, done.stderr
+    return done.returncode
+
+
+@pytest.fixture(scope="module")
+def gc_setup(setup: Setup, tmp_path_factory: pytest.TempPathFactory) -> GcSetup:
+    base = tmp_path_factory.mktemp("gc-crash")
+    text = setup.wishlist.read_text()
+    kept = base / "kept.yaml"
+    removed_line = next(line for line in text.splitlines() if line.endswith(":2'"))
+    kept.write_text(text.replace(removed_line + "\n", ""))
+    retiring = base / "retiring"
+    shutil.copytree(setup.reference, retiring, symlinks=True)
+    run_wishbot(_env(setup.registry), kept, retiring, None)
+    path = removed_line.strip().removeprefix("- '").removesuffix("'")
+    assert (retiring / path).resolve().is_dir()  # removed, still served
+    reference = base / "reference"
+    shutil.copytree(retiring, reference, symlinks=True)
+    run_gc(_env(setup.registry), reference, None)
+    assert not os.path.lexists(reference / path)
+    return GcSetup(retiring, reference, path)
+
+
+def check_gc_crash_then_resume(
+    gc_setup: GcSetup, env: dict[str, str], tree: Path, crash: str
+) -> None:
+    shutil.copytree(gc_setup.retiring, tree, symlinks=True)
+    assert run_gc(env, tree, crash) == -9, f"gc did not reach crash point {crash}"
+    expected = tree_digest(gc_setup.retiring)
+    for path, _target in public_links(tree):
+        flat = os.path.relpath(os.path.realpath(tree / path), tree)
+        assert flat.startswith(".flat/"), f"{path} dangles after a gc crash at {crash}"
+        assert tree_digest(tree, flat) == {
+            k: v for k, v in expected.items() if k.startswith(flat + "/")
+        }, f"{path} is visible but incomplete after a gc crash at {crash}"
+    run_gc(env, tree, None)
+    assert tree_digest(tree) == tree_digest(gc_setup.reference)
+
+
+@pytest.mark.parametrize("crash", ["journal", "delete:1"])
+def test_gc_crash_leaves_no_dangling_path(
+    setup: Setup, gc_setup: GcSetup, tmp_path: Path, crash: str
+) -> None:
+    check_gc_crash_then_resume(gc_setup, _env(setup.registry), tmp_path / "tree", crash)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash", ["commit", "delete:2", "delete:3", "delete:4", "rename:1"])
+def test_gc_crash_at_many_points(
+    setup: Setup, gc_setup: GcSetup, tmp_path: Path, crash: str
+) -> None:
+    check_gc_crash_then_resume(gc_setup, _env(setup.registry), tmp_path / "tree", crash)

@@ -95,38 +95,50 @@ IMAGES = {
 }
 
 op = st.one_of(
+    # add, move a tag, or wish a retiring path again
     st.tuples(st.just("publish"), st.sampled_from(TAGS), st.sampled_from(sorted(IMAGES))),
+    # the wish leaves the wishlist: the path retires (serves on until gc)
     st.tuples(st.just("remove"), st.sampled_from(TAGS), st.just("")),
     st.tuples(st.just("gc"), st.integers(min_value=0, max_value=45), st.integers(1, 6)),
 )
 
 
+def _target(pub: LocalPublisher, path: str) -> str | None:
+    link = pub.root / path
+    return f"sha256:{os.readlink(link).rsplit('/', 1)[-1]}" if link.is_symlink() else None
+
+
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(ops=st.lists(op, min_size=1, max_size=14))
+@given(ops=st.lists(op, min_size=1, max_size=16))
 def test_gc_never_deletes_what_is_used_or_in_grace(
     tmp_path_factory: object, ops: list[tuple[str, object, object]]
 ) -> None:
     import tempfile
 
-    grace = 30
+    grace = timedelta(days=30)
     with tempfile.TemporaryDirectory() as tmp:
         pub = LocalPublisher(Path(tmp) / "t")
         now = NOW
         unused_since: dict[str, datetime] = {}  # image id -> when it last lost its symlinks
+        live: dict[str, str] = {}  # wished path -> image id
+        retiring: dict[str, tuple[str, datetime]] = {}  # removed path -> (image id, since)
         for kind, a, b in ops:
             if kind == "publish":
                 assert isinstance(a, str) and isinstance(b, str)
                 publish_image(pub, a, b, IMAGES[b], now)
+                live[a] = b
+                retiring.pop(a, None)
             elif kind == "remove":
                 assert isinstance(a, str)
-                if (pub.root / a).is_symlink():
+                if a in live:  # a retiring path is not removed again (no second row)
                     unpublish(pub, a, now)
+                    retiring[a] = (live.pop(a), now)
             else:
                 assert isinstance(a, int) and isinstance(b, int)
                 now += timedelta(days=a)
-                collect(pub, now, grace_days=grace, max_deletions=b)
+                collect(pub, now, grace_days=30, max_deletions=b)
             found = scan(pub.root)
             pointed = set(found.links.values())
             for image_id in IMAGES:
@@ -139,10 +151,28 @@ def test_gc_never_deletes_what_is_used_or_in_grace(
                 assert (pub.root / link).resolve().is_dir(), link
                 for layer in IMAGES[image_id]:
                     assert (pub.root / layout.layerfs_dir(layer)).is_dir()
-            # 2. an image unused for less than the grace period is still there,
+            # 2. a wished path always serves its image
+            for path, image_id in live.items():
+                assert _target(pub, path) == image_id, path
+            # 3. a retiring path serves its image until gc deletes both, never
+            #    before its grace period is over
+            for path, (image_id, since) in list(retiring.items()):
+                target = _target(pub, path)
+                if target is None:
+                    assert now - since >= grace, path
+                    # gc deleted the path; the image went with it unless something
+                    # else still holds it (another path, another schedule entry)
+                    held = image_id in pointed or any(
+                        e.removal.id == image_id for e in found.schedule
+                    )
+                    assert held or image_id not in found.flats, path
+                    del retiring[path]
+                else:
+                    assert target == image_id and (pub.root / path).resolve().is_dir()
+            # 4. an image unused for less than the grace period is still there,
             #    and so are its layers (thin images may point at them)
             for image_id, since in unused_since.items():
-                if now - since < timedelta(days=grace):
+                if now - since < grace:
                     assert image_id in found.flats
                     for layer in IMAGES[image_id]:
                         assert layer in found.layers

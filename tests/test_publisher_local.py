@@ -75,8 +75,12 @@ def test_repoint_and_remove(tmp_path: Path) -> None:
     assert state.flat_images == {digest("i1"), digest("i2")}
     unpublish(pub, "reg.io/a/b:1", NOW)
     state = read_state(pub.root, "repo")
-    assert state.images == ()
-    assert {s.id for s in state.schedule} == {digest("i1"), digest("i2")}
+    # the removed path serves on (retiring) until gc; both images are scheduled
+    assert [(i.path, i.image_id) for i in state.images] == [("reg.io/a/b:1", digest("i2"))]
+    assert {(s.id, s.path) for s in state.schedule} == {
+        (digest("i1"), "reg.io/a/b:1"),
+        (digest("i2"), "reg.io/a/b:1"),
+    }
 
 
 def test_lock_is_exclusive_and_names_the_holder(tmp_path: Path) -> None:

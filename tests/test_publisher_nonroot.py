@@ -412,7 +412,7 @@ def test_wishbot_apply_and_gc_end_to_end_without_root(
     )
     assert owned_by(tree, NOBODY)
 
-    # the wish goes away; after the grace period gc deletes image and layers
+    # the wish goes away: the path serves until gc deletes it with image and layers
     wishlist.write_text(head + "input: []\n")
     done = run_as_nobody(
         [
@@ -428,7 +428,7 @@ def test_wishbot_apply_and_gc_end_to_end_without_root(
         env,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert not os.path.lexists(link) and flat.is_dir()
+    assert link.resolve() == flat.resolve() and flat.is_dir()  # retiring, still served
     done = run_as_nobody(
         [*wishbot, "gc", *publisher, "--now", "2025-06-01T00:00:00Z", "--format", "json"],
         nobody_dir,
@@ -437,6 +437,9 @@ def test_wishbot_apply_and_gc_end_to_end_without_root(
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert [d["id"] for d in report["deleted_images"]] == [pushed.config_digest]
+    assert [d["path"] for d in report["deleted_paths"]] == [f"{registry.host}/{unique_repo}:1"]
+    assert not os.path.lexists(link) and not flat.exists()
+    assert not (tree / layout.image_metadata_dir(f"{registry.host}/{unique_repo}:1")).exists()
     assert sorted(report["deleted_layers"]) == sorted(set(pushed.layer_digests))
     assert not os.path.lexists(flat)
     for digest in pushed.layer_digests:

@@ -24,7 +24,7 @@ from bot.core.model import (
     PublishedLayer,
     ScheduledRemoval,
 )
-from bot.core.plan import public_path
+from bot.core.plan import public_path, retiring
 from bot.core.reference import ImageReference, ReferenceError, parse
 from bot.core.render import escape_markdown, human_size, iso, plural
 from bot.core.schemas import schema_errors
@@ -65,8 +65,19 @@ def deletion_date(removal: ScheduledRemoval, grace_days: int) -> datetime:
 # --- JSON -------------------------------------------------------------------------
 
 
+def _retiring_deletion(
+    image: PublishedImage, paths: Mapping[tuple[str, str], datetime], grace_days: int
+) -> datetime | None:
+    """When gc deletes ``image``'s path (removed from the wishlist), or None while wished."""
+    since = paths.get((public_path(image.path), image.image_id))
+    return since + timedelta(days=grace_days) if since is not None else None
+
+
 def _image_json(
-    cvmfs_repo: str, image: PublishedImage, layers: Mapping[str, PublishedLayer]
+    cvmfs_repo: str,
+    image: PublishedImage,
+    layers: Mapping[str, PublishedLayer],
+    deletion: datetime | None,
 ) -> dict[str, Any]:
     ref = image.reference.normalized()
     compressed = sum(layers[d].compressed_size for d in image.layers if d in layers)
@@ -87,6 +98,7 @@ def _image_json(
         "compressed_size": compressed,
         "thin_image": image.thin_image,
         "updated": iso(image.updated),
+        "deletion": iso(deletion),
     }
 
 
@@ -95,12 +107,21 @@ def catalog_json(
 ) -> dict[str, Any]:
     """Every published image, layer and scheduled removal (sorted; schema ``wishbot-catalog/1``)."""
     state = canonical_state(state)
+    paths = retiring(state)
     return {
         "schema": CATALOG_SCHEMA,
         "cvmfs_repo": state.cvmfs_repo,
         "generated": iso(generated),
         "grace_days": grace_days,
-        "images": [_image_json(state.cvmfs_repo, image, state.layers) for image in state.images],
+        "images": [
+            _image_json(
+                state.cvmfs_repo,
+                image,
+                state.layers,
+                _retiring_deletion(image, paths, grace_days),
+            )
+            for image in state.images
+        ],
         "layers": [
             {
                 "digest": layer.digest,
@@ -118,11 +139,19 @@ def catalog_json(
                 "path": removal.path,
                 "scheduled": iso(removal.scheduled),
                 "deletion": iso(deletion_date(removal, grace_days)),
+                "serving": _serving(removal, paths),
             }
             for removal in state.schedule
         ],
         "flat_images": sorted(state.flat_images),
     }
+
+
+def _serving(removal: ScheduledRemoval, paths: Mapping[tuple[str, str], datetime]) -> bool:
+    """Does this entry's path still serve its image (a retiring path)?"""
+    if removal.kind != "image" or not removal.path:
+        return False
+    return (public_path(removal.path), removal.id) in paths
 
 
 def _time(text: str, where: str) -> datetime:
@@ -241,6 +270,8 @@ def catalog_markdown(
         groups.setdefault(ref.registry, {}).setdefault(ref.repository, []).append(image)
     total_compressed = sum(layer.compressed_size for layer in state.layers.values())
     paths = {public_path(image.path) for image in state.images}
+    retiring_paths = retiring(state)
+    leaving = {path for path, _image_id in retiring_paths}
 
     lines = [f"# Container images in {escape_markdown(repo)}", ""]
     lines.append(
@@ -250,6 +281,14 @@ def catalog_markdown(
         f"{plural(len(state.layers), 'layer')} ({human_size(total_compressed)} compressed). "
         f"Run an image from `/cvmfs/{escape_markdown(repo)}/<path>`."
     )
+    if leaving:
+        lines += [
+            "",
+            f"⏳ {plural(len(leaving), 'path')} removed from the wishlist still "
+            f"serve{'s' if len(leaving) == 1 else ''} until the grace period of "
+            f"{grace_days} days is over; then gc deletes "
+            f"{'it' if len(leaving) == 1 else 'them'}.",
+        ]
     if generated is not None:
         lines += ["", f"Generated {iso(generated)}."]
     lines += ["", "## Contents", ""]
@@ -284,13 +323,14 @@ def catalog_markdown(
                 if path not in seen:
                     label = f'<a id="{anchor(path)}"></a>{label}'
                     seen.add(path)
+                deletion = _retiring_deletion(image, retiring_paths, grace_days)
                 cells = [
                     label,
                     escape_markdown(image.platform),
                     _code(image.manifest_digest),
                     _code(image.image_id),
                     human_size(image.unpacked_size),
-                    _code_path(f"/cvmfs/{repo}/{path}"),
+                    _code_path(f"/cvmfs/{repo}/{path}") + _retiring_note(deletion),
                     escape_markdown(image.thin_image or "—"),
                     image.updated.strftime("%Y-%m-%d"),
                 ]
@@ -307,13 +347,22 @@ def catalog_markdown(
             "| --- | --- | --- | --- | --- |",
         ]
         for removal in state.schedule:
+            was = escape_markdown(removal.path or "—")
+            if _serving(removal, retiring_paths):
+                was += " (⏳ removed from the wishlist, still served)"
             lines.append(
-                f"| {removal.kind} | {_code(removal.id)} | {escape_markdown(removal.path or '—')} "
+                f"| {removal.kind} | {_code(removal.id)} | {was} "
                 f"| {removal.scheduled:%Y-%m-%d} "
                 f"| {deletion_date(removal, grace_days):%Y-%m-%d} |"
             )
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _retiring_note(deletion: datetime | None) -> str:
+    if deletion is None:
+        return ""
+    return f"<br>⏳ removed from the wishlist, deleted after {deletion:%Y-%m-%d}"
 
 
 def _code_path(text: str) -> str:

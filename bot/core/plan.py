@@ -8,7 +8,7 @@ promised is what gets published.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
@@ -44,6 +44,8 @@ class ImageChange:
     download_bytes: int = 0  # compressed bytes of new_layers (counted once per plan)
     problem: Problem | None = None  # error
     eligible: datetime | None = None  # remove/update: when the old image may be deleted
+    #: remove: when gc deletes the path; it serves the old image until then (retiring)
+    retires: datetime | None = None
 
     @property
     def platform(self) -> Platform | None:
@@ -217,6 +219,30 @@ class WishIndex:
         return any(wish_covers(wish, image) for wish in candidates)
 
 
+def retiring(current: CurrentState) -> dict[tuple[str, str], datetime]:
+    """Retiring paths: ``(public path, image id)`` -> the date its removal was scheduled.
+
+    A wish removed from the wishlist leaves its public path serving the same
+    image until gc deletes both after the grace period (jobs queued with the
+    path keep working). Such a path is published *and* has an image entry in
+    the remove schedule naming that very path; an entry whose path now serves
+    another image (a moved tag) is an old image waiting, not a retiring path.
+    """
+    scheduled: dict[tuple[str, str], datetime] = {}
+    for removal in current.schedule:
+        if removal.kind != "image" or not removal.path:
+            continue
+        key = (public_path(removal.path), removal.id)
+        if key not in scheduled or removal.scheduled < scheduled[key]:
+            scheduled[key] = removal.scheduled
+    served = {(public_path(image.path), image.image_id) for image in current.images}
+    return {key: when for key, when in scheduled.items() if key in served}
+
+
+def is_retiring(image: PublishedImage, retiring_paths: Mapping[tuple[str, str], datetime]) -> bool:
+    return (public_path(image.path), image.image_id) in retiring_paths
+
+
 def _unresolved_problem(wish: Wish) -> Problem:
     return Problem(
         severity="error",
@@ -266,8 +292,13 @@ def make_plan(
       removed unless some wish of the new wishlist still covers them.
 
     Rows are keyed by (public path, platform); see :attr:`ImageChange.published_path`
-    for where a multi-platform image's tree lives. An old image whose id no
-    image that stays uses is scheduled for deletion at ``now + grace_days``.
+    for where a multi-platform image's tree lives. A removed path keeps serving
+    its image until gc deletes it at ``now + grace_days`` (see :func:`retiring`);
+    such a *retiring* path gets no row again, and a wish that asks for it again
+    keeps it ("unchanged", its schedule entry goes to :attr:`Plan.unscheduled`),
+    or re-points it if the tag moved ("update", the old image waits from now).
+    The old image of a moved tag whose id no image that stays uses is scheduled
+    for deletion at ``now + grace_days``.
     Fail closed: an image covered by a wish that did not resolve is never
     updated, removed or scheduled.
     """
@@ -314,6 +345,7 @@ def make_plan(
             if key not in current_by_key:
                 desired.setdefault(key, new)
 
+    retiring_paths = retiring(current)
     rows: list[ImageChange] = []
     for (path, _platform), new in desired.items():
         old = current_by_key.get((path, new.platform))
@@ -334,6 +366,8 @@ def make_plan(
     for key, old in current_by_key.items():
         if key in desired:
             continue
+        if is_retiring(old, retiring_paths):
+            continue  # already scheduled: it keeps serving until gc deletes it
         if protected(old):
             # Fail closed: listed as kept when its wish is in view, never removed.
             if not base or failing(old):
@@ -352,6 +386,18 @@ def make_plan(
 
     # --- who stays: images (and their layers) after the change -------------
     leaving = {id(c.old) for c in rows if c.action in ("update", "remove") and c.old is not None}
+    # a retiring path nobody wants again goes at gc: its image is not staying
+    revived_keys = {(c.path, c.old.image_id) for c in rows if c.old is not None}
+    still_retiring = {
+        (public_path(image.path), image.image_id)
+        for image in current_by_key.values()
+        if is_retiring(image, retiring_paths)
+    } - revived_keys
+    leaving |= {
+        id(image)
+        for image in current.images
+        if (public_path(image.path), image.image_id) in still_retiring
+    }
     staying_ids: set[str] = set()
     staying_layers: dict[str, set[str]] = {}
     for image in current.images:
@@ -372,7 +418,11 @@ def make_plan(
     final_rows: list[ImageChange] = []
     for change in rows:
         old = change.old
+        if change.action == "remove":
+            change = replace(change, retires=eligible_at)  # it serves until then
         if change.action in ("update", "remove") and old and old.image_id not in staying_ids:
+            # a retiring path wished again with a moved tag is a move like any other:
+            # it served the old image until now, so the old image's grace starts now
             change = replace(change, eligible=eligible_at)
         if change.action in ("add", "update") and change.new is not None:
             brought: list[str] = []
@@ -408,7 +458,11 @@ def make_plan(
         {
             s.id
             for s in current.schedule
-            if (s.kind == "image" and s.id in staying_ids)
+            if (
+                s.kind == "image"
+                and s.id in staying_ids
+                and (public_path(s.path or ""), s.id) not in still_retiring
+            )
             or (s.kind == "layer" and s.id in staying_layers)
         }
     )

@@ -195,7 +195,9 @@ def _image_row(change: ImageChange) -> str:
     else:
         digest = ""
     action = _ACTION_LABEL[change.action]
-    if change.eligible is not None:
+    if change.retires is not None:
+        action += f" (the path keeps working until {change.retires:%Y-%m-%d}, then it is deleted)"
+    elif change.eligible is not None:
         action += f" (delete after {change.eligible:%Y-%m-%d})"
     if change.problem is not None:
         action += f": {escape_markdown(change.problem.message)}"
@@ -412,6 +414,7 @@ def _image_json(change: ImageChange) -> dict[str, object]:
         "new_layers": list(change.new_layers),
         "download_bytes": change.download_bytes,
         "eligible": iso(change.eligible),
+        "retires": iso(change.retires),
         "problem": change.problem.to_json() if change.problem else None,
     }
 
@@ -470,8 +473,9 @@ def render_text(plan: Plan) -> str:
             digest = change.old.manifest_digest
         platform = change.platform
         action: str = change.action
-        if change.eligible is not None:
-            action += f" (gc {change.eligible:%Y-%m-%d})"
+        when = change.retires or change.eligible
+        if when is not None:
+            action += f" (gc {when:%Y-%m-%d})"
         rows.append(
             (
                 action,

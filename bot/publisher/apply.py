@@ -17,6 +17,11 @@ For an image that is added or moved, inside one transaction:
 6. the thin image is pushed, last, so a failed push aborts the transaction
    and the next run tries again.
 
+A removed wish keeps its public path: the path goes to the remove schedule
+and serves the same image until gc deletes both after the grace period (see
+:mod:`bot.publisher.retiring`). A wish asked for again before that keeps the
+path and takes it off the schedule.
+
 A failing image is reported and aborted; the others are still published.
 Nothing to do opens no transaction and downloads nothing.
 """
@@ -41,7 +46,7 @@ from typing import Protocol
 from bot.config import Config
 from bot.core import layout
 from bot.core.model import PublishedImage, ResolvedImage, ScheduledRemoval
-from bot.core.plan import ImageChange, Plan
+from bot.core.plan import ImageChange, Plan, public_path
 from bot.core.reference import ImageReference, ReferenceError, parse
 from bot.errors import IntegrityError, PublisherError, WishbotError
 from bot.publisher import hooks
@@ -59,6 +64,7 @@ from bot.publisher.metadata import (
     schedule_json,
     write_json,
 )
+from bot.publisher.retiring import revive, serving_links
 from bot.publisher.state import ARCH_VARIABLE
 from bot.publisher.unpack import Limits, unpack_layer
 
@@ -186,7 +192,16 @@ def _apply_change(
         wish=wish,
     )
     if change.action == "unchanged":
-        return None
+        if change.old is None or change.old.image_id not in plan.unscheduled:
+            return None
+        try:
+            if not _keep_path(publisher, change.path, change.old, plan.now):
+                return None
+        except WishbotError as exc:
+            say(f"{change.path}: FAILED: {exc}")
+            return replace(base, message=str(exc))
+        say(f"{change.path}: wished again; its scheduled removal is cancelled")
+        return replace(base, ok=True, message="kept; scheduled removal cancelled")
     if change.action == "error":
         problem = change.problem
         return replace(base, message=problem.message if problem else "error")
@@ -194,10 +209,10 @@ def _apply_change(
         _check_path(change.path)
         if change.action == "remove":
             assert change.old is not None
-            say(f"{change.path}: removing (the image stays for the grace period)")
+            say(f"{change.path}: removed from the wishlist; it serves until gc deletes it")
             with publisher.transaction() as view:
-                _remove_image(publisher, view, change.old, plan.now)
-            return replace(base, ok=True, message="removed; old image scheduled")
+                _retire_path(publisher, view, change.old, plan.now)
+            return replace(base, ok=True, message="retiring; path and image scheduled for removal")
         assert change.new is not None
         _check_image(change.new)
         converter = _Converter(plan, change, change.new, publisher, client, config, say)
@@ -435,13 +450,16 @@ class _Converter:
         now = self.plan.now
         revived = {self.image.image_id, *(x.digest for x in self.image.layers)}
         entries = _read_schedule(self.where(view, layout.REMOVE_SCHEDULE), now)
-        kept = [e for e in entries if e.removal.id not in revived]
+        kept = revive(self.root, entries, self.change.path, revived)
         old = self.change.old
         if (
             self.change.action == "update"
             and old is not None
             and old.image_id != self.image.image_id
         ):
+            # a retiring path wished again with a moved tag served the old image until
+            # now: the old image waits from now, like any moved tag's
+            kept = [e for e in kept if not _same_entry(e, old)]
             kept.append(_image_entry(old, now))
         if kept != entries:
             write_json(view / layout.REMOVE_SCHEDULE, schedule_json(kept))
@@ -462,6 +480,16 @@ def _read_schedule(path: Path, now: datetime) -> list[ScheduleEntry]:
     return read_schedule(path, now) if path.exists() else []
 
 
+def _same_entry(entry: ScheduleEntry, image: PublishedImage) -> bool:
+    removal = entry.removal
+    return (
+        removal.kind == "image"
+        and removal.id == image.image_id
+        and removal.path is not None
+        and public_path(removal.path) == public_path(image.path)
+    )
+
+
 def _image_entry(image: PublishedImage, now: datetime) -> ScheduleEntry:
     return ScheduleEntry(
         ScheduledRemoval(kind="image", id=image.image_id, scheduled=now, path=image.path),
@@ -480,33 +508,40 @@ def _symlink(view: Path, relpath: str, target: str) -> None:
     os.replace(tmp, staged)
 
 
-def _remove_image(publisher: Publisher, view: Path, old: PublishedImage, now: datetime) -> None:
+def _retire_path(publisher: Publisher, view: Path, old: PublishedImage, now: datetime) -> None:
+    """Schedule a removed path: it keeps serving ``old`` until gc deletes both.
+
+    Nothing is unlinked here: the symlinks (for a multi-platform wish the
+    variant symlink and the ``.multiarch`` links) and the metadata stay until
+    gc. An earlier entry for the same path and image keeps its date.
+    """
     root = publisher.root
     public = root / old.path
-    variant = public.is_symlink() and ARCH_VARIABLE in os.readlink(public)
-    if variant:
-        arch_link = layout.multiarch_path(old.platform, old.path)
-        publisher.remove(view, arch_link)
-        publisher.remove(view, layout.image_metadata_dir(arch_link))
-        arch_root = root / layout.MULTIARCH
-        others = [
-            a
-            for a in (arch_root.iterdir() if arch_root.is_dir() else [])
-            if a.name != layout.arch_name(old.platform) and (a / old.path).is_symlink()
-        ]
-        if not others:
-            publisher.remove(view, old.path)
-    else:
-        if os.path.lexists(public) and not public.is_symlink():
-            raise PublisherError(
-                f"{old.path} is not a symlink; refusing to remove it",
-                hint="wishbot only removes what it published",
-            )
-        publisher.remove(view, old.path)
-        publisher.remove(view, layout.image_metadata_dir(old.path))
+    if os.path.lexists(public) and not public.is_symlink():
+        raise PublisherError(
+            f"{old.path} is not a symlink; refusing to schedule it for removal",
+            hint="wishbot only removes what it published",
+        )
     entries = _read_schedule(root / layout.REMOVE_SCHEDULE, now)
     entries.append(_image_entry(old, now))
     write_json(view / layout.REMOVE_SCHEDULE, schedule_json(entries))
+
+
+def _keep_path(publisher: Publisher, path: str, image: PublishedImage, now: datetime) -> bool:
+    """A retiring ``path`` is wished again: take it (and what it uses) off the schedule.
+
+    False (and no transaction) when the schedule has no entry for it.
+    """
+    root = publisher.root
+    entries = _read_schedule(root / layout.REMOVE_SCHEDULE, now)
+    if image.image_id not in serving_links(root, path).values():
+        return False
+    kept = revive(root, entries, path, {image.image_id, *image.layers})
+    if kept == entries:
+        return False
+    with publisher.transaction() as view:
+        write_json(view / layout.REMOVE_SCHEDULE, schedule_json(kept))
+    return True
 
 
 # --- thin images -------------------------------------------------------------

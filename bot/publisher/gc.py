@@ -2,10 +2,15 @@
 
 Rules (fail closed):
 
-- an image in the remove schedule is deleted when its grace period is over
-  and no symlink (public or per-architecture) points at it any more; if one
-  does again, its entry is dropped (it is live; a later removal schedules it
-  anew with a fresh date);
+- a retiring path (a wish removed from the wishlist; its schedule entry
+  names the path and the path still serves the image) is deleted once its
+  grace period is over: its symlink (or per-architecture links and the
+  variant symlink), with its ``.metadata`` directory;
+- an image in the remove schedule is deleted when the grace periods of all
+  its entries are over and no symlink (public or per-architecture) points at
+  it any more, retiring paths included (they go first, in the same run); if a
+  path that is not retiring points at it, its entries are dropped (it is live;
+  a later removal schedules it anew with a fresh date);
 - a layer is deleted when no remaining image refers to it (by the images'
   metadata or by the layer's ``origin.json`` backlinks) and its grace period
   is over; it starts when the layer was first found unused, or is inherited
@@ -18,14 +23,17 @@ The caller holds the publisher lock (``wishbot gc`` does).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from bot.core import layout
 from bot.core.model import ScheduledRemoval
+from bot.core.plan import public_path
 from bot.publisher.backend import Publisher
 from bot.publisher.metadata import ORIGIN, ScheduleEntry, schedule_json, write_json
-from bot.publisher.state import scan
+from bot.publisher.state import ARCH_VARIABLE, scan
 
 
 @dataclass
@@ -34,6 +42,8 @@ class GcReport:
     grace_days: int
     dry_run: bool
     deleted_images: list[tuple[str, str | None]] = field(default_factory=list)  # (id, path)
+    #: retiring paths deleted: (image id it served, public path)
+    deleted_paths: list[tuple[str, str]] = field(default_factory=list)
     deleted_layers: list[str] = field(default_factory=list)
     waiting: list[ScheduledRemoval] = field(default_factory=list)  # still in their grace period
     capped: int = 0  # deletions left for a later run because of max_deletions
@@ -46,6 +56,7 @@ class GcReport:
             "dry_run": self.dry_run,
             "grace_days": self.grace_days,
             "deleted_images": [{"id": i, "path": p} for i, p in self.deleted_images],
+            "deleted_paths": [{"id": i, "path": p} for i, p in self.deleted_paths],
             "deleted_layers": list(self.deleted_layers),
             "waiting": [
                 {
@@ -63,9 +74,11 @@ class GcReport:
     def render(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
         lines = [
-            f"gc: {verb} {len(self.deleted_images)} image(s) and "
-            f"{len(self.deleted_layers)} layer(s); {len(self.waiting)} waiting for their grace period"
+            f"gc: {verb} {len(self.deleted_paths)} retiring path(s), "
+            f"{len(self.deleted_images)} image(s) and {len(self.deleted_layers)} layer(s); "
+            f"{len(self.waiting)} waiting for their grace period"
         ]
+        lines += [f"  {verb} path {p} (served {i})" for i, p in self.deleted_paths]
         lines += [
             f"  {verb} image {i}" + (f" (was {p})" if p else "") for i, p in self.deleted_images
         ]
@@ -87,21 +100,76 @@ def collect(
     grace = timedelta(days=grace_days)
     report = GcReport(now=now, grace_days=grace_days, dry_run=dry_run)
     found = scan(publisher.root)
-    pointed = set(found.links.values())
     budget = max(0, max_deletions)
 
-    schedule: list[ScheduleEntry] = []
+    # link path -> image id, grouped by the public path the link serves
+    serving: dict[tuple[str, str], list[str]] = {}
+    for link, image_id in found.links.items():
+        serving.setdefault((public_path(link), image_id), []).append(link)
+    image_entries = sorted(
+        (e for e in found.schedule if e.removal.kind == "image"),
+        key=lambda e: (e.removal.scheduled, e.removal.id, e.removal.path or ""),
+    )
+    schedule: list[ScheduleEntry] = [e for e in found.schedule if e.removal.kind == "layer"]
+
+    def retiring_links(removal: ScheduledRemoval) -> list[str]:
+        if not removal.path:
+            return []
+        return serving.get((public_path(removal.path), removal.id), [])
+
+    # 1. retiring paths whose grace period is over go (their symlinks and metadata)
+    retired: list[ScheduleEntry] = []
+    waiting_images: list[ScheduleEntry] = []
+    gone_links: set[str] = set()
+    for entry in image_entries:
+        removal = entry.removal
+        links = retiring_links(removal)
+        if not links:
+            waiting_images.append(entry)
+        elif removal.scheduled + grace > now:
+            schedule.append(entry)
+            report.waiting.append(removal)
+        elif budget == 0:
+            schedule.append(entry)
+            report.capped += 1
+        else:
+            budget -= 1
+            retired.append(entry)
+            gone_links.update(links)
+            report.deleted_paths.append((removal.id, public_path(removal.path or "")))
+    retiring_keys = {
+        (public_path(e.removal.path or ""), e.removal.id)
+        for e in schedule
+        if retiring_links(e.removal)
+    }
+    remaining = {link: i for link, i in found.links.items() if link not in gone_links}
+    pointed = set(remaining.values())
+    live = {i for link, i in remaining.items() if (public_path(link), i) not in retiring_keys}
+
+    # 2. images: deleted when nothing points at them any more and their time is up
+    # an image waits for the latest of its entries (every path's jobs get their grace period)
+    last: dict[str, datetime] = {}
+    for entry in image_entries:
+        removal = entry.removal
+        last[removal.id] = max(removal.scheduled, last.get(removal.id, removal.scheduled))
     image_deleted_at: dict[str, datetime] = {}  # image id -> its schedule date
     dropped = False
-    for entry in found.schedule:
+    for entry in retired:
         removal = entry.removal
-        if removal.kind != "image":
-            schedule.append(entry)
-            continue
-        if removal.id in pointed:
+        if removal.id in pointed or last[removal.id] + grace > now:
+            continue  # still served by another path, or another entry's grace period runs
+        if removal.id not in image_deleted_at:
+            image_deleted_at[removal.id] = last[removal.id]
+            report.deleted_images.append((removal.id, removal.path))
+    for entry in waiting_images:
+        removal = entry.removal
+        if removal.id in image_deleted_at:
+            continue  # deleted with a retired path of the same image
+        if removal.id in live:
             dropped = True  # live again
             continue
-        if removal.scheduled + grace > now:
+        if last[removal.id] + grace > now or removal.id in pointed:
+            # in its grace period, or still served by a retiring path (which goes later)
             schedule.append(entry)
             report.waiting.append(removal)
             continue
@@ -111,7 +179,10 @@ def collect(
             continue
         budget -= 1
         report.deleted_images.append((removal.id, removal.path))
-        image_deleted_at[removal.id] = removal.scheduled
+        image_deleted_at[removal.id] = last[removal.id]
+    schedule = [
+        e for e in schedule if e.removal.kind == "layer" or e.removal.id not in image_deleted_at
+    ]
 
     # which layers are still in use after those deletions
     alive = (pointed | found.flats) - set(image_deleted_at)
@@ -161,7 +232,7 @@ def collect(
     # layer entries whose layer is already gone are dropped silently
     changed = (
         dropped
-        or bool(report.deleted_images or report.deleted_layers)
+        or bool(report.deleted_images or report.deleted_layers or report.deleted_paths)
         or {(e.removal.kind, e.removal.id) for e in schedule}
         != {(e.removal.kind, e.removal.id) for e in found.schedule}
     )
@@ -171,6 +242,7 @@ def collect(
     deleted_images = set(image_deleted_at)
     deleted_layers = set(report.deleted_layers)
     with publisher.transaction() as view:
+        _remove_links(publisher, view, gone_links, remaining)
         for image_id in sorted(deleted_images):
             publisher.remove(view, layout.flat_dir(image_id))
         for digest in report.deleted_layers:
@@ -185,3 +257,22 @@ def collect(
         write_json(view / layout.REMOVE_SCHEDULE, schedule_json(schedule))
     report.transactions = 1
     return report
+
+
+def _remove_links(
+    publisher: Publisher, view: Path, gone: set[str], remaining: dict[str, str]
+) -> None:
+    """Delete retired links with their metadata, outermost first (a crash between two
+    deletes never leaves a path that dangles): a variant symlink goes with its last
+    ``.multiarch`` link, before it."""
+    root = publisher.root
+    variants = {public_path(link) for link in gone} - gone
+    still = {public_path(link) for link in remaining if link.startswith(f"{layout.MULTIARCH}/")}
+    for public in sorted(variants - still):
+        path = root / public
+        if path.is_symlink() and ARCH_VARIABLE in os.readlink(path):
+            publisher.remove(view, public)
+    for link in sorted(gone):
+        publisher.remove(view, link)
+    for link in sorted(gone):
+        publisher.remove(view, layout.image_metadata_dir(link))

@@ -323,10 +323,16 @@ def read_schedule(path: Path, default_time: datetime | None = None) -> list[Sche
 
 
 def schedule_json(entries: Iterable[ScheduleEntry]) -> list[dict[str, object]]:
-    """Sorted, one entry per (kind, id): the earliest date wins."""
-    best: dict[tuple[str, str], ScheduleEntry] = {}
+    """Sorted, one entry per (kind, id, path): the earliest date wins.
+
+    An image may wait under several paths (each retiring path keeps its own
+    date); a layer has one entry.
+    """
+    best: dict[tuple[str, str, str], ScheduleEntry] = {}
     for entry in entries:
-        key = (entry.removal.kind, entry.removal.id)
+        removal = entry.removal
+        path = (removal.path or "") if removal.kind == "image" else ""
+        key = (removal.kind, removal.id, path)
         if key not in best or entry.removal.scheduled < best[key].removal.scheduled:
             best[key] = entry
     return [best[key].to_json() for key in sorted(best)]
