@@ -7,7 +7,8 @@ forge: a branch is a merge request), and then plays two merge requests:
 1. one asking for two images: the bot's plan comment and statuses, the
    merge, the publication into a local tree, the catalog committed back;
 2. one moving a tag to a new build and removing an image: the plan shows the
-   update and the scheduled removal; merge and publish again;
+   scheduled removal (the removed image's path keeps working until gc) and
+   what publishing will do to the moved tag; merge and publish again;
 
 then garbage collection with a simulated clock (after the grace period),
 and, when bubblewrap works here, ``/bin/hello`` run inside a published image.
@@ -192,6 +193,11 @@ class Demo:
         self.heading("6. Merge and publish again")
         self.merge_and_publish(second)
         self.show_published([moved])
+        self.say(
+            f"\n{greeter.reference} left the wishlist but keeps working until gc deletes it\n"
+            "after the grace period (jobs may still use the path).\n"
+            f"still served: {', '.join(self.served())}"
+        )
 
         self.heading(f"7. Garbage collection {self.config.grace_days + 1} days later")
         report = self.collect_garbage()

@@ -1,8 +1,10 @@
 """``wishbot gc --publisher TARGET``: delete images and layers whose grace period is over.
 
-Only what nobody uses any more is deleted: scheduled images no symlink points
-at, and layers no remaining image refers to, each after its grace period;
-at most ``max_deletions`` per run. ``--dry-run`` only says what would go.
+Only what nobody uses any more is deleted, each after its grace period:
+retiring paths (wishes removed from the wishlist) with their images,
+scheduled images no other path points at, and layers no remaining image
+refers to; at most ``max_deletions`` per run. ``--dry-run`` only says what
+would go.
 """
 
 from __future__ import annotations
