@@ -18,7 +18,7 @@ from bot.core.model import DEFAULT_PLATFORM, Layer, Location, ResolvedImage, Wis
 from bot.core.plan import ImageChange, Plan
 from bot.core.recipe import load_wishlist
 from bot.core.reference import parse
-from bot.publisher.apply import ApplyReport, apply_plan
+from bot.publisher.apply import ApplyReport, Meter, apply_plan
 from bot.publisher.converge import converge
 from bot.publisher.gc import collect
 from bot.publisher.local import LocalPublisher
@@ -55,13 +55,21 @@ def write_wishlist(path: Path, registry: LocalRegistry, *inputs: str) -> None:
 
 
 def run_apply(
-    registry: LocalRegistry, wishlist: Path, tree: Path, *, now: datetime = NOW, thin: bool = True
+    registry: LocalRegistry,
+    wishlist: Path,
+    tree: Path,
+    *,
+    now: datetime = NOW,
+    thin: bool = True,
+    meter: Meter | None = None,
 ) -> ApplyReport:
     loaded, problems = load_wishlist(wishlist.read_bytes(), str(wishlist))
     assert loaded is not None, problems
     config = Config(insecure_registries=(registry.host,), thin=thin, backoff=0.01)
     with client_for(registry.host) as client:
-        _plan, report = converge(loaded, LocalPublisher(tree), client, config=config, now=now)
+        _plan, report = converge(
+            loaded, LocalPublisher(tree), client, config=config, now=now, meter=meter
+        )
     return report
 
 
@@ -90,9 +98,13 @@ def test_apply_publishes_converges_and_moves_tags(
     write_wishlist(wishlist, registry, f"{unique_repo}:1.0")
     tree = tmp_path / "tree"
 
-    report = run_apply(registry, wishlist, tree)
+    metered: list[tuple[str, int, int]] = []
+    report = run_apply(registry, wishlist, tree, meter=lambda *m: metered.append(m))
     assert report.ok, report.to_json()
     assert report.downloaded_layers == 2 and report.transactions == 1
+    # every download reported its bytes up to the layer's size
+    finals = {label: (done, total) for label, done, total in metered}
+    assert sorted(finals.values()) == sorted((size, size) for size in pushed.layer_sizes)
     path = f"{registry.host}/{unique_repo}:1.0"
     link = tree / path
     assert link.is_symlink() and not os.readlink(link).startswith("/")
@@ -219,7 +231,9 @@ def test_multiarch_wish_gets_variant_symlink(
 class _NoRegistry:
     """Any use is a test failure: the plan must be refused before touching a registry."""
 
-    def download_blob(self, ref: object, digest: str, size: int, dest: Path) -> None:
+    def download_blob(
+        self, ref: object, digest: str, size: int, dest: Path, *, progress: object = None
+    ) -> None:
         raise AssertionError("downloaded")
 
     def push_blob(self, ref: object, data: bytes) -> str:

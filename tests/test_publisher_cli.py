@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -145,3 +146,24 @@ def test_apply_refuses_a_repository_subdirectory(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "names a subdirectory" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "tree").exists() or not any((tmp_path / "tree").iterdir())
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_only() -> None:
+    from bot.commands.apply import progress_printer
+
+    say, meter = progress_printer(io.StringIO())
+    assert meter is None  # logs get plain lines, no bars
+    terminal = _Terminal()
+    say, meter = progress_printer(terminal)
+    assert meter is not None
+    for done in (0, 1, 2_000, 5_000, 5_001, 10_000):
+        meter("abc123", done, 10_000)
+    text = terminal.getvalue()
+    assert text.count("\r\033[K") == 4  # 0%, 20%, 50%, 100%: a repeated percentage is not redrawn
+    assert "[" + "#" * 30 + "] 100% 10 kB of 10 kB" in text
+    assert "[" + "#" * 15 + "." * 15 + "]  50%" in text

@@ -16,8 +16,9 @@ from typing import Any, TextIO
 
 from bot.config import Config
 from bot.core.recipe import load_wishlist
+from bot.core.render import human_size
 from bot.errors import UsageError
-from bot.publisher.apply import ApplyReport, failing_wishes
+from bot.publisher.apply import ApplyReport, Meter, Progress, failing_wishes
 from bot.publisher.backend import open_publisher
 from bot.publisher.converge import converge
 
@@ -59,8 +60,9 @@ def parse_now(text: str | None) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def progress_printer(out: TextIO) -> Any:
-    """One line per step (a TTY sees the line rewritten in place)."""
+def progress_printer(out: TextIO) -> tuple[Progress, Meter | None]:
+    """A line per step; on a terminal the line is rewritten in place and layer
+    downloads get a progress bar (``None`` as the meter elsewhere: logs stay clean)."""
     tty = out.isatty()
 
     def say(line: str) -> None:
@@ -70,7 +72,24 @@ def progress_printer(out: TextIO) -> Any:
             out.write(("\r\033[K" if tty else "") + line + "\n")
         out.flush()
 
-    return say
+    if not tty:
+        return say, None
+    shown: dict[str, int] = {}
+
+    def meter(label: str, done: int, total: int) -> None:
+        percent = 100 * done // total if total else 100
+        if shown.get(label) == percent:
+            return
+        shown[label] = percent
+        filled = percent * 30 // 100
+        bar = "#" * filled + "." * (30 - filled)
+        out.write(
+            f"\r\033[K  layer {label} [{bar}] {percent:3d}% "
+            f"{human_size(done)} of {human_size(total)}"
+        )
+        out.flush()
+
+    return say, meter
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,9 +120,11 @@ def run(args: argparse.Namespace) -> int:
             f"the wishlist is for {wishlist.cvmfs_repo}, the publisher is {publisher.target}",
             where=args.wishlist,
         )
-    say = progress_printer(sys.stderr)
+    say, meter = progress_printer(sys.stderr)
     with RegistryClient(config) as client:
-        _plan, report = converge(wishlist, publisher, client, config=config, now=now, progress=say)
+        _plan, report = converge(
+            wishlist, publisher, client, config=config, now=now, progress=say, meter=meter
+        )
     render(report, args.format, sys.stdout)
     if report.ok:
         return 0

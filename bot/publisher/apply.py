@@ -69,6 +69,8 @@ from bot.publisher.state import ARCH_VARIABLE
 from bot.publisher.unpack import Limits, unpack_layer
 
 Progress = Callable[[str], None]
+#: ``(label, bytes done, bytes total)`` while a layer downloads (for progress bars)
+Meter = Callable[[str, int, int], None]
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -78,7 +80,15 @@ OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 class RegistryClientLike(Protocol):
     """What apply needs from :class:`bot.registry.client.RegistryClient`."""
 
-    def download_blob(self, ref: ImageReference, digest: str, size: int, dest: Path) -> None: ...
+    def download_blob(
+        self,
+        ref: ImageReference,
+        digest: str,
+        size: int,
+        dest: Path,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> None: ...
 
     def push_blob(self, ref: ImageReference, data: bytes) -> str: ...
 
@@ -154,17 +164,19 @@ def apply_plan(
     config: Config,
     progress: Progress | None = None,
     output_format: str | None = None,
+    meter: Meter | None = None,
 ) -> ApplyReport:
     """Converge the publisher to ``plan``; every image in its own transaction.
 
     ``output_format`` names the thin images (``$(image)`` placeholders); with
-    ``None`` or ``config.thin`` false no thin image is pushed.
+    ``None`` or ``config.thin`` false no thin image is pushed. ``progress``
+    gets a line per step, ``meter`` the bytes of each layer download.
     """
     say = progress or _quiet
     report = ApplyReport()
     opened = publisher.transactions_opened
     for change in plan.images:
-        result = _apply_change(plan, change, publisher, client, config, say, output_format)
+        result = _apply_change(plan, change, publisher, client, config, say, output_format, meter)
         if result is not None:
             report.results.append(result)
     report.transactions = publisher.transactions_opened - opened
@@ -179,6 +191,7 @@ def _apply_change(
     config: Config,
     say: Progress,
     output_format: str | None,
+    meter: Meter | None = None,
 ) -> ImageResult | None:
     wish = change.wish.text if change.wish else ""
     image = change.new or change.old
@@ -215,7 +228,7 @@ def _apply_change(
             return replace(base, ok=True, message="retiring; path and image scheduled for removal")
         assert change.new is not None
         _check_image(change.new)
-        converter = _Converter(plan, change, change.new, publisher, client, config, say)
+        converter = _Converter(plan, change, change.new, publisher, client, config, say, meter)
         thin = _thin_name(output_format, change.new.reference) if config.thin else None
         converter.run(thin)
         return replace(
@@ -275,8 +288,10 @@ class _Converter:
         client: RegistryClientLike,
         config: Config,
         say: Progress,
+        meter: Meter | None = None,
     ) -> None:
         self.plan = plan
+        self.meter = meter
         self.change = change
         self.image = image
         self.publisher = publisher
@@ -338,7 +353,13 @@ class _Converter:
             hex_digest = layout.hex_of(layer.digest)
             blob = tmp / hex_digest
             self.say(f"{self.change.path}: downloading layer {layer.digest} ({layer.size} bytes)")
-            self.client.download_blob(self.image.reference, layer.digest, layer.size, blob)
+            self.client.download_blob(
+                self.image.reference,
+                layer.digest,
+                layer.size,
+                blob,
+                progress=self._metered(f"{layout.hex_of(layer.digest)[:12]}", layer.size),
+            )
             self.downloaded_layers += 1
             self.downloaded_bytes += layer.size
             hooks.crash_point("downloaded")
@@ -370,6 +391,12 @@ class _Converter:
             write_json(view / layout.layer_metadata_dir(layer.digest) / LAYERS, info.to_json())
             blob.unlink()
             hooks.crash_point("layer")
+
+    def _metered(self, label: str, total: int) -> Callable[[int], None] | None:
+        meter = self.meter
+        if meter is None:
+            return None
+        return lambda done: meter(label, done, total)
 
     def _context(self, digest: str) -> str:
         return f"layer {digest} of {self.image.reference}"

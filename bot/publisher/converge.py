@@ -13,7 +13,7 @@ from bot.config import Config
 from bot.core.model import Wishlist
 from bot.core.plan import Plan, make_plan
 from bot.errors import UsageError
-from bot.publisher.apply import ApplyReport, Progress, apply_plan
+from bot.publisher.apply import ApplyReport, Meter, Progress, apply_plan
 from bot.publisher.backend import Publisher
 from bot.publisher.state import read_state
 
@@ -26,6 +26,7 @@ def converge(
     config: Config,
     now: datetime,
     progress: Progress | None = None,
+    meter: Meter | None = None,
 ) -> tuple[Plan, ApplyReport]:
     """Resolve, lock, recover, read the state, plan and apply: one ``apply`` run.
 
@@ -65,5 +66,6 @@ def converge(
             config=config,
             progress=say,
             output_format=wishlist.output_format,
+            meter=meter,
         )
     return plan, report
