@@ -156,10 +156,10 @@ class _Terminal(io.StringIO):
 def test_progress_bar_on_a_terminal_only() -> None:
     from bot.commands.apply import progress_printer
 
-    say, meter = progress_printer(io.StringIO())
+    _say, meter = progress_printer(io.StringIO())
     assert meter is None  # logs get plain lines, no bars
     terminal = _Terminal()
-    say, meter = progress_printer(terminal)
+    _say, meter = progress_printer(terminal)
     assert meter is not None
     for done in (0, 1, 2_000, 5_000, 5_001, 10_000):
         meter("abc123", done, 10_000)
