@@ -33,8 +33,8 @@ install-debs:
 	fi
 
 lint: venv
-	$(BIN)/ruff check bot tests bench
-	$(BIN)/ruff format --check bot tests bench
+	$(BIN)/ruff check --no-cache bot tests bench
+	$(BIN)/ruff format --check --no-cache bot tests bench
 
 typecheck: venv
 	$(BIN)/mypy
