@@ -251,6 +251,7 @@ class FakeGitLab(JsonServer):
             "name": name,
             "description": body.get("description"),
             "target_url": body.get("target_url"),
+            "pipeline_id": body.get("pipeline_id"),
         }
         self.statuses.setdefault(sha, []).append(status)
         return 201, status

@@ -241,3 +241,18 @@ def test_local_updates_a_checked_out_branch_with_its_working_tree(tmp_path: Path
     assert (repo / "CATALOG.md").read_bytes() == b"# Catalog\n"
     assert git(repo, "status", "--porcelain") == ""
     assert "[skip ci]" in git(repo, "log", "-1", "--format=%s")
+
+
+def test_gitlab_statuses_join_the_ci_pipeline_of_their_commit() -> None:
+    site = GitLabSite()
+    try:
+        head = site.branch("feature", {"wishlist.yaml": CHANGED})
+        other = site.branch("other", {"wishlist.yaml": CHANGED + b"  - docker.io/library/x:1\n"})
+        forge = GitLabForge(site.fake.url, site.fake.project, site.fake.token, pipeline=(head, 42))
+        forge.set_status(head, "wishbot/plan", "running", "planning", ref="feature")
+        forge.set_status(other, "wishbot/plan", "running", "planning", ref="other")
+        assert [s["pipeline_id"] for s in site.fake.statuses[head]] == [42]
+        # another commit (e.g. a newer head published instead) is not tied to this pipeline
+        assert [s["pipeline_id"] for s in site.fake.statuses[other]] == [None]
+    finally:
+        site.fake.stop()

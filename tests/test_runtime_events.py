@@ -90,8 +90,12 @@ def test_ci_job_gitlab() -> None:
         "7",
         "group/wishlist",
     )
-    push = ci_job({**base, "CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main"})
+    assert mr.pipeline is None  # no CI_PIPELINE_ID: GitLab picks the pipeline
+    push = ci_job(
+        {**base, "CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main", "CI_PIPELINE_ID": "91"}
+    )
     assert (push.step, push.branch, push.sha) == ("push", "main", HEAD)
+    assert push.pipeline == (HEAD, 91)
     other = ci_job({**base, "CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "feature"})
     assert other.step == "none"
     with pytest.raises(UsageError, match="CI_MERGE_REQUEST_IID"):

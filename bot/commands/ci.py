@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if job.step == "none":
         print(f"wishbot: nothing to do: {job.reason}")
         return 0
-    forge = make_forge(config, job.repository, kind=job.forge, url=job.url)
+    forge = make_forge(config, job.repository, kind=job.forge, url=job.url, pipeline=job.pipeline)
     journal = Journal.in_state_dir(config.state_dir)
     pipeline = load_pipeline(config)
     if job.step == "review":

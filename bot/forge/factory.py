@@ -27,11 +27,13 @@ def make_forge(
     kind: str | None = None,
     url: str | None = None,
     environ: Mapping[str, str] | None = None,
+    pipeline: tuple[str, int] | None = None,
 ) -> Forge:
     """The forge for ``repository`` (``owner/name``; a path for ``local``).
 
     ``kind`` and ``url`` override ``config.forge`` and ``config.forge_url``
-    (the CI runtime knows them from the CI variables).
+    (the CI runtime knows them from the CI variables), and so ``pipeline``:
+    ``(sha, id)`` of the GitLab pipeline the job runs in.
     """
     kind = (kind or config.forge or "").strip().lower()
     url = url or config.forge_url
@@ -54,7 +56,7 @@ def make_forge(
 
         if not url:
             raise ConfigError("forge_url is not set", hint="e.g. https://gitlab.example.org")
-        return GitLabForge(url, name, token, timeout=config.timeout)
+        return GitLabForge(url, name, token, timeout=config.timeout, pipeline=pipeline)
     if kind == "github":
         from bot.forge.github import API_URL, GitHubForge
 

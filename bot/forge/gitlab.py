@@ -49,9 +49,20 @@ class GitLabForge(Forge):
     kind = "gitlab"
     limits = Limits(comment_chars=100_000, description_chars=255, context_chars=255)
 
-    def __init__(self, url: str, project: str, token: str | None, *, timeout: float = 30.0):
+    def __init__(
+        self,
+        url: str,
+        project: str,
+        token: str | None,
+        *,
+        timeout: float = 30.0,
+        pipeline: tuple[str, int] | None = None,
+    ):
+        """``pipeline`` is ``(sha, pipeline id)`` of the CI job we run in: statuses on
+        that sha are attached to that pipeline (GitLab may otherwise pick another)."""
         self._url = url.rstrip("/")
         self._project_path = project
+        self._pipeline = pipeline
         self._gl = gitlab.Gitlab(
             self._url,
             private_token=token or None,
@@ -208,6 +219,8 @@ class GitLabForge(Forge):
         }
         if ref:
             data["ref"] = ref
+        if self._pipeline is not None and self._pipeline[0] == sha:
+            data["pipeline_id"] = self._pipeline[1]
         if target_url:
             data["target_url"] = target_url
         try:

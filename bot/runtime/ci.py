@@ -25,6 +25,7 @@ class CiJob:
     branch: str = ""
     sha: str = ""
     reason: str = ""
+    pipeline: tuple[str, int] | None = None  # GitLab: (CI_COMMIT_SHA, CI_PIPELINE_ID)
 
 
 def ci_job(env: Mapping[str, str], event_text: str | None = None) -> CiJob:
@@ -46,18 +47,26 @@ def _need(env: Mapping[str, str], name: str) -> str:
     return value
 
 
+def _gitlab_pipeline(env: Mapping[str, str]) -> tuple[str, int] | None:
+    sha, pipeline = env.get("CI_COMMIT_SHA", ""), env.get("CI_PIPELINE_ID", "")
+    return (sha, int(pipeline)) if sha and pipeline.isdigit() else None
+
+
 def _gitlab(env: Mapping[str, str]) -> CiJob:
     source = env.get("CI_PIPELINE_SOURCE", "")
     url = _need(env, "CI_SERVER_URL")
     project = _need(env, "CI_PROJECT_PATH")
+    pipeline = _gitlab_pipeline(env)
     if source == "merge_request_event":
-        return CiJob("gitlab", url, project, "review", number=_need(env, "CI_MERGE_REQUEST_IID"))
+        number = _need(env, "CI_MERGE_REQUEST_IID")
+        return CiJob("gitlab", url, project, "review", number=number, pipeline=pipeline)
     branch = env.get("CI_COMMIT_BRANCH", "")
     if not branch:
         return CiJob("gitlab", url, project, "none", reason="not a branch pipeline")
     if branch != env.get("CI_DEFAULT_BRANCH", ""):
         return CiJob("gitlab", url, project, "none", reason=f"{branch} is not the default branch")
-    return CiJob("gitlab", url, project, "push", branch=branch, sha=_need(env, "CI_COMMIT_SHA"))
+    sha = _need(env, "CI_COMMIT_SHA")
+    return CiJob("gitlab", url, project, "push", branch=branch, sha=sha, pipeline=pipeline)
 
 
 def _github(env: Mapping[str, str], event_text: str | None) -> CiJob:
