@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from bot.commands.options import add_publisher_arguments, parse_time
 from bot.config import Config
 from bot.core.recipe import load_wishlist
 from bot.core.render import human_size
@@ -34,30 +34,6 @@ def register(subparsers: Any) -> None:
     add_publisher_arguments(parser)
     parser.add_argument("--no-thin", action="store_true", help="do not push thin images")
     parser.set_defaults(func=run)
-
-
-def add_publisher_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--publisher",
-        metavar="TARGET",
-        help="local:DIR or cvmfs:REPO (default: the 'publisher' setting)",
-    )
-    parser.add_argument("--format", choices=("text", "json"), default="text")
-    parser.add_argument(
-        "--now", metavar="ISO", help="pretend the time is ISO-8601 TIME (tests, replays)"
-    )
-
-
-def parse_now(text: str | None) -> datetime:
-    if not text:
-        return datetime.now(UTC)
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"--now '{text}' is not an ISO-8601 time", hint="e.g. 2025-01-31T12:00:00Z"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def progress_printer(out: TextIO) -> tuple[Progress, Meter | None]:
@@ -100,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     target = args.publisher or config.publisher
     if not target:
         raise UsageError("no publisher given", hint="pass --publisher local:DIR or cvmfs:REPO")
-    now = parse_now(args.now)
+    now = parse_time(args.now)
     if args.no_thin:
         config = _without_thin(config)
 

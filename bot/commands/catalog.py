@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bot.commands.plan import parse_time
+    from bot.commands.options import parse_time
     from bot.publisher.backend import open_publisher
     from bot.publisher.state import read_state
 

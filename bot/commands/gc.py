@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from bot.commands.apply import add_publisher_arguments, parse_now
+from bot.commands.options import add_publisher_arguments, parse_time
 from bot.config import Config
 from bot.errors import UsageError
 from bot.publisher.backend import open_publisher
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"recovery: {line}", file=sys.stderr)
         report = collect(
             publisher,
-            parse_now(args.now),
+            parse_time(args.now),
             grace_days=grace,
             max_deletions=cap,
             dry_run=args.dry_run,

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.commands.options import parse_time
 from bot.config import Config
 from bot.core.model import CurrentState, Problem, Resolution, Wish, Wishlist
 from bot.core.plan import Plan, make_plan
@@ -123,19 +123,6 @@ def resolve(
 
     with RegistryClient(config) as own:
         return own.resolve_all(wishes)
-
-
-def parse_time(text: str | None, option: str = "--now") -> datetime:
-    """An ISO-8601 time from the command line (UTC when no offset is given); now when None."""
-    if not text:
-        return datetime.now(UTC)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f"{option} '{text}' is not an ISO-8601 time", hint="e.g. 2026-01-31T12:00:00Z"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def build_plan(
