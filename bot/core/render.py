@@ -238,7 +238,8 @@ def _problem_line(problem: Problem) -> str:
 def _layer_row(layer: LayerChange) -> str:
     digest = _code(layer.digest, 64)
     size = human_size(layer.compressed_size)
-    unpacked = human_size(layer.unpacked_size) if layer.unpacked_size is not None else ""
+    # unknown until the layer is unpacked (registries only know the compressed size)
+    unpacked = human_size(layer.unpacked_size) if layer.unpacked_size is not None else "—"
     when = f"{layer.eligible:%Y-%m-%d}" if layer.eligible else ""
     return f"| {digest} | {size} | {unpacked} | {layer.users} | {when} |"
 
