@@ -98,6 +98,8 @@ def test_ci_job_gitlab() -> None:
     assert push.pipeline == (HEAD, 91)
     other = ci_job({**base, "CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "feature"})
     assert other.step == "none"
+    scheduled = ci_job({**base, "CI_PIPELINE_SOURCE": "schedule", "CI_COMMIT_BRANCH": "main"})
+    assert scheduled.step == "maintain"
     with pytest.raises(UsageError, match="CI_MERGE_REQUEST_IID"):
         ci_job({**base, "CI_PIPELINE_SOURCE": "merge_request_event"})
 
@@ -115,6 +117,8 @@ def test_ci_job_github() -> None:
     assert (push.step, push.branch, push.sha) == ("push", "main", HEAD)
     tag = ci_job({**base, "GITHUB_EVENT_NAME": "push", "GITHUB_REF": "refs/tags/v1"})
     assert tag.step == "none"
+    assert ci_job({**base, "GITHUB_EVENT_NAME": "schedule"}).step == "maintain"
+    assert ci_job({**base, "GITHUB_EVENT_NAME": "workflow_dispatch"}).step == "none"
     with pytest.raises(UsageError):
         ci_job({**base, "GITHUB_EVENT_NAME": "pull_request"}, "{}")
     with pytest.raises(UsageError, match="not running in"):

@@ -11,7 +11,7 @@ from bot.forge.factory import make_forge
 from bot.runtime.ci import ci_job
 from bot.runtime.journal import Journal
 from bot.runtime.wiring import load_pipeline
-from bot.runtime.workflow import on_merge_request, on_push
+from bot.runtime.workflow import on_merge_request, on_push, on_schedule
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "ci",
         help="review a merge request or publish, as a CI job",
         description="In a merge-request pipeline: validate, plan, comment and set statuses. "
-        "On the default branch: publish and commit the catalog. Reads the GitLab CI or GitHub "
+        "On the default branch: publish and commit the catalog. In a scheduled pipeline: gc, "
+        "then re-publish the default branch (tags move upstream). Reads the GitLab CI or GitHub "
         "Actions variables; the token comes from GITLAB_TOKEN / GITHUB_TOKEN.",
     )
     parser.set_defaults(func=run)
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         outcome = on_merge_request(
             forge, pipeline, forge.merge_request(job.number), config, journal
         )
+    elif job.step == "maintain":
+        outcome = on_schedule(forge, pipeline, config, journal)
     else:
         outcome = on_push(forge, pipeline, job.branch, job.sha, config, journal)
     print(f"wishbot: {outcome.action} {outcome.sha[:12]}: {outcome.detail}")

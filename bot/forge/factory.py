@@ -60,7 +60,10 @@ def make_forge(
     if kind == "github":
         from bot.forge.github import API_URL, GitHubForge
 
-        return GitHubForge(url or API_URL, name, token, timeout=config.timeout)
+        interval = config.github_write_interval if config.github_write_interval > 0 else None
+        return GitHubForge(
+            url or API_URL, name, token, timeout=config.timeout, write_interval=interval
+        )
     raise ConfigError(
         f"unknown forge {kind!r}" if kind else "no forge configured",
         hint="set forge (WISHBOT_FORGE) to gitlab, github or local",

@@ -15,7 +15,8 @@ from bot.errors import UsageError
 
 @dataclass(frozen=True)
 class CiJob:
-    """``step`` is "review" (with ``number``), "push" (with ``branch`` and ``sha``) or "none"."""
+    """``step`` is "review" (with ``number``), "push" (with ``branch`` and ``sha``),
+    "maintain" (a scheduled run: gc, then re-publish the default branch) or "none"."""
 
     forge: str
     url: str
@@ -60,6 +61,8 @@ def _gitlab(env: Mapping[str, str]) -> CiJob:
     if source == "merge_request_event":
         number = _need(env, "CI_MERGE_REQUEST_IID")
         return CiJob("gitlab", url, project, "review", number=number, pipeline=pipeline)
+    if source == "schedule":
+        return CiJob("gitlab", url, project, "maintain", reason="scheduled pipeline")
     branch = env.get("CI_COMMIT_BRANCH", "")
     if not branch:
         return CiJob("gitlab", url, project, "none", reason="not a branch pipeline")
@@ -88,4 +91,6 @@ def _github(env: Mapping[str, str], event_text: str | None) -> CiJob:
             return CiJob("github", url, repository, "none", reason=f"{ref} is not a branch")
         branch = ref.removeprefix("refs/heads/")
         return CiJob("github", url, repository, "push", branch=branch, sha=_need(env, "GITHUB_SHA"))
+    if name == "schedule":
+        return CiJob("github", url, repository, "maintain", reason="scheduled workflow")
     return CiJob("github", url, repository, "none", reason=f"event {name!r} needs no work")

@@ -144,7 +144,11 @@ def on_merge_request(
         )
         statuses.set(PLAN, "success" if review.planned else "failure", review.plan_description)
         ok = review.valid and review.planned
-        return Outcome("reviewed", review.plan_description, mr.head_sha, ok=ok)
+        # a failed review says why (file and line) where CI shows it: the job's log
+        detail = review.plan_description
+        if not review.valid:
+            detail = f"{review.validate_description}; {detail}"
+        return Outcome("reviewed", detail, mr.head_sha, ok=ok)
     except ForgeError as exc:
         statuses.close(cut(f"forge error: {exc}", 120))
         raise
@@ -223,13 +227,22 @@ def on_push(
                 ok=False, description="publishing failed", failure=_failure_text(exc)
             )
         catalog_commit = commit_catalog(forge, config, default, head, publication)
-        if publication.ok:
-            statuses.set(PUBLISH, "success", publication.description)
-        else:
-            statuses.set(PUBLISH, "failure", publication.failure or publication.description)
-        mr = forge.merge_request_for_commit(head)
-        if mr is not None:
-            forge.upsert_comment(mr, PUBLISH_MARKER, _publish_comment(head, publication, retried))
+        state: StatusState = "success" if publication.ok else "failure"
+        text = publication.description
+        if not publication.ok:
+            text = publication.failure or publication.description
+        statuses.set(PUBLISH, state, text)
+        commits = [head]
+        if _pushed_commit_too(forge, path, sha, head, wishlist, publication, catalog_commit):
+            StatusSet(forge, journal, sha, default).set(PUBLISH, state, text)
+            commits.append(sha)
+        noted: set[str] = set()
+        for commit in commits:
+            mr = forge.merge_request_for_commit(commit)
+            if mr is not None and mr.number not in noted:
+                noted.add(mr.number)
+                comment = _publish_comment(head, publication, retried)
+                forge.upsert_comment(mr, PUBLISH_MARKER, comment)
         if publication.ok:
             return Outcome("published", publication.description, head, False, catalog_commit)
         failure = publication.failure or publication.description
@@ -242,6 +255,30 @@ def on_push(
         return Outcome("failed", _failure_text(exc), head, retry=True, ok=False)
     finally:
         statuses.close("wishbot stopped before finishing; it will retry")
+
+
+def _pushed_commit_too(
+    forge: Forge,
+    path: str,
+    sha: str,
+    head: str,
+    wishlist: bytes,
+    publication: Publication,
+    catalog_commit: str,
+) -> bool:
+    """Whether the pushed ``sha`` (not the head) gets this run's status and note too.
+
+    It does when it asks for exactly the published wishlist and this run failed
+    or changed the catalog: a re-run after a failed publish, whose catalog
+    commit moved the head past the pushed commit, then clears that commit's
+    failure. A push whose change a newer head already published keeps what
+    that run gave it.
+    """
+    if not sha or sha == head:
+        return False
+    if publication.ok and catalog_commit in ("", head):
+        return False
+    return forge.read_file(path, sha) == wishlist
 
 
 def commit_catalog(
