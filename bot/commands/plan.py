@@ -153,21 +153,16 @@ def build_plan(
             problems=problems,
         )
     old, _old_problems = _load(args.base)
-    if old is None:
-        # An unreadable base: every wish counts as new, nothing counts as removed.
-        added: tuple[Wish, ...] = wishlist.wishes
-        removed: tuple[Wish, ...] = ()
-    else:
-        diff = diff_wishlists(old, wishlist)
-        added, removed = diff.added, diff.removed
+    # an unreadable base: every wish counts as new, nothing counts as removed
+    diff = diff_wishlists(old, wishlist)
     return make_plan(
         wishlist.wishes,
-        resolve(config, added, client),
+        resolve(config, diff.added, client),
         current,
         now,
         grace_days=config.grace_days,
         cvmfs_repo=wishlist.cvmfs_repo,
-        removed=removed,
+        removed=diff.removed,
         problems=problems,
     )
 

@@ -683,7 +683,10 @@ class WishlistDiff:
         return not (self.added or self.removed or self.changed_settings)
 
 
-def diff_wishlists(old: Wishlist, new: Wishlist) -> WishlistDiff:
+def diff_wishlists(old: Wishlist | None, new: Wishlist) -> WishlistDiff:
+    """``old`` None (no base, or an unreadable one): every wish is added, none removed."""
+    if old is None:
+        return WishlistDiff(added=new.wishes)
     settings = tuple(
         name
         for name in ("cvmfs_repo", "output_format", "platforms")

@@ -56,8 +56,6 @@ def wishes_to_check(wishlist: Wishlist, base: Wishlist | None = None) -> tuple[W
     A change of a setting that affects every wish (``cvmfs_repo``,
     ``output_format``, ``platforms``) makes every wish count as changed.
     """
-    if base is None:
-        return wishlist.wishes
     return diff_wishlists(base, wishlist).added
 
 

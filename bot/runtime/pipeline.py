@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from bot.config import Config
 from bot.core.catalog import catalog_files, state_from_catalog
-from bot.core.model import CurrentState, Problem, Wish, Wishlist
+from bot.core.model import CurrentState, Problem, Wishlist
 from bot.core.plan import Plan, make_plan
 from bot.core.recipe import apply_ignore_errors, diff_wishlists, load_wishlist
 from bot.core.render import plural, render_markdown, summary_parts
@@ -92,13 +92,8 @@ class WishbotPipeline:
                 comment=render_markdown(plan, title="wishbot: this change cannot be planned"),
             )
         old = load_wishlist(base, path)[0] if base is not None else None
-        added: tuple[Wish, ...]
-        removed: tuple[Wish, ...]
-        if old is None:
-            added, removed = wishlist.wishes, ()
-        else:
-            diff = diff_wishlists(old, wishlist)
-            added, removed = diff.added, diff.removed
+        diff = diff_wishlists(old, wishlist)
+        added, removed = diff.added, diff.removed
         # Forks are planned with no secrets at all: anonymous registry access.
         credentials = None if trusted else CredentialStore()
         with RegistryClient(self.config, credentials=credentials) as client:
