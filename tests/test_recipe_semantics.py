@@ -167,6 +167,13 @@ def test_diff_global_setting_change_changes_every_wish() -> None:
     assert diff_wishlists(new, moved).changed_settings == ("cvmfs_repo",)
 
 
+def test_diff_without_a_base_adds_everything_and_removes_nothing() -> None:
+    new = load("quay.io/a/b:1", "quay.io/a/c:1")
+    diff = diff_wishlists(None, new)
+    assert diff.added == new.wishes
+    assert diff.removed == () and diff.unchanged == ()
+
+
 # --- ignoreErrors -------------------------------------------------------------
 
 
