@@ -231,7 +231,7 @@ def test_the_untouched_image_is_never_requested_with_a_base(
         assert main(["validate", "--check-registry", new]) == 1
         out, err = capsys.readouterr()
         assert broken.hits == 2  # first attempt and one retry
-    assert out.startswith(f"{new}:6:5: error: {name}:1.0: the registry did not answer properly")
+    assert out.startswith(f"{new}:6:5: error: {name}:1.0: could not check: the registry ")
     assert "no such image" not in out and "not found" not in out
     assert "could not check 1 right now: re-run later" in err
 

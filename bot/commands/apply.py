@@ -125,7 +125,9 @@ def render(report: ApplyReport, fmt: str, out: TextIO) -> None:
         return
     for result in report.results:
         mark = "ok  " if result.ok else "FAIL"
-        line = f"{mark} {result.action:<7} {result.path} ({result.platform})"
+        line = f"{mark} {result.action:<7} {result.path}"
+        if result.platform:
+            line += f" ({result.platform})"
         if result.thin_image:
             line += f" thin: {result.thin_image}"
         if not result.ok:

@@ -216,7 +216,7 @@ class Transport:
             if response.status_code == 429:
                 wait = retry_after(response.headers.get("Retry-After"))
                 response.close()
-                reason = "HTTP 429 Too Many Requests"
+                reason = "rate limited, HTTP 429"
                 if wait is not None and wait > self.config.max_retry_after:
                     raise Unavailable(
                         f"{who}: the registry rate-limits us and asks to wait {wait:.0f} s",
@@ -236,7 +236,8 @@ class Transport:
                 continue
             return response
         raise Unavailable(
-            f"{who}: the registry did not answer properly ({reason}) after {attempts} attempts",
+            f"{who}: could not check: the registry {registry} is unavailable "
+            f"({reason}; {attempts} attempt{'s' * (attempts != 1)})",
             hint="try again later; nothing was concluded about the image",
         )
 
@@ -469,8 +470,29 @@ def _pair(credentials: Credentials) -> tuple[str, str]:
     return credentials.username, credentials.password
 
 
+#: what people should read instead of urllib3's nested exception text
+_PLAIN_REASONS = (
+    ("Connection refused", "connection refused"),
+    ("Name or service not known", "host name not found"),
+    ("Temporary failure in name resolution", "host name lookup failed"),
+    ("Failed to resolve", "host name not found"),
+    ("No route to host", "no route to host"),
+    ("Network is unreachable", "network unreachable"),
+    ("Connection reset", "connection reset"),
+    ("timed out", "timed out"),
+    ("IncompleteRead", "the answer was cut off"),
+    ("RemoteDisconnected", "the server closed the connection"),
+)
+
+
 def _short(exc: BaseException) -> str:
+    """A short, plain reason for a transport failure (for messages people read)."""
     text = str(exc)
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "timed out"
+    for needle, plain in _PLAIN_REASONS:
+        if needle in text or needle in exc.__class__.__name__:
+            return plain
     return f"{exc.__class__.__name__}: {text[:160]}" if text else exc.__class__.__name__
 
 
