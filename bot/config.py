@@ -47,6 +47,7 @@ class Config:
     grace_days: int = 30
     max_deletions: int = 100  # per gc run
     thin: bool = True
+    podman_store: bool = False  # also write the podman additional image store (podmanStore/)
     max_layer_bytes: int = 64 * 2**30  # unpacked bytes per layer before refusing (tar bomb)
     max_layer_entries: int = 2_000_000
     # forges and the bot

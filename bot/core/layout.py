@@ -25,6 +25,8 @@ METADATA = ".metadata"
 MULTIARCH = ".multiarch"
 REMOVE_SCHEDULE = f"{METADATA}/remove-schedule.json"
 CATALOG_MARKER = ".cvmfscatalog"
+#: the podman additional image store (opt-in, ``podman_store``); never a public path
+PODMAN_STORE = "podmanStore"
 
 #: CernVM-FS names for architectures (``CVMFS_ARCH``), with their aliases.
 ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64", "ppc64el": "ppc64le"}

@@ -49,7 +49,7 @@ from bot.core.model import PublishedImage, ResolvedImage, ScheduledRemoval
 from bot.core.plan import ImageChange, Plan, public_path
 from bot.core.reference import ImageReference, ReferenceError, parse
 from bot.errors import IntegrityError, PublisherError, WishbotError
-from bot.publisher import hooks
+from bot.publisher import hooks, podman
 from bot.publisher.backend import Publisher
 from bot.publisher.flatten import apply_layerfs, write_singularity_metadata
 from bot.publisher.metadata import (
@@ -217,7 +217,10 @@ def _apply_change(
         return replace(base, ok=True, message="kept; scheduled removal cancelled")
     if change.action == "error":
         problem = change.problem
-        return replace(base, message=problem.message if problem else "error")
+        if problem is None:
+            return replace(base, message="error")
+        hint = f" — {problem.hint}" if problem.hint else ""
+        return replace(base, message=f"{problem.message}{hint}")
     try:
         _check_path(change.path)
         if change.action == "remove":
@@ -330,6 +333,8 @@ class _Converter:
             self._markers(view)
             self._manifest(view, link, thin)
             self._links(view, path, link)
+            if self.config.podman_store:
+                podman.publish(view, self.root, image, path, self.client, self.plan.now)
             self._schedule(view)
             if thin:
                 self._push_thin(thin)

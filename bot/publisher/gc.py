@@ -31,6 +31,7 @@ from pathlib import Path
 from bot.core import layout
 from bot.core.model import ScheduledRemoval
 from bot.core.plan import public_path
+from bot.publisher import podman
 from bot.publisher.backend import Publisher
 from bot.publisher.metadata import ORIGIN, ScheduleEntry, schedule_json, write_json
 from bot.publisher.state import ARCH_VARIABLE, scan
@@ -243,6 +244,7 @@ def collect(
     deleted_layers = set(report.deleted_layers)
     with publisher.transaction() as view:
         _remove_links(publisher, view, gone_links, remaining)
+        podman.remove_images(publisher, view, deleted_images, (p for _, p in report.deleted_paths))
         for image_id in sorted(deleted_images):
             publisher.remove(view, layout.flat_dir(image_id))
         for digest in report.deleted_layers:

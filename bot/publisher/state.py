@@ -85,7 +85,7 @@ def public_links(root: Path) -> Iterator[tuple[str, str]]:
     """``(path, symlink text)`` for each human-readable image path.
 
     Public paths are ``<registry>/<repository>:<tag>``: top-level names that
-    start with ``.`` are internal, and below the registry level an entry whose
+    start with ``.`` (and the podman store) are internal, and below the registry level an entry whose
     name carries ``:`` or ``@`` is an image (a real directory there is a legacy
     flat image and is not descended into).
     """
@@ -99,7 +99,7 @@ def public_links(root: Path) -> Iterator[tuple[str, str]]:
             return
         for entry in entries:
             name = entry.name
-            if depth == 0 and name.startswith("."):
+            if depth == 0 and (name.startswith(".") or name == layout.PODMAN_STORE):
                 continue
             child = f"{rel}/{name}" if rel else name
             if entry.is_symlink():
