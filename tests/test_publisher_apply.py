@@ -6,10 +6,11 @@ import io
 import json
 import os
 import tarfile
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import requests
+from apply_util import NOW, REPO, run_apply, write_wishlist
 from registry_util import client_for
 
 from bot.config import Config
@@ -18,7 +19,7 @@ from bot.core.model import DEFAULT_PLATFORM, Layer, Location, ResolvedImage, Wis
 from bot.core.plan import ImageChange, Plan
 from bot.core.recipe import load_wishlist
 from bot.core.reference import parse
-from bot.publisher.apply import ApplyReport, Meter, apply_plan
+from bot.publisher.apply import apply_plan
 from bot.publisher.converge import converge
 from bot.publisher.gc import collect
 from bot.publisher.local import LocalPublisher
@@ -27,8 +28,6 @@ from bot.sandbox.image_builder import push_image, push_index
 from bot.sandbox.layers import build_layer, file, symlink, whiteout, with_parents
 from bot.sandbox.registry_server import LocalRegistry
 
-NOW = datetime(2025, 3, 1, tzinfo=UTC)
-REPO = "unpacked.example.org"
 BASE = build_layer(
     with_parents(
         [
@@ -40,37 +39,6 @@ BASE = build_layer(
 )
 TOP = build_layer([whiteout("etc/os-release"), file("app/hello.txt", "hi\n")])
 NEWER = build_layer([file("app/hello.txt", "hello again\n")])
-
-
-def write_wishlist(path: Path, registry: LocalRegistry, *inputs: str) -> None:
-    lines = [
-        "version: 1",
-        "user: tester",
-        f"cvmfs_repo: '{REPO}'",
-        f"output_format: '{registry.host}/thin/$(image)'",
-        "input:",
-        *[f"  - '{registry.host}/{text}'" for text in inputs],
-    ]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def run_apply(
-    registry: LocalRegistry,
-    wishlist: Path,
-    tree: Path,
-    *,
-    now: datetime = NOW,
-    thin: bool = True,
-    meter: Meter | None = None,
-) -> ApplyReport:
-    loaded, problems = load_wishlist(wishlist.read_bytes(), str(wishlist))
-    assert loaded is not None, problems
-    config = Config(insecure_registries=(registry.host,), thin=thin, backoff=0.01)
-    with client_for(registry.host) as client:
-        _plan, report = converge(
-            loaded, LocalPublisher(tree), client, config=config, now=now, meter=meter
-        )
-    return report
 
 
 def pull_thin(registry: LocalRegistry, name: str, tag: str) -> tuple[dict[str, object], dict]:

@@ -74,7 +74,7 @@ def test_only_one_transaction_at_a_time(cvmfs: dict[str, str]) -> None:
     pub = CvmfsPublisher(REPO)
     subprocess.run(["cvmfs_server", "transaction", REPO], check=True)
     with pytest.raises(PublisherError, match="already in a transaction"), pub.transaction():
-        pass
+        pytest.fail("a second transaction was opened")
     # an operator's transaction is never aborted behind their back
     with pytest.raises(PublisherError, match="did not open"):
         pub.recover()

@@ -87,9 +87,9 @@ def test_lock_is_exclusive_and_names_the_holder(tmp_path: Path) -> None:
     pub = LocalPublisher(tmp_path / "tree")
     other = LocalPublisher(tmp_path / "tree")
     with pub.lock(), pytest.raises(LockedError, match=f"pid {os.getpid()}"), other.lock():
-        pass
+        pytest.fail("the lock was taken twice")
     with other.lock():  # released
-        pass
+        assert other.lock_path.read_text().strip() == str(os.getpid())
 
 
 def test_lock_held_by_another_process(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_lock_held_by_another_process(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
         with pytest.raises(LockedError, match=f"pid {proc.pid}"), LocalPublisher(tree).lock():
-            pass
+            pytest.fail("the lock was taken twice")
     finally:
         assert proc.stdin is not None
         proc.stdin.close()

@@ -341,8 +341,8 @@ try:
     with pub.transaction() as view:
         build(view, "img/c")
         raise RuntimeError("abort on purpose")
-except RuntimeError:
-    pass
+except RuntimeError as exc:
+    out["aborted"] = str(exc)
 out["after_abort"] = sorted(p.name for p in pub.state_dir.iterdir())
 with pub.transaction() as view:
     pub.remove(view, "img/a")
@@ -361,6 +361,7 @@ def test_local_backend_removes_aborts_and_recovers_without_root(nobody_dir: Path
     root = nobody_dir / "publisher"
     out = json.loads(python_as_nobody(LOCAL, nobody_dir, str(root), *map(str, blobs)))
     assert out["published"] == ["a", "b"]
+    assert out["aborted"] == "abort on purpose"
     assert out["after_abort"] == []  # the half-built image of the aborted transaction is gone
     assert out["after_remove"] == ["b"]
     assert out["recovered"] == ["discarded txn-crashed"]

@@ -9,20 +9,19 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import apply_util
 import pytest
-from registry_util import client_for
+from apply_util import NOW, REPO, write_wishlist
 
 from bot.config import Config
 from bot.core import layout
-from bot.core.recipe import load_wishlist
 from bot.errors import PublisherError
 from bot.publisher import podman
 from bot.publisher.apply import ApplyReport
-from bot.publisher.converge import converge
 from bot.publisher.gc import collect
 from bot.publisher.local import LocalPublisher
 from bot.publisher.state import read_state
@@ -30,25 +29,11 @@ from bot.sandbox.image_builder import PushedImage, push_image, push_index
 from bot.sandbox.layers import build_layer, file, with_parents
 from bot.sandbox.registry_server import LocalRegistry
 
-NOW = datetime(2025, 3, 1, tzinfo=UTC)
-REPO = "unpacked.example.org"
 BASE = build_layer(with_parents([file("etc/os-release", "ID=test\n"), file("bin/sh", "#!\n")]))
 APP = build_layer(with_parents([file("app/hello.txt", "hi\n")]))
 OTHER = build_layer(with_parents([file("app/hello.txt", "other\n")]))
 NEWER = build_layer(with_parents([file("app/hello.txt", "hello again\n")]))
 PODMAN = shutil.which("podman")
-
-
-def write_wishlist(path: Path, registry: LocalRegistry, *inputs: str) -> None:
-    lines = [
-        "version: 1",
-        "user: tester",
-        f"cvmfs_repo: '{REPO}'",
-        f"output_format: '{registry.host}/thin/$(image)'",
-        "input:",
-        *[f"  - '{registry.host}/{text}'" for text in inputs],
-    ]
-    path.write_text("\n".join(lines) + "\n")
 
 
 def run_apply(
@@ -59,13 +44,9 @@ def run_apply(
     now: datetime = NOW,
     podman_store: bool = True,
 ) -> ApplyReport:
-    loaded, problems = load_wishlist(wishlist.read_bytes(), str(wishlist))
-    assert loaded is not None, problems
-    config = Config(
-        insecure_registries=(registry.host,), thin=False, backoff=0.01, podman_store=podman_store
+    report = apply_util.run_apply(
+        registry, wishlist, tree, now=now, thin=False, podman_store=podman_store
     )
-    with client_for(registry.host) as client:
-        _plan, report = converge(loaded, LocalPublisher(tree), client, config=config, now=now)
     assert report.ok, report.to_json()
     return report
 
@@ -251,11 +232,7 @@ def test_a_malformed_images_json_is_never_overwritten(
     tree = tmp_path / "tree"
     (tree / podman.IMAGES).mkdir(parents=True)
     (tree / podman.IMAGES_JSON).write_text("{not json")
-    loaded, _ = load_wishlist(wishlist.read_bytes(), str(wishlist))
-    assert loaded is not None
-    config = Config(insecure_registries=(registry.host,), thin=False, podman_store=True)
-    with client_for(registry.host) as client:
-        _plan, report = converge(loaded, LocalPublisher(tree), client, config=config, now=NOW)
+    report = apply_util.run_apply(registry, wishlist, tree, thin=False, podman_store=True)
     assert not report.ok
     assert "refusing to overwrite" in report.results[0].message
     assert (tree / podman.IMAGES_JSON).read_text() == "{not json"
