@@ -77,7 +77,8 @@ def test_token_auth_caches_tokens(token_registry: LocalRegistry, unique_repo: st
     ]
     before = tokens.tokens_issued
     good = {token_registry.host: token_registry.credentials}
-    with client_for(token_registry.host, credentials=good) as client:
+    token_host = f"127.0.0.1:{tokens.port}"  # a realm on another port must be listed
+    with client_for(token_registry.host, token_host, credentials=good) as client:
         resolution = client.resolve(wish(f"{token_registry.host}/{unique_repo}:v*"))
         assert client.requests_made >= 9
     assert resolution.problem is None
@@ -94,12 +95,14 @@ def test_token_auth_wrong_password_and_anonymous(
     push_image(token_registry.url, unique_repo, "1", [LAYER], auth=token_registry.credentials)
     ref = f"{token_registry.host}/{unique_repo}:1"
     bad = {token_registry.host: (token_registry.username, "not-the-password")}
+    assert token_registry.token_server is not None
+    token_host = f"127.0.0.1:{token_registry.token_server.port}"  # listed: see test above
     with (
-        client_for(token_registry.host, credentials=bad) as client,
+        client_for(token_registry.host, token_host, credentials=bad) as client,
         pytest.raises(Unauthorized, match="refused the credentials"),
     ):
         client.get_manifest(parse(ref))
-    with client_for(token_registry.host) as client:
+    with client_for(token_registry.host, token_host) as client:
         resolution = client.resolve(wish(ref))
     assert resolution.problem is not None and resolution.problem.code == "unauthorized"
     assert "WISHBOT_REGISTRY_<N>_HOST" in (resolution.problem.hint or "")

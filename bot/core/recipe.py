@@ -40,7 +40,7 @@ from bot.core.model import (
     Wish,
     Wishlist,
 )
-from bot.core.reference import ImageReference, ReferenceError, parse
+from bot.core.reference import CREDENTIALS_HINT, ImageReference, ReferenceError, parse, redact
 from bot.core.safeyaml import JsonPath, Positions, YamlProblem, load_document
 from bot.core.schemas import load_schema
 
@@ -520,6 +520,26 @@ class _Checker:
             return None
         return tuple(sorted(set(result)))
 
+    def _bad_reference(self, text: str, shown: str, reason: str, where: Location) -> None:
+        """An input that is not a reference; credentials in it are never echoed."""
+        if CREDENTIALS_HINT in reason:
+            self.add(
+                "error",
+                f"'{shown}' has credentials in the URL; they were not used",
+                where,
+                "credentials-in-reference",
+                CREDENTIALS_HINT,
+                image=redact(text),
+            )
+            return
+        self.add(
+            "error",
+            f"invalid image reference '{shown}': {reason}",
+            where,
+            "bad-reference",
+            image=redact(text),
+        )
+
     def check_inputs(
         self,
         inputs: list[Any],
@@ -543,17 +563,11 @@ class _Checker:
             else:
                 continue  # the schema reported it
             where = self.at_value(text_path)
-            shown = _short(text)
+            shown = _short(redact(text))
             try:
                 ref = parse(text)
             except ReferenceError as exc:
-                self.add(
-                    "error",
-                    f"invalid image reference '{shown}': {exc}",
-                    where,
-                    "bad-reference",
-                    image=text,
-                )
+                self._bad_reference(text, shown, str(exc), where)
                 continue
             if ref.is_wildcard and ref.digest is not None:
                 self.add(

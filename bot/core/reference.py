@@ -125,6 +125,44 @@ def _looks_like_registry(segment: str) -> bool:
     return "." in segment or ":" in segment or segment == "localhost" or segment.startswith("[")
 
 
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+CREDENTIALS_HINT = (
+    "credentials do not belong in the wishlist (it is public and reviewed): remove "
+    "'user:password@' and give them to the operator as WISHBOT_REGISTRY_<N>_HOST/_USER/_PASSWORD "
+    "or in the registry auth file (REGISTRY_AUTH_FILE)"
+)
+
+
+def _userinfo_end(text: str) -> int:
+    """The index of the '@' that ends a ``user[:password]@`` before the host, or -1.
+
+    Only an '@' in the authority counts: before the first '/' after the
+    scheme, and either a scheme was written or a '/' follows (``name@sha256:…``
+    is a digest, not credentials)."""
+    match = _SCHEME_RE.match(text)
+    start = match.end() if match else 0
+    slash = text.find("/", start)
+    authority = text[start:] if slash < 0 else text[start:slash]
+    at = authority.rfind("@")
+    if at < 0 or (match is None and slash < 0):
+        return -1
+    return start + at
+
+
+def redact(text: str) -> str:
+    """``text`` with any ``user:password@`` before the host replaced by ``***@``:
+    what messages, JSON and comments may show of a reference someone wrote."""
+    if not isinstance(text, str):
+        return text
+    end = _userinfo_end(text)
+    if end < 0:
+        return text
+    match = _SCHEME_RE.match(text)
+    start = match.end() if match else 0
+    return f"{text[:start]}***{text[end:]}"
+
+
 def parse(text: str) -> ImageReference:
     """Parse an image reference; raise :class:`ReferenceError` with a plain-words reason."""
     if not isinstance(text, str):
@@ -138,8 +176,11 @@ def parse(text: str) -> ImageReference:
     if any(ch.isspace() for ch in text):
         raise ReferenceError("an image reference cannot contain spaces")
 
+    if _userinfo_end(text) >= 0:
+        raise ReferenceError(f"the reference carries a user name or password; {CREDENTIALS_HINT}")
+
     scheme = "https"
-    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    match = _SCHEME_RE.match(text)
     if match:
         scheme = match.group(1).lower()
         if scheme not in ("http", "https"):
@@ -174,6 +215,8 @@ def parse(text: str) -> ImageReference:
             )
 
     segments = text.split("/")
+    if len(segments) == 1 and (match or _looks_like_registry(segments[0])):
+        raise ReferenceError(_no_repository(segments[0], tag, written=match is not None))
     if len(segments) > 1 and _looks_like_registry(segments[0]):
         registry, path = segments[0], segments[1:]
         if not _REGISTRY_RE.match(registry):
@@ -201,4 +244,15 @@ def parse(text: str) -> ImageReference:
         raise ReferenceError("the image name is longer than 255 characters")
     return ImageReference(
         registry=registry, repository=repository, tag=tag, digest=digest, scheme=scheme
+    )
+
+
+def _no_repository(host: str, tag: str | None, *, written: bool) -> str:
+    """The message for a registry host without a repository (which the
+    reference converter refuses too), e.g. ``https://ghcr.io:latest``."""
+    shown = f"{host}:{tag}" if tag and written else host
+    why = "a reference with a scheme" if written else f"'{host}' looks like a registry host, so it"
+    return (
+        f"{why} must name a repository after the registry: '{shown}' names none; "
+        "write REGISTRY/REPOSITORY[:TAG], e.g. 'https://ghcr.io/org/tool:v2'"
     )

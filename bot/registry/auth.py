@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 import re
 import threading
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from bot.core.reference import DOCKER_HUB, DOCKER_HUB_ALIASES
 from bot.errors import ConfigError
+from bot.registry import safejson
 
 _ENV_HOST = re.compile(r"^WISHBOT_REGISTRY_([A-Za-z0-9]+)_HOST$")
 
@@ -197,3 +199,41 @@ class TokenCache:
         margin = min(30.0, expires_in / 4)
         with self._lock:
             self._tokens[(registry, scope)] = (token, time.monotonic() + expires_in - margin)
+
+
+#: a bearer token must fit an HTTP header: visible ASCII only (no space,
+#: newline or control character), at most this long
+MAX_TOKEN_CHARS = 64 * 2**10
+_TOKEN_VALUE = re.compile(r"[!-~]+")
+#: token lifetimes are clamped to this (a hostile answer cannot pin a token for ever)
+MAX_TOKEN_LIFETIME = 3600.0
+DEFAULT_TOKEN_LIFETIME = 60.0
+
+
+def token_from_answer(body: bytes) -> tuple[str, float]:
+    """The token and its lifetime in seconds from a token server's answer.
+
+    Raises :class:`ValueError` whose message completes "the token server's
+    answer …" and never contains the token."""
+    data = safejson.loads(body)
+    if not isinstance(data, dict):
+        raise ValueError("is not a JSON object")
+    token = data.get("token") or data.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise ValueError("holds no token")
+    if len(token) > MAX_TOKEN_CHARS or not _TOKEN_VALUE.fullmatch(token):
+        raise ValueError(
+            "holds a token that cannot be sent in an HTTP header "
+            "(spaces, line breaks, control characters or too long; it is not shown)"
+        )
+    return token, _lifetime(data.get("expires_in"))
+
+
+def _lifetime(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return DEFAULT_TOKEN_LIFETIME
+    if isinstance(value, int):
+        value = min(value, int(MAX_TOKEN_LIFETIME))
+    if not math.isfinite(value) or value <= 0:
+        return DEFAULT_TOKEN_LIFETIME
+    return min(float(value), MAX_TOKEN_LIFETIME)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import requests
 
@@ -48,9 +49,9 @@ from bot.errors import (
     Unsupported,
 )
 from bot.registry import mediatypes as mt
+from bot.registry import safejson
 from bot.registry.auth import CredentialStore
 from bot.registry.manifest import (
-    MAX_CONFIG_BYTES,
     Manifest,
     offered_platforms,
     parse_config,
@@ -59,8 +60,8 @@ from bot.registry.manifest import (
     select_platform,
     sha256_digest,
 )
-from bot.registry.policy import Endpoint, Policy
-from bot.registry.transport import TRANSIENT, Transport
+from bot.registry.policy import Endpoint, Policy, origin, same_origin
+from bot.registry.transport import HOSTILE, TRANSIENT, Transport
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,14 @@ T = TypeVar("T")
 
 MAX_TAG_PAGES = 1000
 CHUNK = 1 << 17
+
+
+@dataclass
+class _Transfer:
+    """A blob download's progress over its attempts."""
+
+    received: int = 0
+    hasher: Any = field(default_factory=hashlib.sha256)
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,8 @@ class RegistryClient:
                 who=what,
                 repository=repository,
                 headers={"Accept": mt.ACCEPT},
+                max_bytes=self.config.max_manifest_bytes,
+                setting="max_manifest_bytes",
             )
             with response:
                 if response.status_code == 404:
@@ -195,6 +206,7 @@ class RegistryClient:
                 expected_digest=expected,
                 served_digest=response.headers.get("Docker-Content-Digest"),
                 what=what,
+                limit=self.config.max_manifest_bytes,
             )
 
         return self._pull(ref, fetch)
@@ -205,8 +217,12 @@ class RegistryClient:
             cached = self._configs.get(digest)
         if cached is not None:
             return cached
-        if size is not None and size > MAX_CONFIG_BYTES:
-            raise Unsupported(f"{ref}: the image config is larger than {MAX_CONFIG_BYTES} bytes")
+        limit = self.config.max_config_bytes
+        if size is not None and size > limit:
+            raise Unsupported(
+                f"{ref}: the image config is larger than {limit} bytes",
+                hint="raise WISHBOT_MAX_CONFIG_BYTES if the image is genuine",
+            )
         repository = self._repository(ref)
         what = f"{ref.name}@{digest} (config)"
 
@@ -217,6 +233,8 @@ class RegistryClient:
                 f"/v2/{repository}/blobs/{digest}",
                 who=what,
                 repository=repository,
+                max_bytes=limit,
+                setting="max_config_bytes",
             )
             with response:
                 if response.status_code == 404:
@@ -298,48 +316,72 @@ class RegistryClient:
 
     # --- tags ------------------------------------------------------------
     def list_tags(self, ref: ImageReference) -> list[str]:
-        """All tags of the repository (following ``Link`` pagination), sorted."""
+        """All tags of the repository (following ``Link`` pagination on the
+        same origin), sorted; at most ``config.max_tags`` of them."""
         repository = self._repository(ref)
         what = f"{ref.name} (tag list)"
 
         def fetch(endpoint: Endpoint) -> list[str]:
-            tags: list[str] = []
+            tags: set[str] = set()
             url = f"{endpoint.base_url}/v2/{repository}/tags/list"
             params: dict[str, str] | None = {"n": "1000"}
             seen: set[str] = set()
             for _ in range(MAX_TAG_PAGES):
-                response = self.transport.send(
-                    endpoint, "GET", url, who=what, repository=repository, params=params
-                )
-                with response:
-                    if response.status_code == 404:
-                        raise NotFound(
-                            f"{ref.name}: no such repository",
-                            hint="check the registry and repository name",
-                        )
-                    _expect(response, 200, what)
-                    try:
-                        body = response.json()
-                    except ValueError:
-                        raise Unsupported(f"{what}: the answer is not JSON") from None
-                    link = response.headers.get("Link", "")
-                    page_url = response.url
-                page = body.get("tags") if isinstance(body, dict) else None
-                tags.extend(str(t) for t in page or [] if isinstance(t, str))
-                next_url = _next_link(link, page_url)
-                if next_url is None:
-                    return sorted(set(tags))
-                if urllib.parse.urlsplit(next_url).netloc != urllib.parse.urlsplit(page_url).netloc:
+                page, link, page_url = self._tag_page(endpoint, url, params, what, repository)
+                tags.update(page)
+                if len(tags) > self.config.max_tags:
                     raise Unsupported(
-                        f"{what}: the next page is on another host; refusing to follow"
+                        f"{what}: the repository has more than {self.config.max_tags} tags",
+                        hint="write a concrete tag, or raise WISHBOT_MAX_TAGS",
                     )
-                if next_url in seen:
-                    return sorted(set(tags))
+                next_url = _next_link(link, page_url)
+                if next_url is None or next_url in seen:
+                    return sorted(tags)
+                if not same_origin(next_url, page_url):
+                    raise Unsupported(
+                        f"{what}: the next page is on another scheme, host or port "
+                        f"({origin(next_url)}); refusing to follow",
+                        hint="the registry is misconfigured or hostile; tell its operators",
+                    )
                 seen.add(next_url)
                 url, params = next_url, None
             raise Unsupported(f"{what}: more than {MAX_TAG_PAGES} pages of tags")
 
         return self._pull(ref, fetch)
+
+    def _tag_page(
+        self,
+        endpoint: Endpoint,
+        url: str,
+        params: dict[str, str] | None,
+        what: str,
+        repository: str,
+    ) -> tuple[list[str], str, str]:
+        """One page of a tag list: its tags, its ``Link`` header, its URL."""
+        response = self.transport.send(
+            endpoint,
+            "GET",
+            url,
+            who=what,
+            repository=repository,
+            params=params,
+            max_bytes=self.config.max_tag_page_bytes,
+            setting="max_tag_page_bytes",
+        )
+        with response:
+            if response.status_code == 404:
+                raise NotFound(
+                    f"{what.removesuffix(' (tag list)')}: no such repository",
+                    hint="check the registry and repository name",
+                )
+            _expect(response, 200, what)
+            body = _json(response.content, what)
+            link = response.headers.get("Link", "")
+            page_url = response.url
+        page = body.get("tags") if isinstance(body, dict) else None
+        if page is not None and not isinstance(page, list):
+            raise Unsupported(f"{what}: the answer's 'tags' is not a list")
+        return [t for t in page or [] if isinstance(t, str) and _TAG.fullmatch(t)], link, page_url
 
     def expand(self, ref: ImageReference) -> list[ImageReference]:
         """Concrete normalized references: the wildcard's matching tags, sorted."""
@@ -352,6 +394,16 @@ class RegistryClient:
             raise NotFound(
                 f"{ref}: the wildcard matches none of the repository's {len(tags)} tags",
                 hint="check the pattern ('*' is the only wildcard; '.' is literal)",
+            )
+        cap = self.config.max_wildcard_tags
+        if len(matched) > cap:
+            raise Unsupported(
+                f"{ref}: the wildcard matches {len(matched)} tags, more than the "
+                f"{cap} one wildcard may expand to (max_wildcard_tags)",
+                hint=(
+                    "narrow the pattern or list the tags you need; the operator can raise "
+                    "WISHBOT_MAX_WILDCARD_TAGS"
+                ),
             )
         return matched
 
@@ -373,6 +425,11 @@ class RegistryClient:
                 infos = list(self._inner.map(lambda r: self.inspect(r, platforms), concrete))
         except RegistryError as exc:
             return Resolution(wish=wish, problem=problem_for(wish, exc))
+        except (*HOSTILE, RecursionError, OverflowError) as exc:
+            # the wish boundary: whatever a hostile answer provokes past the
+            # typed checks is a problem of this wish, never the whole run's
+            log.warning("%s: unusable registry answer", ref, exc_info=True)
+            return Resolution(wish=wish, problem=problem_for(wish, _unusable(exc)))
         multiarch = len(platforms) > 1
         images = tuple(
             ResolvedImage(
@@ -423,6 +480,10 @@ class RegistryClient:
 
         try:
             self._pull(ref, fetch)
+        except (*HOSTILE, RecursionError, OverflowError) as exc:
+            dest.unlink(missing_ok=True)
+            log.warning("%s: unusable registry answer", what, exc_info=True)
+            raise _unusable(exc, what) from None
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
@@ -437,56 +498,34 @@ class RegistryClient:
         dest: Path,
         progress: Callable[[int], None] | None = None,
     ) -> None:
-        hasher = hashlib.sha256()
-        received = 0
+        state = _Transfer()
         attempts = self.config.retries + 1
         reason = ""
         with dest.open("wb") as out:
             for attempt in range(attempts):
-                headers = {"Range": f"bytes={received}-"} if received else {}
-                response = self.transport.send(
-                    endpoint,
-                    "GET",
-                    f"/v2/{repository}/blobs/{digest}",
-                    who=what,
-                    repository=repository,
-                    headers=headers,
-                    stream=True,
-                    limit=False,
-                )
-                with response:
-                    if response.status_code == 404:
-                        raise NotFound(f"{what}: the registry does not have this blob")
-                    if received and response.status_code == 200:
-                        # the server ignored Range: start over
-                        out.seek(0)
-                        out.truncate()
-                        hasher, received = hashlib.sha256(), 0
-                    elif received and response.status_code != 206:
-                        _expect(response, 206, what)
-                    elif not received:
-                        _expect(response, 200, what)
+                seconds = self._blob_seconds(size - state.received)
+                with self.transport.deadline(seconds) as deadline:
                     try:
-                        for chunk in response.iter_content(CHUNK):
-                            received += len(chunk)
-                            if received > size:
-                                raise IntegrityError(
-                                    f"{what}: the registry sends more than the {size} bytes the manifest promises",
-                                    hint="the registry or a proxy is misbehaving; try again",
-                                )
-                            hasher.update(chunk)
-                            out.write(chunk)
-                            if progress is not None:
-                                progress(received)
+                        self._receive(
+                            endpoint, repository, (what, digest, size), out, state, progress
+                        )
                     except TRANSIENT as exc:
+                        if deadline.expired:
+                            raise _too_slow(what, seconds) from None
                         reason = exc.__class__.__name__
-                        log.debug("%s: transfer broke at %d bytes (%s)", what, received, reason)
+                        log.debug(
+                            "%s: transfer broke at %d bytes (%s)", what, state.received, reason
+                        )
                         if attempt < attempts - 1:
                             self.transport.sleep(self.transport.backoff(attempt))
                         continue
-                if received == size:
+                    except Unavailable:
+                        if deadline.expired:
+                            raise _too_slow(what, seconds) from None
+                        raise
+                if state.received == size:
                     break
-                reason = f"short transfer ({received} of {size} bytes)"
+                reason = f"short transfer ({state.received} of {size} bytes)"
                 if attempt < attempts - 1:
                     self.transport.sleep(self.transport.backoff(attempt))
             else:
@@ -496,12 +535,69 @@ class RegistryClient:
                 )
             out.flush()
             os.fsync(out.fileno())
-        actual = "sha256:" + hasher.hexdigest()
+        actual = "sha256:" + state.hasher.hexdigest()
         if actual != digest:
             raise IntegrityError(
                 f"{what}: the downloaded bytes hash to {actual}, not to the blob's digest",
                 hint="the registry or a proxy corrupted the blob; try again",
             )
+
+    def _blob_seconds(self, remaining: int) -> float:
+        """The total deadline for receiving ``remaining`` bytes of a blob:
+        ``request_deadline`` plus the time at ``min_blob_throughput``."""
+        throughput = self.config.min_blob_throughput
+        if throughput <= 0:
+            return float("inf")
+        return self.config.request_deadline + remaining / throughput
+
+    def _receive(
+        self,
+        endpoint: Endpoint,
+        repository: str,
+        blob: tuple[str, str, int],
+        out: BinaryIO,
+        state: _Transfer,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        """One attempt: ask for the rest of the blob and append it to ``out``,
+        counting and hashing in ``state`` (restarted when the server ignores
+        ``Range``). ``blob``: (name in messages, digest, size)."""
+        what, digest, size = blob
+        received = state.received
+        headers = {"Range": f"bytes={received}-"} if received else {}
+        response = self.transport.send(
+            endpoint,
+            "GET",
+            f"/v2/{repository}/blobs/{digest}",
+            who=what,
+            repository=repository,
+            headers=headers,
+            stream=True,
+            limit=False,
+        )
+        with response:
+            if response.status_code == 404:
+                raise NotFound(f"{what}: the registry does not have this blob")
+            if received and response.status_code == 200:
+                # the server ignored Range: start over
+                out.seek(0)
+                out.truncate()
+                state.hasher, state.received, received = hashlib.sha256(), 0, 0
+            elif received and response.status_code != 206:
+                _expect(response, 206, what)
+            elif not received:
+                _expect(response, 200, what)
+            for chunk in response.iter_content(CHUNK):
+                if state.received + len(chunk) > size:
+                    raise IntegrityError(
+                        f"{what}: the registry sends more than the {size} bytes the manifest promises",
+                        hint="the registry or a proxy is misbehaving; try again",
+                    )
+                state.hasher.update(chunk)
+                out.write(chunk)
+                state.received += len(chunk)
+                if progress is not None:
+                    progress(state.received)
 
     def push_blob(self, ref: ImageReference, data: bytes) -> str:
         """Upload a blob (monolithic) unless the registry has it; its digest."""
@@ -593,12 +689,13 @@ def _expect(response: requests.Response, status: int, what: str) -> None:
     code = response.status_code
     detail = ""
     try:
-        body = response.json()
-        errors = body.get("errors") if isinstance(body, dict) else None
-        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            detail = f": {errors[0].get('code', '')!s} {str(errors[0].get('message', ''))[:200]}"
-    except ValueError:
-        detail = ""
+        body = safejson.loads(response.content)
+    except safejson.BadJson:
+        body = None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0]
+        detail = f": {_printable(first.get('code'), 40)} {_printable(first.get('message'), 200)}"
     if code == 404:
         raise NotFound(f"{what}: not found{detail}")
     if code == 429 or code >= 500:
@@ -606,6 +703,47 @@ def _expect(response: requests.Response, status: int, what: str) -> None:
             f"{what}: the registry answered HTTP {code}{detail}", hint="try again later"
         )
     raise RegistryError(f"{what}: the registry answered HTTP {code}{detail}")
+
+
+def _printable(value: object, limit: int) -> str:
+    """A registry-sent string for a message: text only, no control characters, bounded."""
+    if not isinstance(value, str):
+        return ""
+    return "".join(ch if ch.isprintable() else " " for ch in value[:limit])
+
+
+def _json(body: bytes, what: str) -> Any:
+    """A JSON answer, or :class:`Unsupported` saying plainly why not."""
+    try:
+        return safejson.loads(body)
+    except safejson.BadJson as exc:
+        raise Unsupported(
+            f"{what}: the answer {exc}",
+            hint="the registry is misconfigured or hostile; tell its operators",
+        ) from None
+
+
+def _unusable(exc: BaseException, what: str = "") -> Unsupported:
+    """An unexpected failure on a registry's answer, as a typed problem (the
+    class name only: exception texts may quote headers, which may hold secrets)."""
+    prefix = f"{what}: " if what else ""
+    return Unsupported(
+        f"{prefix}the registry's answer cannot be used ({exc.__class__.__name__})",
+        hint="the registry is misconfigured or hostile; tell its operators",
+    )
+
+
+def _too_slow(what: str, seconds: float) -> Unavailable:
+    return Unavailable(
+        f"{what}: could not download: the blob did not arrive within {seconds:.0f} s",
+        hint=(
+            "the registry is stalling or very slow; try again later "
+            "(WISHBOT_MIN_BLOB_THROUGHPUT and WISHBOT_REQUEST_DEADLINE set the limit)"
+        ),
+    )
+
+
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 
 
 def _next_link(header: str, base: str) -> str | None:

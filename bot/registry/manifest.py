@@ -6,7 +6,7 @@ Pure functions over bytes the registry served; no network.
 from __future__ import annotations
 
 import hashlib
-import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +14,14 @@ from typing import Any
 from bot.core.model import ImageConfig, Layer, Platform
 from bot.errors import IntegrityError, Unsupported
 from bot.registry import mediatypes as mt
+from bot.registry import safejson
 
 MAX_MANIFEST_BYTES = 4 * 2**20
 MAX_CONFIG_BYTES = 8 * 2**20
+#: no blob is this large; a bigger size is a hostile manifest (and would
+#: overflow float arithmetic in totals)
+MAX_DESCRIPTOR_SIZE = 2**48
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 # containerd's normalisation: a missing variant means this one
 _DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
@@ -59,7 +64,7 @@ class Manifest:
 
     def entries(self) -> list[Descriptor]:
         """The manifests an index lists (attestations included)."""
-        return [_descriptor(item, "manifests") for item in self.data.get("manifests") or []]
+        return [_descriptor(item, "manifests") for item in _list(self.data, "manifests")]
 
     def config_descriptor(self) -> Descriptor:
         config = self.data.get("config")
@@ -75,7 +80,7 @@ class Manifest:
 
     def layers(self) -> list[Layer]:
         out = []
-        for item in self.data.get("layers") or []:
+        for item in _list(self.data, "layers"):
             descriptor = _descriptor(item, "layers")
             if descriptor.media_type not in mt.LAYER_TYPES:
                 raise Unsupported(
@@ -87,29 +92,44 @@ class Manifest:
         return out
 
 
+def _list(data: Mapping[str, Any], key: str) -> list[Any]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise Unsupported(f"malformed manifest: '{key}' is not a list")
+    return value
+
+
+def _text(value: Any) -> str:
+    """A string field as sent; anything else (numbers, lists, objects) is no string."""
+    return value if isinstance(value, str) else ""
+
+
 def _descriptor(item: Any, where: str) -> Descriptor:
     if not isinstance(item, dict):
         raise Unsupported(f"malformed manifest: an entry of '{where}' is not an object")
     digest, size, media_type = item.get("digest"), item.get("size"), item.get("mediaType", "")
-    if not isinstance(digest, str) or not digest.startswith("sha256:") or len(digest) != 71:
-        raise Unsupported(f"malformed manifest: '{where}' has a non-sha256 digest {digest!r}")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        shown = repr(digest)[:80] if isinstance(digest, str) else type(digest).__name__
+        raise Unsupported(f"malformed manifest: '{where}' has a non-sha256 digest {shown}")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_DESCRIPTOR_SIZE:
         raise Unsupported(f"malformed manifest: '{where}' entry {digest} has a bad size")
     platform = None
     raw_platform = item.get("platform")
     if isinstance(raw_platform, dict):
         platform = Platform(
-            str(raw_platform.get("os", "")),
-            str(raw_platform.get("architecture", "")),
-            str(raw_platform["variant"]) if raw_platform.get("variant") else None,
+            _text(raw_platform.get("os")),
+            _text(raw_platform.get("architecture")),
+            _text(raw_platform.get("variant")) or None,
         )
     annotations = item.get("annotations")
     return Descriptor(
-        media_type=str(media_type),
+        media_type=_text(media_type),
         digest=digest,
         size=size,
         platform=platform,
-        annotations={str(k): str(v) for k, v in annotations.items()}
+        annotations={str(k): v for k, v in annotations.items() if isinstance(v, str)}
         if isinstance(annotations, dict)
         else None,
     )
@@ -122,10 +142,11 @@ def parse_manifest(
     expected_digest: str | None,
     served_digest: str | None,
     what: str,
+    limit: int = MAX_MANIFEST_BYTES,
 ) -> Manifest:
     """Verify and parse a manifest; ``what`` names it in messages (the reference)."""
-    if len(body) > MAX_MANIFEST_BYTES:
-        raise Unsupported(f"{what}: the manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+    if len(body) > limit:
+        raise Unsupported(f"{what}: the manifest is larger than {limit} bytes")
     digest = sha256_digest(body)
     if expected_digest and digest != expected_digest:
         raise IntegrityError(
@@ -139,12 +160,12 @@ def parse_manifest(
         )
     content_type = content_type.split(";", 1)[0].strip().lower()
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise Unsupported(f"{what}: the manifest is not valid JSON") from None
+        data = safejson.loads(body)
+    except safejson.BadJson as exc:
+        raise Unsupported(f"{what}: the manifest {exc}") from None
     if not isinstance(data, dict):
         raise Unsupported(f"{what}: the manifest is not a JSON object")
-    media_type = data.get("mediaType") or content_type
+    media_type = _text(data.get("mediaType")) or content_type
     if data.get("schemaVersion") == 1 or media_type in (
         mt.DOCKER_SCHEMA1,
         mt.DOCKER_SCHEMA1_SIGNED,
@@ -160,7 +181,7 @@ def parse_manifest(
         elif "config" in data and "layers" in data:
             media_type = mt.OCI_MANIFEST
         else:
-            raise Unsupported(f"{what}: unsupported manifest media type '{media_type}'")
+            raise Unsupported(f"{what}: unsupported manifest media type '{media_type[:100]}'")
     return Manifest(digest=digest, media_type=str(media_type), body=body, data=data)
 
 
@@ -200,6 +221,17 @@ def _strings(value: Any) -> tuple[str, ...]:
     return ()
 
 
+def _diff_ids(value: Any, what: str) -> tuple[str, ...]:
+    ids = _strings(value)
+    for diff_id in ids:
+        if not _DIGEST.fullmatch(diff_id):
+            raise Unsupported(
+                f"{what}: the image config lists a diff_id that is not a sha256 digest",
+                hint="the image is malformed; rebuild and re-push it",
+            )
+    return ids
+
+
 def _obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -213,9 +245,9 @@ class ParsedConfig:
 def parse_config(body: bytes, *, what: str) -> ParsedConfig:
     """The parts of an image config blob wishbot uses."""
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise Unsupported(f"{what}: the image config is not valid JSON") from None
+        data = safejson.loads(body)
+    except safejson.BadJson as exc:
+        raise Unsupported(f"{what}: the image config {exc}") from None
     if not isinstance(data, dict):
         raise Unsupported(f"{what}: the image config is not a JSON object")
     inner = _obj(data.get("config"))
@@ -237,7 +269,7 @@ def parse_config(body: bytes, *, what: str) -> ParsedConfig:
             working_dir=str(inner.get("WorkingDir") or ""),
             user=str(inner.get("User") or ""),
             labels={str(k): str(v) for k, v in labels.items()},
-            diff_ids=_strings(rootfs.get("diff_ids")),
+            diff_ids=_diff_ids(rootfs.get("diff_ids"), what),
         ),
         platform=platform,
     )

@@ -73,6 +73,36 @@ def _listed(host_port: str, names: Iterable[str]) -> bool:
     return False
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215 local-use: never public
+_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated IPv4-compatible ::a.b.c.d
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries: IPv4-mapped ``::ffff:a.b.c.d``,
+    IPv4-compatible ``::a.b.c.d``, NAT64 ``64:ff9b::a.b.c.d``, 6to4
+    ``2002:aabb:ccdd::``, Teredo ``2001:0::`` (server and client)."""
+    out: list[ipaddress.IPv4Address] = []
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.ipv4_mapped is not None:
+        out.append(ip.ipv4_mapped)
+    if ip in _NAT64 or (ip in _COMPATIBLE and int(ip) > 1):
+        out.append(low32)
+    if ip.sixtofour is not None:
+        out.append(ip.sixtofour)
+    if ip.teredo is not None:
+        out.extend(ip.teredo)
+    return out
+
+
+def _addresses(text: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The address and any IPv4 address embedded in it."""
+    ip = ipaddress.ip_address(text.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        return [ip, *embedded_ipv4(ip)]
+    return [ip]
+
+
 def is_loopback(hostname: str) -> bool:
     """Whether ``hostname`` (no port) is a loopback address or ``localhost``,
     decided without a DNS lookup."""
@@ -80,19 +110,57 @@ def is_loopback(hostname: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
+        addresses = _addresses(host)
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+    return any(ip.is_loopback for ip in addresses)
 
 
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+def is_public(address: str) -> bool:
+    """Whether an IP address (text) is public: globally routable, not
+    multicast, and so is every IPv4 address it embeds (NAT64, 6to4, Teredo,
+    mapped or compatible forms cannot smuggle a private one)."""
+    addresses = _addresses(address)
+    ip = addresses[0]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64_LOCAL:
+            return False
+        if ip.ipv4_mapped is not None or ip in _NAT64 or ip.sixtofour is not None:
+            addresses = addresses[1:]  # judged by the IPv4 address they carry
+    return all(a.is_global and not a.is_multicast for a in addresses)
+
+
+def origin(url: str) -> str:
+    """``scheme://host:port`` of a URL (default ports spelled out), for
+    messages and comparisons; a bounded excerpt if it is not a URL."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        host = parts.hostname or ""
+    except ValueError:
+        return url.split("?", 1)[0][:100]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{port}"
+
+
+def same_origin(url: str, base: str) -> bool:
+    """Whether ``url`` is on exactly ``base``'s scheme, host and port (no
+    downgrade, no other port): the only place credentials may go."""
+    try:
+        a = urllib.parse.urlsplit(url)
+        if not a.hostname or a.username is not None or a.password is not None:
+            return False
+    except ValueError:
+        return False
+    return origin(url) == origin(base)
+
+
+def _valid_url(parts: urllib.parse.SplitResult) -> bool:
+    try:  # .port raises ValueError when the port is not a number in range
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        return False
 
 
 class Policy:
@@ -123,10 +191,10 @@ class Policy:
         self.check_address(registry)
         return Endpoint(registry, f"{scheme}://{registry}")
 
-    def check_address(self, host_port: str, *, also_allowed: Iterable[str] = ()) -> None:
+    def check_address(self, host_port: str) -> None:
         """Refuse ``host_port`` if it resolves to a non-public address and is not allowed."""
         key = host_port.lower()
-        if self.allowed_private(key) or _listed(key, also_allowed):
+        if self.allowed_private(key):
             return
         with self._lock:
             cached = self._checked.get(key)
@@ -157,11 +225,10 @@ class Policy:
         ``host:port``) is fine. Any other target must be HTTPS unless listed
         as insecure, must not carry credentials in the URL, and must pass
         :meth:`check_address` (so public object stores and CDNs are fine)."""
-        src = urllib.parse.urlsplit(source)
-        dst = urllib.parse.urlsplit(target)
-        host = dst.netloc.rsplit("@", 1)[-1]
-        try:  # .port raises ValueError when the port is not a number in range
-            valid = dst.scheme in ("http", "https") and bool(dst.hostname) and dst.port != 0
+        try:
+            src = urllib.parse.urlsplit(source)
+            dst = urllib.parse.urlsplit(target)
+            valid = _valid_url(dst)
         except ValueError:
             valid = False
         if not valid:
@@ -170,6 +237,7 @@ class Policy:
                 "which is not an HTTP(S) URL; not followed",
                 hint="the registry is misconfigured or hostile; tell its operators",
             )
+        host = dst.netloc.rsplit("@", 1)[-1]
         if dst.username is not None or dst.password is not None:
             raise RegistryRefused(
                 f"registry {registry} redirects to {host} with credentials in the URL; "
@@ -198,6 +266,47 @@ class Policy:
                 ),
             )
 
+    def check_realm(self, endpoint: Endpoint, realm: str) -> None:
+        """Refuse a token ``realm`` the registry at ``endpoint`` names, unless
+        it is on the registry's own scheme, host and port, or an HTTPS URL
+        (HTTP only if listed insecure) on a host the address policy allows:
+        public, or listed with this very port (``host:port``) or as a bare
+        host in ``private_registries`` / ``insecure_registries``. Another
+        port of the registry's own private host is *not* allowed by itself."""
+        if same_origin(realm, endpoint.base_url):
+            return
+        shown = _no_query(realm)
+        try:
+            parts = urllib.parse.urlsplit(realm)
+            valid = _valid_url(parts) and parts.username is None and parts.password is None
+        except ValueError:
+            valid = False
+        if not valid:
+            raise RegistryRefused(
+                f"the registry's token realm '{shown}' is not an HTTP(S) URL",
+                hint="the registry is misconfigured or hostile; tell its operators",
+            )
+        host = parts.netloc
+        if parts.scheme == "http" and not (
+            self.insecure(host) and endpoint.base_url.startswith("http://")
+        ):
+            raise RegistryRefused(
+                f"the registry sends us to a plain-http token server ({host})",
+                hint="tokens and passwords are only sent over HTTPS (or to servers "
+                "listed in WISHBOT_INSECURE_REGISTRIES, for HTTP registries)",
+            )
+        try:
+            self.check_address(host)
+        except RegistryRefused:
+            raise RegistryRefused(
+                f"the registry's token server {host} is on a loopback, private or "
+                "link-local address that is not allowed",
+                hint=(
+                    f"if {host} is the registry's genuine token server, add it (with its "
+                    "port) to WISHBOT_PRIVATE_REGISTRIES or WISHBOT_INSECURE_REGISTRIES"
+                ),
+            ) from None
+
     @staticmethod
     def _resolves_public(host_port: str) -> bool | None:
         """Whether every address of the host is public (None: cannot resolve)."""
@@ -211,7 +320,7 @@ class Policy:
             except (OSError, UnicodeError):
                 return None
             addresses = [str(info[4][0]) for info in infos]
-        return bool(addresses) and all(_is_public(a) for a in addresses)
+        return bool(addresses) and all(is_public(a) for a in addresses)
 
 
 def _no_query(url: str) -> str:

@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import http.client
 import logging
+import math
 import random
+import re
 import tempfile
 import threading
 import time
@@ -34,11 +37,27 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 
 from bot.config import Config
-from bot.errors import ConfigError, RegistryError, RegistryRefused, Unauthorized, Unavailable
-from bot.registry.auth import Challenge, Credentials, CredentialStore, TokenCache, parse_challenges
-from bot.registry.policy import Endpoint, Policy, is_loopback
+from bot.errors import (
+    ConfigError,
+    RegistryError,
+    RegistryRefused,
+    Unauthorized,
+    Unavailable,
+    Unsupported,
+)
+from bot.registry.auth import (
+    Challenge,
+    Credentials,
+    CredentialStore,
+    TokenCache,
+    parse_challenges,
+    token_from_answer,
+)
+from bot.registry.deadline import Deadline, WatchedAdapter
+from bot.registry.policy import Endpoint, Policy, is_loopback, origin, same_origin
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +70,21 @@ TRANSIENT = (
     requests.exceptions.Timeout,
     requests.exceptions.ChunkedEncodingError,
 )
+#: what a hostile or broken answer can make requests, urllib3 or http.client
+#: raise besides the transient failures above (bad Location, bad header
+#: values, undecodable content ...): a typed problem, never a traceback
+HOSTILE = (
+    requests.exceptions.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    ValueError,
+    UnicodeError,
+)
+#: bodies of error answers (4xx, 5xx) are read up to this size, the rest dropped
+MAX_ERROR_BYTES = 64 * 2**10
+#: other small answers (token server, uploads) are refused beyond this size
+MAX_SMALL_BYTES = 1 * 2**20
+CHUNK = 1 << 16
 
 _CREDENTIALS_HINT = (
     "give credentials with WISHBOT_REGISTRY_<N>_HOST/_USER/_PASSWORD, "
@@ -58,20 +92,25 @@ _CREDENTIALS_HINT = (
 )
 
 
+_SECONDS = re.compile(r"[0-9]{1,9}")
+
+
 def retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta seconds or HTTP date)."""
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or HTTP
+    date); ``math.inf`` for absurdly many digits; None when unusable (negative,
+    garbage, a date that cannot be represented): then the usual backoff."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _SECONDS.fullmatch(value):
         return float(value)
+    if value.isascii() and value.isdigit():
+        return math.inf
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _ca_bundle(path: str) -> str:
@@ -138,7 +177,7 @@ class Transport:
             if session is None:
                 session = requests.Session()
                 size = max(self.config.concurrency, self.config.workers)
-                adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=size)
+                adapter = WatchedAdapter(pool_connections=4, pool_maxsize=size)
                 session.mount("http://", adapter)
                 session.mount("https://", adapter)
                 session.headers["User-Agent"] = "wishbot"
@@ -169,6 +208,11 @@ class Transport:
         delay = self.config.backoff * (2**attempt)
         return float(min(MAX_BACKOFF, delay * random.uniform(0.5, 1.5)))
 
+    def deadline(self, seconds: float | None = None) -> Deadline:
+        """A total deadline (default ``config.request_deadline``) for this
+        thread's requests inside ``with``."""
+        return Deadline(self.config.request_deadline if seconds is None else seconds)
+
     def raw(
         self,
         who: str,
@@ -181,19 +225,23 @@ class Transport:
         stream: bool = False,
         auth: tuple[str, str] | None = None,
         registry: str = "",
+        max_bytes: int = MAX_SMALL_BYTES,
+        setting: str = "",
     ) -> requests.Response:
-        """One request (and its redirects) with retries on transient failures;
-        never raises for 4xx. ``registry`` names the registry in messages
-        (default: the URL's host)."""
+        """One request (and its redirects) with retries on transient failures,
+        all within ``config.request_deadline``; never raises for 4xx.
+
+        Unless ``stream``, the body is read here, at most ``max_bytes`` of it
+        (error bodies: :data:`MAX_ERROR_BYTES`), and ``response.content``
+        holds it; ``setting`` names the configuration that sets ``max_bytes``.
+        ``registry`` names the registry in messages (default: the URL's host)."""
         registry = registry or urllib.parse.urlsplit(url).netloc
-        attempts = self.config.retries + 1
-        reason = ""
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
+        with self.deadline() as deadline:
             try:
-                response = self._exchange(
+                return self._attempts(
                     who,
                     registry,
+                    deadline,
                     method,
                     url,
                     headers=dict(headers or {}),
@@ -201,38 +249,75 @@ class Transport:
                     params=params,
                     stream=stream,
                     auth=auth,
+                    limit=(max_bytes, setting),
                 )
+            except HOSTILE as exc:
+                if deadline.expired:
+                    raise _late(who, deadline) from None
+                log.debug("%s: unusable answer", who, exc_info=True)
+                if isinstance(exc, TRANSIENT):
+                    raise Unavailable(
+                        f"{who}: could not check: the registry {registry} failed ({_short(exc)})",
+                        hint="try again later; nothing was concluded about the image",
+                    ) from None
+                raise Unsupported(
+                    f"{who}: the registry {registry} sent an answer that cannot be used "
+                    f"({exc.__class__.__name__})",
+                    hint="the registry is misconfigured or hostile; tell its operators",
+                ) from None
+
+    def _attempts(
+        self,
+        who: str,
+        registry: str,
+        deadline: Deadline,
+        method: str,
+        url: str,
+        *,
+        limit: tuple[int, str],
+        **request: Any,
+    ) -> requests.Response:
+        attempts = self.config.retries + 1
+        reason = ""
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            if deadline.expired:
+                raise _late(who, deadline)
+            try:
+                response = self._exchange(who, registry, deadline, method, url, **request)
+                if response.status_code not in RETRY_STATUSES | {429} and not request["stream"]:
+                    _load(response, *limit, who=who)
             except requests.exceptions.SSLError as exc:
+                if deadline.expired:
+                    raise _late(who, deadline) from None
                 raise Unavailable(
                     f"{who}: TLS verification failed ({_short(exc)})",
                     hint="if the registry uses a private CA, set WISHBOT_CA_BUNDLE to its PEM file",
                 ) from None
-            except TRANSIENT as exc:
+            except (
+                *TRANSIENT,
+                urllib3.exceptions.ProtocolError,
+                urllib3.exceptions.TimeoutError,
+            ) as exc:
+                if deadline.expired:
+                    raise _late(who, deadline) from None
                 reason = _short(exc)
                 log.debug("%s %s failed (%s), attempt %d", method, _safe(url), reason, attempt + 1)
                 if not last:
-                    self.sleep(self.backoff(attempt))
+                    self._pause(self.backoff(attempt), who, deadline)
                 continue
             if response.status_code == 429:
-                wait = retry_after(response.headers.get("Retry-After"))
                 response.close()
                 reason = "rate limited, HTTP 429"
-                if wait is not None and wait > self.config.max_retry_after:
-                    raise Unavailable(
-                        f"{who}: the registry rate-limits us and asks to wait {wait:.0f} s",
-                        hint=(
-                            "try again later, log in for a higher limit, or configure a mirror; "
-                            "nothing was concluded about the image"
-                        ),
-                    )
+                wait = self._rate_limit_wait(response, who, deadline)
                 if not last:
-                    self.sleep(wait if wait is not None else self.backoff(attempt))
+                    self._pause(wait if wait is not None else self.backoff(attempt), who, deadline)
                 continue
             if response.status_code in RETRY_STATUSES:
                 reason = f"HTTP {response.status_code}"
                 response.close()
                 if not last:
-                    self.sleep(self.backoff(attempt))
+                    self._pause(self.backoff(attempt), who, deadline)
                 continue
             return response
         raise Unavailable(
@@ -241,10 +326,36 @@ class Transport:
             hint="try again later; nothing was concluded about the image",
         )
 
+    def _rate_limit_wait(
+        self, response: requests.Response, who: str, deadline: Deadline
+    ) -> float | None:
+        """The wait a 429 asks for; :class:`Unavailable` at once when it is
+        longer than ``max_retry_after`` or than the request has left."""
+        wait = retry_after(response.headers.get("Retry-After"))
+        if wait is None:
+            return None
+        if wait > self.config.max_retry_after or wait > deadline.remaining():
+            asked = "an unbounded time" if math.isinf(wait) else f"{wait:.0f} s"
+            raise Unavailable(
+                f"{who}: the registry rate-limits us and asks to wait {asked}",
+                hint=(
+                    "try again later, log in for a higher limit, or configure a mirror; "
+                    "nothing was concluded about the image"
+                ),
+            )
+        return wait
+
+    def _pause(self, seconds: float, who: str, deadline: Deadline) -> None:
+        """Sleep before a retry, unless that would pass the deadline."""
+        if seconds >= deadline.remaining():
+            raise _late(who, deadline)
+        self.sleep(seconds)
+
     def _exchange(
         self,
         who: str,
         registry: str,
+        deadline: Deadline,
         method: str,
         url: str,
         *,
@@ -256,19 +367,20 @@ class Transport:
     ) -> requests.Response:
         """Send one request and follow its redirects by hand, each hop checked
         by the policy; credentials are dropped for good once a hop leaves the
-        first server."""
+        first server. The body is left unread (``stream``)."""
         for hop in range(MAX_REDIRECTS + 1):
             session = self._session(urllib.parse.urlsplit(url).netloc)
             self._count()
+            wait = max(0.001, min(self.config.timeout, deadline.remaining()))
             response = session.request(
                 method,
                 url,
                 headers=headers,
                 data=data,
                 params=params,
-                stream=stream,
+                stream=True,
                 auth=auth,
-                timeout=self.config.timeout,
+                timeout=wait,
                 verify=self.verify,
                 allow_redirects=False,
             )
@@ -283,11 +395,7 @@ class Transport:
                     "not followed",
                     hint="the registry is misconfigured or hostile; tell its operators",
                 )
-            target = urllib.parse.urljoin(source, location.strip())
-            try:
-                self.policy.check_redirect(registry, source, target)
-            except RegistryRefused as exc:
-                raise RegistryRefused(f"{who}: {exc.message}", hint=exc.hint) from None
+            target = self._redirect_target(who, registry, source, location)
             log.debug("%s: %d redirect to %s", who, status, _safe(target))
             if not _same_server(source, target):
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
@@ -303,6 +411,18 @@ class Transport:
                 }
             url, params = target, None
         raise AssertionError("unreachable: the loop returns or raises")
+
+    def _redirect_target(self, who: str, registry: str, source: str, location: str) -> str:
+        """The absolute URL a ``Location`` names, checked by the policy."""
+        try:
+            target = urllib.parse.urljoin(source, location.strip())
+        except ValueError:
+            target = location
+        try:
+            self.policy.check_redirect(registry, source, target)
+        except RegistryRefused as exc:
+            raise RegistryRefused(f"{who}: {exc.message}", hint=exc.hint) from None
+        return target
 
     # --- authenticated requests --------------------------------------------
     def _auth_header(self, endpoint: Endpoint, scope: str) -> dict[str, str]:
@@ -330,11 +450,24 @@ class Transport:
         params: Mapping[str, str] | None = None,
         stream: bool = False,
         limit: bool = True,
+        max_bytes: int = MAX_SMALL_BYTES,
+        setting: str = "",
     ) -> requests.Response:
         """A request to ``endpoint`` (``path`` relative to it, or a full URL on
-        the same host), authenticating on 401. 401/403 after that raise
-        :class:`Unauthorized`; other statuses are the caller's to judge."""
+        the same scheme, host and port), authenticating on 401. 401/403 after
+        that raise :class:`Unauthorized`; other statuses are the caller's to
+        judge. ``max_bytes`` and ``setting``: see :meth:`raw`.
+
+        Credentials only ever go to the endpoint's own origin: a full URL
+        elsewhere is refused, and a 401 from a server a redirect led to never
+        decides where they go."""
         url = path if path.startswith(("http://", "https://")) else endpoint.base_url + path
+        if not same_origin(url, endpoint.base_url):
+            raise RegistryRefused(
+                f"{who}: registry {endpoint.registry} sends us on to {origin(url)}, "
+                f"which is not {origin(endpoint.base_url)}; not followed",
+                hint="credentials and requests for a registry only go to its own scheme, host and port",
+            )
         scope = f"repository:{repository}:{actions}"
         guard = self.slot(endpoint.registry) if limit else contextlib.nullcontext()
         with guard:
@@ -349,11 +482,21 @@ class Transport:
                     params=params,
                     stream=stream,
                     registry=endpoint.registry,
+                    max_bytes=max_bytes,
+                    setting=setting,
                 )
                 if response.status_code not in (401, 403):
                     return response
                 challenge_header = response.headers.get("WWW-Authenticate", "")
                 response.close()
+                if not same_origin(response.url, endpoint.base_url):
+                    raise Unauthorized(
+                        f"{who}: {origin(response.url)}, where registry {endpoint.registry} "
+                        f"redirected us, answers HTTP {response.status_code}; the registry's "
+                        "credentials are not sent there",
+                        hint="tell the registry's operators: what they redirect to must "
+                        "serve the request without the registry's credentials",
+                    )
                 authorised = "Authorization" in all_headers
                 if response.status_code == 401 and attempt == 0:
                     self._authenticate(
@@ -416,21 +559,16 @@ class Transport:
         credentials: Credentials | None,
     ) -> None:
         realm = challenge.params["realm"]
-        parts = urllib.parse.urlsplit(realm)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise Unauthorized(f"{who}: the registry's token realm '{realm}' is not a URL")
-        if parts.scheme == "http" and endpoint.base_url.startswith("https://"):
-            raise Unauthorized(
-                f"{who}: the registry sends us to a plain-http token server ({parts.netloc})",
-                hint="tokens and passwords are only sent over HTTPS to HTTPS registries",
-            )
-        registry_host = urllib.parse.urlsplit(endpoint.base_url).hostname or ""
-        self.policy.check_address(parts.netloc, also_allowed=(registry_host, endpoint.registry))
+        try:
+            self.policy.check_realm(endpoint, realm)
+        except RegistryRefused as exc:
+            raise Unauthorized(f"{who}: {exc.message}", hint=exc.hint) from None
+        server = origin(realm)
         params = {"scope": challenge.params.get("scope") or scope}
         if challenge.params.get("service"):
             params["service"] = challenge.params["service"]
         response = self.raw(
-            f"{who} (token server {parts.netloc})",
+            f"{who} (token server {server})",
             "GET",
             realm,
             params=params,
@@ -452,18 +590,66 @@ class Transport:
                     f"{who}: the token server answered HTTP {response.status_code}",
                     hint="try again later",
                 )
-            try:
-                body: Any = response.json()
-            except ValueError:
-                body = None
-        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(token, str) or not token:
-            raise RegistryError(f"{who}: the token server's answer holds no token")
-        expires_in = body.get("expires_in") if isinstance(body, dict) else None
-        lifetime = (
-            float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else 60.0
-        )
+            body = response.content
+        try:
+            token, lifetime = token_from_answer(body)
+        except ValueError as exc:
+            raise RegistryError(
+                f"{who}: the token server's answer {exc}",
+                hint="the token server is misconfigured or hostile; tell the registry's operators",
+            ) from None
         self.tokens.put(endpoint.netloc, scope, token, lifetime)
+
+
+def _late(who: str, deadline: Deadline) -> Unavailable:
+    return Unavailable(
+        f"{who}: could not check: the registry did not finish answering within "
+        f"{deadline.seconds:g} s",
+        hint=(
+            "the registry is stalling or very slow; try again later "
+            "(WISHBOT_REQUEST_DEADLINE and WISHBOT_MIN_BLOB_THROUGHPUT set the limits)"
+        ),
+    )
+
+
+def _declared_length(response: requests.Response) -> int | None:
+    text = response.headers.get("Content-Length", "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None
+
+
+def _load(response: requests.Response, limit: int, setting: str, *, who: str) -> None:
+    """Read the body of a streamed ``response`` into ``response.content``,
+    never more than ``limit`` bytes (error answers: :data:`MAX_ERROR_BYTES`,
+    the rest dropped). Memory: at most twice the limit plus one chunk."""
+    error = response.status_code >= 300
+    cap = min(limit, MAX_ERROR_BYTES) if error else limit
+    declared = _declared_length(response)
+    if not error and declared is not None and declared > cap:
+        response.close()
+        raise _too_large(who, cap, setting)
+    body = bytearray()
+    for chunk in response.raw.stream(CHUNK, decode_content=True):
+        if len(body) + len(chunk) > cap:
+            response.close()
+            if not error:
+                raise _too_large(who, cap, setting)
+            body += chunk[: cap - len(body)]
+            break
+        body += chunk
+    response._content = bytes(body)
+    setattr(response, "_content_consumed", True)  # noqa: B010 (not in the stubs)
+
+
+def _too_large(who: str, cap: int, setting: str) -> Unsupported:
+    change = (
+        f"if the registry is trusted and the answer genuine, raise WISHBOT_{setting.upper()}"
+        if setting
+        else "the registry is misconfigured or hostile; tell its operators"
+    )
+    return Unsupported(
+        f"{who}: the registry's answer is larger than {cap} bytes; not read further",
+        hint=change,
+    )
 
 
 def _pair(credentials: Credentials) -> tuple[str, str]:
