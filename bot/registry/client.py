@@ -428,7 +428,7 @@ class RegistryClient:
         except (*HOSTILE, RecursionError, OverflowError) as exc:
             # the wish boundary: whatever a hostile answer provokes past the
             # typed checks is a problem of this wish, never the whole run's
-            log.warning("%s: unusable registry answer", ref, exc_info=True)
+            log.debug("%s: unusable registry answer", ref, exc_info=True)
             return Resolution(wish=wish, problem=problem_for(wish, _unusable(exc)))
         multiarch = len(platforms) > 1
         images = tuple(
@@ -482,7 +482,7 @@ class RegistryClient:
             self._pull(ref, fetch)
         except (*HOSTILE, RecursionError, OverflowError) as exc:
             dest.unlink(missing_ok=True)
-            log.warning("%s: unusable registry answer", what, exc_info=True)
+            log.debug("%s: unusable registry answer", what, exc_info=True)
             raise _unusable(exc, what) from None
         except BaseException:
             dest.unlink(missing_ok=True)

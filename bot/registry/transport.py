@@ -372,18 +372,26 @@ class Transport:
             session = self._session(urllib.parse.urlsplit(url).netloc)
             self._count()
             wait = max(0.001, min(self.config.timeout, deadline.remaining()))
-            response = session.request(
-                method,
-                url,
-                headers=headers,
-                data=data,
-                params=params,
-                stream=True,
-                auth=auth,
-                timeout=wait,
-                verify=self.verify,
-                allow_redirects=False,
-            )
+            try:
+                response = session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=data,
+                    params=params,
+                    stream=True,
+                    auth=auth,
+                    timeout=wait,
+                    verify=self.verify,
+                    allow_redirects=False,
+                )
+            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema):
+                raise _bad_location(who, registry) from None
+            except ValueError as exc:
+                if isinstance(exc, requests.exceptions.RequestException):
+                    raise
+                # requests parses a redirect's Location even when not following it
+                raise _bad_location(who, registry) from None
             location = response.headers.get("Location")
             if response.status_code not in REDIRECT_STATUSES or not location:
                 return response
@@ -599,6 +607,13 @@ class Transport:
                 hint="the token server is misconfigured or hostile; tell the registry's operators",
             ) from None
         self.tokens.put(endpoint.netloc, scope, token, lifetime)
+
+
+def _bad_location(who: str, registry: str) -> RegistryRefused:
+    return RegistryRefused(
+        f"{who}: registry {registry} redirects to a Location that is not a valid URL; not followed",
+        hint="the registry is misconfigured or hostile; tell its operators",
+    )
 
 
 def _late(who: str, deadline: Deadline) -> Unavailable:
