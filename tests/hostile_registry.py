@@ -210,7 +210,7 @@ class HostileRegistry:
         handler = getattr(self, "_" + behaviour.replace("-", "_"), None)
         if handler is None:
             return self._send(h, 404, b'{"errors": [{"code": "NAME_UNKNOWN"}]}')
-        return handler(h, kind, ref)  # type: ignore[no-any-return]
+        return handler(h, kind, ref)
 
     def _send(
         self,
