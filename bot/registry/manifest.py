@@ -268,7 +268,7 @@ def parse_config(body: bytes, *, what: str) -> ParsedConfig:
             cmd=_strings(inner.get("Cmd")),
             working_dir=str(inner.get("WorkingDir") or ""),
             user=str(inner.get("User") or ""),
-            labels={str(k): str(v) for k, v in labels.items()},
+            labels={str(k): v for k, v in labels.items() if isinstance(v, str)},
             diff_ids=_diff_ids(rootfs.get("diff_ids"), what),
         ),
         platform=platform,
