@@ -6,12 +6,14 @@ and the bot converge the publisher the same way.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from bot.config import Config
 from bot.core.model import Wishlist
 from bot.core.plan import Plan, make_plan
+from bot.core.recipe import ignored_by
 from bot.errors import UsageError
 from bot.publisher.apply import ApplyReport, Meter, Progress, apply_plan
 from bot.publisher.backend import Publisher
@@ -68,4 +70,15 @@ def converge(
             output_format=wishlist.output_format,
             meter=meter,
         )
-    return plan, report
+    return plan, honour_ignore_errors(report, wishlist)
+
+
+def honour_ignore_errors(report: ApplyReport, wishlist: Wishlist) -> ApplyReport:
+    """A wish that could not be resolved and matches ``ignoreErrors`` is not
+    a failure of the run: its row stays in the report, marked ignored."""
+    for index, result in enumerate(report.results):
+        glob = ignored_by(result.wish, wishlist.ignore_errors) if result.wish else None
+        if result.action == "error" and not result.ok and glob is not None:
+            message = f"not published, ignored (matches ignoreErrors '{glob}'): {result.message}"
+            report.results[index] = replace(result, ok=True, message=message)
+    return report
