@@ -133,6 +133,13 @@ def _zeros(total: int) -> Iterator[bytes]:
         yield part
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients hang up on purpose (that is the point): no tracebacks."""
+
+
 class HostileRegistry:
     """A loopback HTTP(S) server playing the behaviours above."""
 
@@ -160,7 +167,7 @@ class HostileRegistry:
 
             do_HEAD = do_GET
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.scheme = "http"
         if tls is not None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.core.reference import DOCKER_HUB, ImageReference, ReferenceError, parse
+from bot.core.reference import DOCKER_HUB, ImageReference, ReferenceError, parse, redact
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
@@ -86,6 +86,15 @@ def test_parse_examples(
         ("host:0/a", "between 1 and 65535"),
         ("-bad-.io/a", "not a valid host name"),
         ("quay.io/" + "a" * 300, "longer than 255"),
+        ("https://alice:pw@quay.io/a/b:1", "credentials do not belong in the wishlist"),
+        ("alice:pw@quay.io/a/b", "credentials do not belong in the wishlist"),
+        ("https://alice@quay.io/a", "credentials do not belong in the wishlist"),
+        ("https://ghcr.io:latest", "must name a repository"),
+        ("https://gitlab-registry.cern.ch", "must name a repository"),
+        ("http://host:5000", "must name a repository"),
+        ("https://centos", "must name a repository"),
+        ("ghcr.io:latest", "must name a repository"),
+        ("localhost:5000", "must name a repository"),
     ],
 )
 def test_parse_rejects(text: str, phrase: str) -> None:
@@ -190,3 +199,25 @@ def test_parse_never_raises_anything_else(text: str) -> None:
         assert str(exc)
     else:
         assert parse(str(ref)) == ref
+
+
+def test_credentials_are_redacted_and_never_in_the_error() -> None:
+    assert redact("https://alice:pw@quay.io/a:1") == "https://***@quay.io/a:1"
+    assert redact("alice:pw@quay.io/a") == "***@quay.io/a"
+    assert redact("https://a:p@ghcr.io:latest") == "https://***@ghcr.io:latest"
+    assert redact("quay.io/a@sha256:" + "a" * 64) == "quay.io/a@sha256:" + "a" * 64
+    assert redact("centos@sha256:" + "a" * 64) == "centos@sha256:" + "a" * 64
+    for text in (
+        "https://alice:pw-42@quay.io/a:1",
+        "alice:pw-42@quay.io/a",
+        "https://u:pw-42@h.io:1",
+    ):
+        with pytest.raises(ReferenceError) as info:
+            parse(text)
+        assert "pw-42" not in str(info.value)
+
+
+def test_docker_hub_short_names_still_parse() -> None:
+    assert parse("centos").repository == "library/centos"
+    assert parse("python:3.12").tag == "3.12"
+    assert parse("centos@sha256:" + "a" * 64).digest == "sha256:" + "a" * 64

@@ -615,9 +615,14 @@ class RegistryClient:
                      repository=repository, actions="pull,push")  # fmt: skip
         with start:
             _expect(start, 202, what)
-            location = urllib.parse.urljoin(start.url, start.headers.get("Location", ""))
-        if urllib.parse.urlsplit(location).netloc != urllib.parse.urlsplit(start.url).netloc:
-            raise Unsupported(f"{what}: the upload location is on another host; refusing")
+            try:
+                location = urllib.parse.urljoin(start.url, start.headers.get("Location", ""))
+            except ValueError:
+                location = ""
+        if not same_origin(location, endpoint.base_url):
+            raise Unsupported(
+                f"{what}: the upload location is not a URL on the registry itself; refusing"
+            )
         done = send(
             endpoint,
             "PUT",
