@@ -42,7 +42,9 @@ class Config:
     backoff: float = 0.5  # first retry delay (seconds), doubled each time, with jitter
     max_retry_after: float = 120.0  # longest Retry-After we are willing to wait
     request_deadline: float = 300.0  # seconds for one registry request in total (retries included)
-    min_blob_throughput: int = 256 * 2**10  # bytes/s a layer download must average (plus the deadline)
+    min_blob_throughput: int = (
+        256 * 2**10
+    )  # bytes/s a layer download must average (plus the deadline)
     max_manifest_bytes: int = 4 * 2**20  # largest manifest or index read
     max_config_bytes: int = 8 * 2**20  # largest image config read
     max_tag_page_bytes: int = 8 * 2**20  # largest page of a tag list read
