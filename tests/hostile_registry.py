@@ -17,6 +17,8 @@ Behaviours (``NAME/…`` as the repository):
   ``huge-tags``, ``huge-error``, ``huge-token``: 100 MB answers (streamed from
   a generator: the server itself holds one chunk), with and without
   ``Content-Length``;
+- ``gzip-bomb``: a manifest sent with ``Content-Encoding: gzip`` that
+  inflates from about 100 KB to 100 MB;
 - ``retry-after-N``: 429 with the N-th odd ``Retry-After`` of
   :data:`RETRY_AFTERS`;
 - ``location-N``: 307 to the N-th invalid ``Location`` of :data:`LOCATIONS`;
@@ -36,12 +38,14 @@ Behaviours (``NAME/…`` as the repository):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -122,6 +126,14 @@ def _manifest(config: bytes, layers: list[tuple[str, int]]) -> bytes:
 
 DRIP_LAYER = b"x" * 4096
 DRIP_LAYER_DIGEST = "sha256:" + hashlib.sha256(DRIP_LAYER).hexdigest()
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """100 MB of zeros, gzip-compressed (about 100 KB), made once."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"0" * 2**20
+    return b"".join([*(packer.compress(block) for _ in range(HUGE // len(block))), packer.flush()])
 
 
 def _zeros(total: int) -> Iterator[bytes]:
@@ -301,6 +313,11 @@ class HostileRegistry:
                 h, 200, body, content_type="application/vnd.oci.image.manifest.v1+json"
             )
         return self._stream(h, 200, length=False, headers={})
+
+    def _gzip_bomb(self, h: BaseHTTPRequestHandler, kind: str, ref: str) -> None:
+        headers = {"Content-Encoding": "gzip"}
+        media = "application/vnd.oci.image.manifest.v1+json"
+        self._send(h, 200, gzip_bomb(), headers, content_type=media)
 
     def _huge_tags(self, h: BaseHTTPRequestHandler, kind: str, ref: str) -> None:
         self._stream(h, 200, length=False, headers={"Content-Type": "application/json"})

@@ -23,7 +23,7 @@ from hostile_registry import (
 from registry_util import client_for, wish
 
 from bot.core.model import Problem, Resolution
-from bot.core.reference import parse
+from bot.core.reference import ImageReference, parse
 from bot.errors import Unavailable
 from bot.registry.manifest import MAX_MANIFEST_BYTES
 from bot.sandbox.certs import make_ca, make_server_cert
@@ -106,6 +106,7 @@ LIMITS = {
     "huge-tags/app:v*": ("larger than 8388608 bytes", 8 * 2**20),
     "huge-token/app:1": ("larger than 1048576 bytes", 2**20),
     "huge-error/app:1": ("answered HTTP 400", 64 * 2**10),
+    "gzip-bomb/app:1": ("larger than 4194304 bytes", 4 * 2**20),
 }
 
 
@@ -270,3 +271,32 @@ def test_good_wishes_resolve_beside_every_hostile_one(
             "refused",
             "registry-error",
         )
+
+
+def test_an_unexpected_failure_stays_with_its_wish(
+    registry: LocalRegistry, good: PushedImage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wish boundary: whatever slips past the typed checks (here a
+    ValueError and a RecursionError from deep inside) is that wish's problem."""
+    from bot.registry.client import RegistryClient
+
+    real = RegistryClient.inspect
+
+    def flaky(self: RegistryClient, ref: ImageReference, platforms: Any) -> Any:
+        if ref.tag == "boom":
+            raise ValueError("Invalid header value b'Bearer abc\\nSECRET-TOKEN-PART-7f3a'")
+        if ref.tag == "deep":
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(self, ref, platforms)
+
+    monkeypatch.setattr(RegistryClient, "inspect", flaky)
+    wishes = [
+        wish(f"{registry.host}/t/hostile-good:boom"),
+        wish(f"{registry.host}/t/hostile-good:1"),
+        wish(f"{registry.host}/t/hostile-good:deep"),
+    ]
+    with client_for(registry.host, **FAST) as client:
+        boom, fine, deep = client.resolve_all(wishes)
+    assert fine.problem is None and fine.images[0].manifest_digest == good.manifest_digest
+    assert_contained(boom.problem, "unsupported", "cannot be used (ValueError)")
+    assert_contained(deep.problem, "unsupported", "cannot be used (RecursionError)")
