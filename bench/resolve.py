@@ -49,7 +49,9 @@ def main() -> int:
             list(pool.map(push, range(args.tags)))
         print(f"pushed {args.tags} images in {time.monotonic() - started:.1f} s")
 
-        config = Config(insecure_registries=(registry.host,), workers=args.workers)
+        config = Config(
+            insecure_registries=(registry.host,), workers=args.workers, max_wildcard_tags=args.tags
+        )
         wishes = [
             Wish(
                 parse(f"{registry.host}/{repository}:1.{i}"),

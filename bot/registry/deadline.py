@@ -126,6 +126,10 @@ class _Watchdog:
     def discard(self, deadline: Deadline) -> None:
         with self._wake:
             self._live.discard(id(deadline))
+            if len(self._heap) > 2 * len(self._live) + 256:
+                # most requests finish long before their deadline: drop them
+                self._heap = [entry for entry in self._heap if id(entry[2]) in self._live]
+                heapq.heapify(self._heap)
 
     def _run(self) -> None:
         while True:
