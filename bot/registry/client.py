@@ -764,5 +764,8 @@ def _next_link(header: str, base: str) -> str | None:
             if "=" in p and p.split("=", 1)[0].strip().lower() == "rel"
         ]
         if any("next" in rel.split() for rel in rels):
-            return urllib.parse.urljoin(base, target)
+            try:
+                return urllib.parse.urljoin(base, target)
+            except ValueError:
+                return target  # not a URL: refused as not on the registry's origin
     return None

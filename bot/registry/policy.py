@@ -12,6 +12,13 @@
   must pass :meth:`Policy.check_redirect`: the same scheme and address
   rules as the registry itself (a hostile registry must not be able to send
   us to ``http://169.254.169.254/`` or to plain HTTP by answering 307).
+- Token realms pass :meth:`Policy.check_realm` (the registry's own origin,
+  or HTTPS on an allowed host; not another port of a private host), and
+  pagination links and credentials stay on the registry's own origin
+  (:func:`same_origin`: scheme, host and port).
+- Public means every address is globally routable, and so is every IPv4
+  address embedded in an IPv6 one (:func:`embedded_ipv4`: mapped,
+  compatible, NAT64, 6to4, Teredo).
 - Requests to loopback addresses never go through an HTTP proxy from the
   environment (:func:`is_loopback`); all others honour ``HTTPS_PROXY`` etc.
 

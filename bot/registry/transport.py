@@ -2,9 +2,15 @@
 
 - one ``requests.Session`` per API host (connection reuse);
 - a semaphore per registry (``config.concurrency`` requests at once);
-- timeouts on every request; retries with exponential backoff and jitter on
-  connection errors and 5xx; 429 waits for ``Retry-After`` when it is at
-  most ``config.max_retry_after`` (else :class:`Unavailable` at once);
+- timeouts on every operation and a total deadline on every request
+  (``config.request_deadline``, enforced on the socket by
+  :mod:`bot.registry.deadline`); bodies read with a size cap while they
+  stream (never whole, then checked); retries with exponential backoff and
+  jitter on connection errors and 5xx; 429 waits for ``Retry-After`` when it
+  is at most ``config.max_retry_after`` and the time left (else
+  :class:`Unavailable` at once);
+- whatever a hostile answer makes the HTTP stack raise (bad ``Location``,
+  undecodable content ...) is a typed :class:`~bot.errors.RegistryError`;
 - authentication: anonymous first, then on 401 the challenge decides: basic
   with stored credentials, or the bearer token flow (tokens cached per
   registry and scope until shortly before they expire);
@@ -13,6 +19,9 @@
   (no plain HTTP, no private addresses unless allowed), and credentials
   (``Authorization``, basic auth) never go to another host, so blob
   redirects to object stores and CDNs work without our credentials;
+  credentials only go to the endpoint's own scheme, host and port (a 401
+  from a redirect target never gets them; token realms obey
+  :meth:`Policy.check_realm`);
 - HTTP proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY`` ...)
   are honoured, except for loopback addresses, which are always direct.
 
