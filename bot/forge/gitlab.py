@@ -67,7 +67,9 @@ class GitLabForge(Forge):
             self._url,
             private_token=token or None,
             timeout=timeout,
-            retry_transient_errors=True,
+            # python-gitlab retries 10 times with backoff (102 s with the forge down);
+            # the job's queue retries instead, so a failure shows within a few timeouts
+            retry_transient_errors=False,
             keep_base_url=True,
         )
         self._project_obj: Any = None
@@ -91,6 +93,7 @@ class GitLabForge(Forge):
             raise ForgeError(
                 f"GitLab {self._project_path}: {what} failed: {code}{cut(str(exc.error_message), 300)}",
                 hint=_hint(exc.response_code),
+                retryable=_retryable(exc.response_code),
             ) from None
         except requests.RequestException as exc:
             raise ForgeError(
@@ -256,6 +259,11 @@ class GitLabForge(Forge):
                 {"branch": branch, "commit_message": commit_message(message), "actions": actions}
             )
         return str(commit.id)
+
+
+def _retryable(code: int | None) -> bool:
+    """A refusal (401, 403, 404, 422) will not go away; 5xx, 429, 409 and no answer may."""
+    return code is None or code >= 500 or code in (408, 409, 429)
 
 
 def _hint(code: int | None) -> str:
