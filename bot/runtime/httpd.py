@@ -124,16 +124,29 @@ class ByteBudget:
             return self._used
 
 
+@dataclass
+class _Connection:
+    deadline: float  # monotonic time it is cut off at
+    reading: bool = True  # still sending its request (may be evicted)
+
+
 class BoundedHTTPServer(ThreadingHTTPServer):
     """``ThreadingHTTPServer`` with a connection cap and a per-connection deadline.
 
-    ``on_refused(reason)`` is told of each connection refused as ``"busy"``
-    or cut off as ``"timeout"``.
+    When all ``max_connections`` slots are taken, a new connection evicts the
+    oldest one that is still sending its request (a slow client, since real
+    deliveries arrive in milliseconds) and takes its slot; only when every
+    slot is busy *working* on a request is the newcomer answered ``503``.
+    So slow clients can hold the server no longer than it takes others to
+    arrive, and a correctly signed delivery gets through a flood of them.
+    ``on_refused(reason)`` is told of each connection refused (``"busy"``),
+    evicted (``"evicted"``) or cut off at its deadline (``"timeout"``).
     """
 
     daemon_threads = True
     block_on_close = False
     request_queue_size = 128  # a flood is accepted and answered fast, not left in SYN queues
+    eviction_wait = 0.5  # seconds the accepting thread waits for an evicted slot
 
     def __init__(
         self,
@@ -148,8 +161,8 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         self._on_refused = on_refused
         self._slots = threading.BoundedSemaphore(max(limits.max_connections, 1))
         self._lock = threading.Lock()
-        self._deadlines: dict[socket.socket, float] = {}
-        self._overdue: set[socket.socket] = set()
+        self._open: dict[socket.socket, _Connection] = {}
+        self._cut: set[socket.socket] = set()
         self._closing = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="wishbot-http-reaper", daemon=True)
         self._reaper.start()
@@ -157,14 +170,14 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     @property
     def open_connections(self) -> int:
         with self._lock:
-            return len(self._deadlines)
+            return len(self._open)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.acquire(blocking=False) and not self._evict_for_slot():
             self._refuse(request)
             return
         with self._lock:
-            self._deadlines[request] = time.monotonic() + self.limits.request_timeout
+            self._open[request] = _Connection(time.monotonic() + self.limits.request_timeout)
         thread = threading.Thread(
             target=self.process_request_thread, args=(request, client_address), daemon=True
         )
@@ -174,6 +187,21 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             self._forget(request)
             self._refuse(request)
 
+    def _evict_for_slot(self) -> bool:
+        """Cut off the oldest connection still sending its request; True once its
+        slot is ours."""
+        with self._lock:
+            reading = [(c.deadline, s) for s, c in self._open.items() if c.reading]
+            reading = [(due, s) for due, s in reading if s not in self._cut]
+            if not reading:
+                return False
+            victim = min(reading, key=lambda item: item[0])[1]
+            self._cut.add(victim)
+        self._on_refused("evicted")
+        with contextlib.suppress(OSError):
+            victim.shutdown(socket.SHUT_RDWR)
+        return self._slots.acquire(timeout=self.eviction_wait)
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
@@ -182,13 +210,21 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
     def _forget(self, request: socket.socket) -> None:
         with self._lock:
-            if self._deadlines.pop(request, None) is not None:
+            if self._open.pop(request, None) is not None:
                 self._slots.release()
-            self._overdue.discard(request)
+            self._cut.discard(request)
 
-    def is_overdue(self, request: socket.socket) -> bool:
+    def request_read(self, request: socket.socket) -> None:
+        """The handler has the whole request: it is working now, not to be evicted."""
         with self._lock:
-            return request in self._overdue
+            connection = self._open.get(request)
+            if connection is not None:
+                connection.reading = False
+
+    def is_cut(self, request: socket.socket) -> bool:
+        """Whether the connection was evicted or cut off at its deadline."""
+        with self._lock:
+            return request in self._cut
 
     def _refuse(self, request: socket.socket) -> None:
         self._on_refused("busy")
@@ -205,10 +241,9 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         while not self._closing.wait(step):
             now = time.monotonic()
             with self._lock:
-                late = [
-                    s for s, due in self._deadlines.items() if due <= now and s not in self._overdue
-                ]
-                self._overdue.update(late)
+                late = [s for s, c in self._open.items() if c.deadline <= now]
+                late = [s for s in late if s not in self._cut]
+                self._cut.update(late)
             for sock in late:
                 self._on_refused("timeout")
                 with contextlib.suppress(OSError):
@@ -258,8 +293,9 @@ class BoundedHandler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def overdue(self) -> bool:
-        return self.server.is_overdue(self.connection)
+    def cut_off(self) -> bool:
+        """Whether this connection was evicted or ran past its deadline."""
+        return self.server.is_cut(self.connection)
 
     def read_body(self, length: int) -> bytes | None:
         """Exactly ``length`` bytes of body, or None when the client sent fewer
@@ -269,7 +305,10 @@ class BoundedHandler(BaseHTTPRequestHandler):
             body = bytes(self.rfile.read(length))
         except OSError:
             return None
-        return body if len(body) == length else None
+        if len(body) != length:
+            return None
+        self.server.request_read(self.connection)
+        return body
 
     def discard_body(self, length: int, limit: int = 64 * 2**10) -> None:
         """Read and drop a small refused body, so the answer reaches the client

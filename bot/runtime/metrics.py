@@ -39,7 +39,7 @@ RESULTS = (
 OUTCOMES = ("reviewed", "published", "maintained", "skipped", "failed", "error", "lost")
 KINDS = ("review", "publish", "maintain")
 STATES = ("queued", "running", "done", "failed")
-REFUSALS = ("busy", "timeout")
+REFUSALS = ("busy", "evicted", "timeout")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -84,7 +84,7 @@ class Metrics:
         )
         self.refused = Counter(
             "wishbot_webhook_connections_refused",
-            "Connections refused (busy: over max_connections) or cut off (timeout).",
+            "Connections refused (busy), evicted by newer ones (evicted) or cut off (timeout).",
             ["reason"],
             registry=registry,
         )

@@ -640,8 +640,8 @@ class _Handler(BoundedHandler):
             return
         headers = {k: v for k, v in self.headers.items()}
         status, answer, job = self._deliver(headers)
-        if self.overdue():
-            return  # cut off at its deadline: nobody is listening any more
+        if self.cut_off():
+            return  # evicted or cut off at its deadline: nobody is listening any more
         self.webhooks.note_delivery(status, answer, headers, time.monotonic() - started, job)
         self._json(status, answer)
 
