@@ -26,8 +26,8 @@ from test_runtime_webhooks import (
     post,
     wait_for,
 )
-from test_runtime_webhooks import forges as forges  # noqa: F401  (a fixture)
-from test_runtime_webhooks import make_server as make_server  # noqa: F401  (a fixture)
+from test_runtime_webhooks import forges as forges
+from test_runtime_webhooks import make_server as make_server
 from webhook_payloads import github_pull
 
 from bot.config import Config
