@@ -34,7 +34,14 @@ from bot.config import Config
 from bot.errors import ConfigError, ForgeError, WishlistError
 from bot.forge.gitlab import GitLabForge
 from bot.runtime.journal import Journal
-from bot.runtime.logs import JsonFormatter, RedactSecrets, TextFormatter, configure, fields
+from bot.runtime.logs import (
+    JsonFormatter,
+    RedactSecrets,
+    TextFormatter,
+    Throttle,
+    configure,
+    fields,
+)
 from bot.runtime.pipeline_api import Review
 from bot.runtime.queue import Queue
 from bot.runtime.server import REVIEW, WebhookServer, open_server
@@ -319,3 +326,22 @@ def _quiet_root_logger() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+def test_refused_deliveries_cannot_flood_the_log(
+    make_server: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot")
+    server = make_server(workers=False)
+    for _ in range(30):
+        assert post(server, {"X-GitHub-Event": "push"}, {"a": 1})[0] == 401
+    lines = [r for r in caplog.records if r.getMessage() == "webhook unauthorized"]
+    assert len(lines) == 20  # a burst per 10 s; the rest are counted in the metrics
+    assert server.metrics.value("wishbot_webhook_events_total", result="unauthorized") == 30
+
+
+def test_throttle_says_how_many_it_held_back() -> None:
+    throttle = Throttle(burst=2, window=0.2)
+    assert [throttle.allow() for _ in range(4)] == [(True, 0), (True, 0), (False, 0), (False, 0)]
+    time.sleep(0.25)
+    assert throttle.allow() == (True, 2)

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -90,13 +91,40 @@ class RedactSecrets(logging.Filter):
         record.args = None
         facts = _facts(record)
         if facts:
-            setattr(record, _FIELDS, {k: self._clean(str(v)) for k, v in facts.items()})
+            clean = {k: self._clean(v) if isinstance(v, str) else v for k, v in facts.items()}
+            setattr(record, _FIELDS, clean)
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = self._clean(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
             record.msg += "\n" + record.exc_text
             record.exc_text = None
         return True
+
+
+class Throttle:
+    """At most ``burst`` lines per ``window`` seconds (for what clients can cause at
+    will, e.g. refused deliveries); :meth:`allow` also says how many were held back
+    since the last line let through."""
+
+    def __init__(self, burst: int = 20, window: float = 10.0):
+        self._burst = burst
+        self._window = window
+        self._start = -window
+        self._count = 0
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def allow(self) -> tuple[bool, int]:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._start >= self._window:
+                self._start, self._count = now, 0
+            if self._count >= self._burst:
+                self._held += 1
+                return False, 0
+            self._count += 1
+            held, self._held = self._held, 0
+            return True, held
 
 
 def secrets_from(environ: Mapping[str, str]) -> list[str]:

@@ -38,7 +38,7 @@ from bot.forge.base import Forge
 from bot.runtime.events import Ignored, MergeRequestEvent, PushEvent, header, parse_event
 from bot.runtime.httpd import BoundedHandler, BoundedHTTPServer, Limits
 from bot.runtime.journal import Journal
-from bot.runtime.logs import fields
+from bot.runtime.logs import Throttle, fields
 from bot.runtime.metrics import CONTENT_TYPE, Metrics
 from bot.runtime.pipeline_api import Pipeline
 from bot.runtime.queue import Job, Queue, Retention
@@ -291,6 +291,7 @@ class WebhookServer:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._httpd: BoundedHTTPServer | None = None
+        self._refusals = Throttle()
         self.metrics = Metrics(self.queue.counts, self._open_connections)
 
     def __repr__(self) -> str:
@@ -440,8 +441,14 @@ class WebhookServer:
         if reason:
             facts["reason"] = reason
         facts["seconds"] = round(seconds, 4)
-        level = logging.INFO if status < 400 or status == HTTPStatus.FORBIDDEN else logging.WARNING
-        log.log(level, "webhook %s", result, extra=fields(**facts))
+        if status >= 400 and status != HTTPStatus.FORBIDDEN:
+            # anyone can cause these at will: a flood must not flood the log too
+            shown, held = self._refusals.allow()
+            if not shown:
+                return
+            if held:
+                facts["not_logged"] = held
+        log.info("webhook %s", result, extra=fields(**facts))
 
     # --- workers -------------------------------------------------------------
 
