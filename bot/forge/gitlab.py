@@ -43,6 +43,16 @@ def _harmless_repeat(exc: gitlab.exceptions.GitlabError) -> bool:
     return exc.response_code == 409 or "Cannot transition status" in text
 
 
+class _Gitlab(gitlab.Gitlab):
+    """python-gitlab retrying a transient error twice, not ten times: its ten
+    retries sleep 102 s in all (with the forge down, whatever the timeout); the
+    queue retries the job later instead."""
+
+    def http_request(self, verb: str, path: str, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs.setdefault("max_retries", 2)
+        return super().http_request(verb, path, **kwargs)
+
+
 class GitLabForge(Forge):
     """One GitLab project, e.g. ``GitLabForge("https://gitlab.example.org", "group/wishlist", token)``."""
 
@@ -63,13 +73,11 @@ class GitLabForge(Forge):
         self._url = url.rstrip("/")
         self._project_path = project
         self._pipeline = pipeline
-        self._gl = gitlab.Gitlab(
+        self._gl = _Gitlab(
             self._url,
             private_token=token or None,
             timeout=timeout,
-            # python-gitlab retries 10 times with backoff (102 s with the forge down);
-            # the job's queue retries instead, so a failure shows within a few timeouts
-            retry_transient_errors=False,
+            retry_transient_errors=True,
             keep_base_url=True,
         )
         self._project_obj: Any = None

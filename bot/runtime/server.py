@@ -56,6 +56,18 @@ ForgeFor = Callable[[str, str], Forge]
 
 
 def limits_of(config: Config) -> Limits:
+    """The webhook limits of ``config``; each must be positive."""
+    for name in (
+        "webhook_max_connections",
+        "webhook_request_timeout",
+        "webhook_max_body",
+        "webhook_body_budget",
+    ):
+        if getattr(config, name) <= 0:
+            raise ConfigError(
+                f"{name} must be positive, not {getattr(config, name)}",
+                hint=f"set WISHBOT_{name.upper()}; see docs/operating.md for the default",
+            )
     return Limits(
         max_connections=config.webhook_max_connections,
         request_timeout=config.webhook_request_timeout,
