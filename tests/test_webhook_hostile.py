@@ -98,6 +98,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 "address": str(address),
                 "workers": False,
                 "config": LIMITS,
+                "log_format": "json",
             }
         )
     )
@@ -123,7 +124,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    assert "Traceback" not in log.read_text(), log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    entries = [json.loads(line) for line in text.splitlines()]  # every line is JSON
+    accepted = [e for e in entries if e["message"] == "webhook accepted"]
+    assert len(accepted) == len(_numbers) and SECRET not in text
 
 
 def refused(answer: Answer, *statuses: int) -> bool:
