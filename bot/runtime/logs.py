@@ -149,4 +149,6 @@ def configure(
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("bot").setLevel(min(level, logging.INFO))
+    # its retry warnings repeat what the job's own line says once
+    logging.getLogger("urllib3.connectionpool").setLevel(max(level, logging.ERROR))
     return handler
