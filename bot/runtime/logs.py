@@ -150,5 +150,7 @@ def configure(
     root.setLevel(logging.WARNING)
     logging.getLogger("bot").setLevel(min(level, logging.INFO))
     # its retry warnings repeat what the job's own line says once
-    logging.getLogger("urllib3.connectionpool").setLevel(max(level, logging.ERROR))
+    logging.getLogger("urllib3.connectionpool").setLevel(
+        logging.DEBUG if level <= logging.DEBUG else logging.ERROR
+    )
     return handler
