@@ -475,7 +475,11 @@ class WebhookServer:
             if job is None:
                 self._stop.wait(self._poll)
                 continue
-            self.run(job)
+            try:
+                self.run(job)
+            except Exception as exc:  # the queue could not record it: its lease runs out
+                log.error("cannot settle job %s: %s: %s", job.id, type(exc).__name__, exc)
+                self._stop.wait(self._poll * 10)
 
     def run(self, job: Job) -> None:
         """Run one claimed job and settle it in the queue; never raises. Its lease is
