@@ -358,3 +358,17 @@ def test_limits_must_be_positive(tmp_path: Path, forges: Forges) -> None:
             pipeline=RecordingPipeline(),
             forge_for=forges,
         )
+
+
+def test_what_the_headers_prove_before_the_body_is_read() -> None:
+    from bot.runtime.server import may_be_authentic
+
+    good_shape = {"X-Hub-Signature-256": "sha256=" + "ab" * 32}
+    assert may_be_authentic(good_shape, SECRET)
+    assert not may_be_authentic(good_shape, SECRET, "gitlab")  # GitLab sends tokens
+    assert not may_be_authentic({"X-Hub-Signature-256": "sha256=xyz"}, SECRET)
+    assert not may_be_authentic({"X-Hub-Signature-256": "sha1=" + "ab" * 20}, SECRET)
+    assert may_be_authentic({"X-Gitlab-Token": SECRET}, SECRET)
+    assert not may_be_authentic({"X-Gitlab-Token": SECRET[:-1]}, SECRET)
+    assert not may_be_authentic({"X-Gitlab-Token": SECRET}, SECRET, "github")
+    assert not may_be_authentic({}, SECRET)
