@@ -649,6 +649,7 @@ class _Handler(BoundedHandler):
             self._json(status, {"error": reason})
 
     def do_GET(self) -> None:
+        self.server.request_read(self.connection)  # a GET has no body: it is working now
         if self.path == "/healthz":
             self._answer(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
         elif self.path == "/metrics":
