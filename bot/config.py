@@ -72,6 +72,18 @@ class Config:
     listen: str = "127.0.0.1:8080"
     poll_interval: float = 60.0
     reapply_interval: float = 3600.0  # serve/watch: re-publish (tags move upstream) + gc; 0 = never
+    # the webhook server's limits (serve); see docs/operating.md
+    webhook_max_connections: int = 32  # connections served at once; more get 503
+    webhook_request_timeout: float = 10.0  # seconds per connection, in total
+    webhook_max_body: int = 4 * 2**20  # bytes of one delivery
+    webhook_body_budget: int = 32 * 2**20  # bytes of deliveries held in memory at once
+    webhook_replay_window: float = 7 * 24 * 3600.0  # seconds a delivery id / body is remembered
+    max_deliveries: int = 100_000  # remembered deliveries (ids and body digests)
+    job_retention_days: float = 30.0  # days finished jobs stay in the queue
+    max_finished_jobs: int = 10_000  # finished jobs kept in the queue
+    job_lease: float = 120.0  # seconds a claimed job is leased; renewed while it runs
+    job_deadline: float = 3600.0  # seconds a job may run before it is stopped and retried
+    log_format: str = "text"  # serve's logs: text or json
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> Config:

@@ -14,12 +14,23 @@ class WishbotError(Exception):
     """Root of every error wishbot raises on purpose."""
 
     exit_code = 1
+    #: whether the same work may succeed later (a queue retries it) or never will
+    retryable = False
 
-    def __init__(self, message: str, *, hint: str | None = None, where: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        where: str | None = None,
+        retryable: bool | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.where = where
+        if retryable is not None:
+            self.retryable = retryable
 
     def __str__(self) -> str:
         text = f"{self.where}: {self.message}" if self.where else self.message
@@ -73,6 +84,7 @@ class Unavailable(RegistryError):
     """
 
     kind = "unavailable"
+    retryable = True
 
 
 class Unsupported(RegistryError):
@@ -99,13 +111,19 @@ class RegistryRefused(RegistryError):
 class PublisherError(WishbotError):
     """The publisher (local tree or CernVM-FS) failed."""
 
+    retryable = True
+
 
 class UnsafeLayer(PublisherError):
     """A layer tries to escape its root or to bomb the publisher."""
 
+    retryable = False
+
 
 class BadLayer(PublisherError):
     """A layer blob is not a readable tar (corrupt, truncated, unknown compression)."""
+
+    retryable = False
 
 
 class LockedError(PublisherError):
@@ -116,4 +134,17 @@ class LockedError(PublisherError):
 
 
 class ForgeError(WishbotError):
-    """GitLab, GitHub or the local git forge failed."""
+    """GitLab, GitHub or the local git forge failed.
+
+    Retryable unless the adapter says otherwise (a 401, 403 or 404 will not go away).
+    """
+
+    retryable = True
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a job that failed with ``exc`` is worth running again: a wishbot error
+    says so itself; an OS or network error may go away; anything else is a bug."""
+    if isinstance(exc, WishbotError):
+        return exc.retryable
+    return isinstance(exc, OSError)

@@ -2,7 +2,9 @@
 
 It is ``wishbot serve`` with the pipeline and the forge chosen by the test:
 the GitHub fake's URL and token, and a pipeline that hangs in review while
-the file named ``hang`` exists (so the test can kill it mid-job).
+the file named ``hang`` exists (so the test can kill it mid-job). Optional
+settings: ``config`` (more :class:`Config` fields, e.g. the webhook limits),
+``workers`` (false: intake only) and ``log_format``; it logs like ``serve``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from types import FrameType
 from bot.config import Config
 from bot.forge.base import Forge
 from bot.forge.github import GitHubForge
+from bot.runtime.logs import configure
 from bot.runtime.pipeline_api import PLAN_MARKER, Publication, Review
 from bot.runtime.server import open_server
 
@@ -47,7 +50,13 @@ class HangingPipeline:
 
 def main() -> None:
     settings = json.loads(Path(sys.argv[1]).read_text())
-    config = Config(forge="github", listen="127.0.0.1:0", repositories=(settings["repository"],))
+    configure(settings.get("log_format", "text"))
+    config = Config(
+        forge="github",
+        listen="127.0.0.1:0",
+        repositories=(settings["repository"],),
+        **settings.get("config", {}),
+    )
 
     def forge_for(kind: str, repository: str) -> Forge:
         return GitHubForge(settings["api_url"], repository, settings["token"], write_interval=None)
@@ -58,9 +67,9 @@ def main() -> None:
         state_dir=Path(settings["state_dir"]),
         pipeline=HangingPipeline(Path(settings["hang"])),
         forge_for=forge_for,
-        visibility=settings["visibility"],
+        visibility=settings.get("visibility"),
     )
-    server.start()
+    server.start(workers=settings.get("workers", True))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         server.stop()

@@ -11,6 +11,7 @@ from types import FrameType
 
 from bot.config import Config
 from bot.errors import ConfigError
+from bot.runtime.logs import FORMATS, configure
 from bot.runtime.server import open_server
 from bot.runtime.wiring import Forges, load_pipeline, state_dir
 
@@ -22,11 +23,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "serve",
         help="receive GitLab/GitHub webhooks and run reviews and publications",
         description="Serve webhooks on --listen. The secret comes from WISHBOT_WEBHOOK_SECRET; "
-        "only the configured repositories are accepted. GET /healthz and /metrics.",
+        "only the configured repositories are accepted. GET /healthz and /metrics. "
+        "Logs one line per delivery and job at INFO; limits in docs/operating.md.",
     )
     parser.add_argument("--listen", help="HOST:PORT (default: the listen setting)")
     parser.add_argument("--state-dir", help="queue and journal directory (default: state_dir)")
     parser.add_argument("--plan-workers", type=int, default=4, help="parallel reviews")
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        help="one line per delivery and job on stderr, as text or JSON (default: log_format)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -34,6 +41,13 @@ def run(args: argparse.Namespace) -> int:
     config = Config.load()
     if args.listen:
         config = replace(config, listen=args.listen)
+    log_format = args.log_format or config.log_format
+    if log_format not in FORMATS:
+        raise ConfigError(
+            f"log_format {log_format!r} is not one of {', '.join(FORMATS)}",
+            hint="set WISHBOT_LOG_FORMAT=text or json",
+        )
+    configure(log_format, level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO)
     secret = os.environ.get("WISHBOT_WEBHOOK_SECRET", "")
     if not secret.strip():
         raise ConfigError(

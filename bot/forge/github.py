@@ -88,6 +88,9 @@ class GitHubForge(Forge):
             raise ForgeError(
                 f"GitHub {self._name}: {what} failed: HTTP {exc.status}: {cut(message, 300)}",
                 hint=_hint(exc.status),
+                retryable=exc.status >= 500
+                or exc.status in (408, 409, 429)
+                or "rate limit" in message.lower(),
             ) from None
         except requests.RequestException as exc:
             raise ForgeError(

@@ -43,6 +43,16 @@ def _harmless_repeat(exc: gitlab.exceptions.GitlabError) -> bool:
     return exc.response_code == 409 or "Cannot transition status" in text
 
 
+class _Gitlab(gitlab.Gitlab):
+    """python-gitlab retrying a transient error twice, not ten times: its ten
+    retries sleep 102 s in all (with the forge down, whatever the timeout); the
+    queue retries the job later instead."""
+
+    def http_request(self, verb: str, path: str, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs.setdefault("max_retries", 2)
+        return super().http_request(verb, path, **kwargs)
+
+
 class GitLabForge(Forge):
     """One GitLab project, e.g. ``GitLabForge("https://gitlab.example.org", "group/wishlist", token)``."""
 
@@ -63,7 +73,7 @@ class GitLabForge(Forge):
         self._url = url.rstrip("/")
         self._project_path = project
         self._pipeline = pipeline
-        self._gl = gitlab.Gitlab(
+        self._gl = _Gitlab(
             self._url,
             private_token=token or None,
             timeout=timeout,
@@ -91,6 +101,7 @@ class GitLabForge(Forge):
             raise ForgeError(
                 f"GitLab {self._project_path}: {what} failed: {code}{cut(str(exc.error_message), 300)}",
                 hint=_hint(exc.response_code),
+                retryable=_retryable(exc.response_code),
             ) from None
         except requests.RequestException as exc:
             raise ForgeError(
@@ -256,6 +267,11 @@ class GitLabForge(Forge):
                 {"branch": branch, "commit_message": commit_message(message), "actions": actions}
             )
         return str(commit.id)
+
+
+def _retryable(code: int | None) -> bool:
+    """A refusal (401, 403, 404, 422) will not go away; 5xx, 429, 409 and no answer may."""
+    return code is None or code >= 500 or code in (408, 409, 429)
 
 
 def _hint(code: int | None) -> str:

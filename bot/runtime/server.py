@@ -1,46 +1,88 @@
 """The webhook server: authenticate, queue durably, answer fast, work in the background.
 
-- ``POST /webhook`` (or ``/``): the signature (``X-Hub-Signature-256``) or
-  token (``X-Gitlab-Token``) is checked over the raw body *before* anything
-  is parsed; replays and duplicate deliveries are dropped; only allow-listed
+- ``POST /webhook`` (or ``/``): what the headers can prove is checked before
+  any body byte is read (a ``Content-Length`` within ``webhook_max_body``,
+  the GitLab token, the shape of GitHub's signature); the body is then read
+  within its limits and GitHub's HMAC checked over it before anything is
+  parsed. Replays are dropped (the same delivery id, or the same signed body
+  under a new id within ``webhook_replay_window``); only allow-listed
   repositories are accepted; the event is queued and the request answered.
+  Connections and their time are bounded (:mod:`bot.runtime.httpd`).
 - workers: several review (plan) workers in parallel, ONE publish worker so
-  publications never overlap.
-- ``GET /healthz`` and ``GET /metrics`` (Prometheus text format).
+  publications never overlap. A running job's lease is renewed while it runs,
+  so it is never handed to a second worker; a review has a total deadline.
+- one log line per delivery and per job (:mod:`bot.runtime.logs`);
+  ``GET /healthz`` and ``GET /metrics`` (:mod:`bot.runtime.metrics`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
 import logging
+import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from bot.config import Config
-from bot.errors import ConfigError, WishbotError
+from bot.errors import ConfigError, WishbotError, is_retryable
 from bot.forge.base import Forge
 from bot.runtime.events import Ignored, MergeRequestEvent, PushEvent, header, parse_event
+from bot.runtime.httpd import BoundedHandler, BoundedHTTPServer, Limits
 from bot.runtime.journal import Journal
+from bot.runtime.logs import Throttle, fields
+from bot.runtime.metrics import CONTENT_TYPE, Metrics
 from bot.runtime.pipeline_api import Pipeline
-from bot.runtime.queue import Job, Queue
+from bot.runtime.queue import Job, Queue, Retention
 from bot.runtime.workflow import Outcome, on_merge_request, on_push, on_schedule, recover
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 25 * 2**20  # GitHub caps payloads at 25 MB
 MAX_ATTEMPTS = 6
 REVIEW = "review"
 PUBLISH = "publish"
 MAINTAIN = "maintain"  # periodic re-publication (tags move upstream) and gc
+_SIGNATURE = re.compile(r"sha256=[0-9a-fA-F]{64}")
 
 ForgeFor = Callable[[str, str], Forge]
+
+
+def limits_of(config: Config) -> Limits:
+    """The webhook limits of ``config``; each must be positive."""
+    for name in (
+        "webhook_max_connections",
+        "webhook_request_timeout",
+        "webhook_max_body",
+        "webhook_body_budget",
+    ):
+        if getattr(config, name) <= 0:
+            raise ConfigError(
+                f"{name} must be positive, not {getattr(config, name)}",
+                hint=f"set WISHBOT_{name.upper()}; see docs/operating.md for the default",
+            )
+    return Limits(
+        max_connections=config.webhook_max_connections,
+        request_timeout=config.webhook_request_timeout,
+        max_body=config.webhook_max_body,
+        body_budget=max(config.webhook_body_budget, config.webhook_max_body),
+    )
+
+
+def retention_of(config: Config) -> Retention:
+    return Retention(
+        replay_window=config.webhook_replay_window,
+        max_deliveries=config.max_deliveries,
+        job_days=config.job_retention_days,
+        max_finished_jobs=config.max_finished_jobs,
+    )
 
 
 # --- authentication ---------------------------------------------------------------
@@ -66,6 +108,19 @@ def verify(headers: Mapping[str, str], body: bytes, secret: str, forge: str = ""
     return None
 
 
+def may_be_authentic(headers: Mapping[str, str], secret: str, forge: str = "") -> bool:
+    """What the headers alone can prove, before any body byte is read: a GitLab
+    token must be the secret (compared in constant time); a GitHub signature
+    must at least look like one. :func:`verify` decides after the body."""
+    if not secret:
+        return False
+    token = header(headers, "X-Gitlab-Token")
+    if token and forge in ("", "gitlab"):
+        return hmac.compare_digest(token.encode(), secret.encode())
+    signature = header(headers, "X-Hub-Signature-256").strip()
+    return forge in ("", "github") and _SIGNATURE.fullmatch(signature) is not None
+
+
 def delivery_id(headers: Mapping[str, str], body: bytes) -> str:
     """The delivery's unique id (GitHub, GitLab), else a hash of its body."""
     for name in ("X-GitHub-Delivery", "X-Gitlab-Event-UUID"):
@@ -75,63 +130,54 @@ def delivery_id(headers: Mapping[str, str], body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
-# --- metrics ---------------------------------------------------------------------
-
-
-class Metrics:
-    """Counters and duration sums, rendered in the Prometheus text format."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        self._help = {
-            "wishbot_webhook_events_total": "Webhook deliveries by result.",
-            "wishbot_jobs_total": "Finished jobs by kind and outcome.",
-            "wishbot_job_failures_total": "Jobs that raised or failed, by kind.",
-            "wishbot_job_duration_seconds_sum": "Total seconds spent in jobs, by kind.",
-            "wishbot_job_duration_seconds_count": "Jobs timed, by kind.",
-        }
-
-    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
-        key = (name, tuple(sorted(labels.items())))
-        with self._lock:
-            self._counters[key] = self._counters.get(key, 0.0) + value
-
-    def value(self, name: str, **labels: str) -> float:
-        with self._lock:
-            return self._counters.get((name, tuple(sorted(labels.items()))), 0.0)
-
-    def render(self, gauges: Mapping[str, Mapping[str, float]] | None = None) -> str:
-        lines: list[str] = []
-        with self._lock:
-            items = sorted(self._counters.items())
-        seen: set[str] = set()
-        for (name, labels), value in items:
-            if name not in seen:
-                seen.add(name)
-                kind = "counter" if name.endswith("_total") else "untyped"
-                lines.append(f"# HELP {name} {self._help.get(name, name)}")
-                lines.append(f"# TYPE {name} {kind}")
-            lines.append(f"{name}{_labels(labels)} {value:g}")
-        for name, series in (gauges or {}).items():
-            lines.append(f"# HELP {name} {name.replace('_', ' ')}")
-            lines.append(f"# TYPE {name} gauge")
-            for label, value in sorted(series.items()):
-                lines.append(f'{name}{{state="{_escape_label(label)}"}} {value:g}')
-        return "\n".join(lines) + "\n"
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(labels: tuple[tuple[str, str], ...]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels) + "}"
+def body_digest(headers: Mapping[str, str], body: bytes) -> str:
+    """What the signature covers, as a replay key: the event kind and the body
+    (a delivery id is not signed, so a replayer can change it at will)."""
+    kind = header(headers, "X-GitHub-Event") or header(headers, "X-Gitlab-Event")
+    digest = hashlib.sha256(kind.encode() + b"\n" + body).hexdigest()
+    return f"body:{digest}"
 
 
 # --- the jobs --------------------------------------------------------------------
+
+
+class DeadlineExceeded(WishbotError):
+    """A job ran past its total deadline (``job_deadline``)."""
+
+    retryable = True
+
+
+class _DeadlineForge:
+    """A forge whose reads refuse to start once the job's deadline has passed.
+
+    The writes that report an outcome (statuses, the comment) always go
+    through, so a stopped job still ends every status it opened. Each forge
+    call is bounded by the forge's own timeout, so a job ends at most one
+    call after its deadline.
+    """
+
+    _REPORTING = frozenset({"set_status", "upsert_comment", "repository", "kind", "limits"})
+
+    def __init__(self, forge: Forge, deadline: float, seconds: float):
+        self._forge = forge
+        self._deadline = deadline
+        self._seconds = seconds
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._forge, name)
+        if name in self._REPORTING or not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if time.monotonic() > self._deadline:
+                raise DeadlineExceeded(
+                    f"the job ran longer than its deadline of {self._seconds:g} s",
+                    hint="the forge or a registry is too slow; the job will be retried "
+                    "(raise job_deadline if such jobs are expected)",
+                )
+            return value(*args, **kwargs)
+
+        return call
 
 
 def run_job(
@@ -143,10 +189,17 @@ def run_job(
     forge_for: ForgeFor,
     max_attempts: int = MAX_ATTEMPTS,
 ) -> Outcome:
-    """Do one queued job: review a merge request or publish a pushed branch."""
+    """Do one queued job: review a merge request or publish a pushed branch.
+
+    A review must finish within ``config.job_deadline`` seconds; a publication
+    is bounded by its lease renewal instead (it may legitimately take hours).
+    """
     payload = job.payload
     forge = forge_for(str(payload["forge"]), str(payload["repository"]))
     if job.kind == REVIEW:
+        if config.job_deadline > 0:
+            deadline = time.monotonic() + config.job_deadline
+            forge = cast(Forge, _DeadlineForge(forge, deadline, config.job_deadline))
         mr = forge.merge_request(str(payload["number"]))
         return on_merge_request(forge, pipeline, mr, config, journal)
     if job.kind == PUBLISH:
@@ -162,6 +215,47 @@ def run_job(
     if job.kind == MAINTAIN:
         return on_schedule(forge, pipeline, config, journal)
     raise WishbotError(f"unknown job kind {job.kind!r}")
+
+
+def _job_facts(job: Job) -> dict[str, Any]:
+    """What a log line says about a job: which repository, request, branch, commit."""
+    payload = job.payload
+    facts: dict[str, Any] = {"job": job.id, "kind": job.kind, "attempt": job.attempts}
+    for name in ("repository", "number", "branch", "sha"):
+        if name in payload:
+            facts[name] = str(payload[name])
+    return facts
+
+
+class _Heartbeat:
+    """Renews a running job's lease every third of it until stopped."""
+
+    def __init__(self, queue: Queue, job: Job):
+        self._queue = queue
+        self._job = job
+        self._stop = threading.Event()
+        self.lost = False
+        self._thread = threading.Thread(
+            target=self._beat, name=f"wishbot-lease-{job.id}", daemon=True
+        )
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(max(self._queue.visibility / 3, 0.05)):
+            try:
+                if not self._queue.renew(self._job):
+                    self.lost = True
+                    log.warning("job lost its lease", extra=fields(**_job_facts(self._job)))
+                    return
+            except Exception as exc:  # the database is busy: try again next beat
+                log.warning("cannot renew a job's lease: %s", type(exc).__name__)
 
 
 # --- the server ------------------------------------------------------------------
@@ -195,11 +289,11 @@ class WebhookServer:
                 hint="set repositories (WISHBOT_REPOSITORIES=owner/name,...)",
             )
         self.config = config
+        self.limits = limits_of(config)
         self.queue = queue
         self.journal = journal
         self.pipeline = pipeline
         self.forge_for = forge_for
-        self.metrics = Metrics()
         self._secret = secret
         self._allowed = {r.lower() for r in config.repositories}
         self._plan_workers = max(plan_workers, 1)
@@ -208,10 +302,15 @@ class WebhookServer:
         self._max_attempts = max(max_attempts, 1)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: BoundedHTTPServer | None = None
+        self._refusals = Throttle()
+        self.metrics = Metrics(self.queue.counts, self._open_connections)
 
     def __repr__(self) -> str:
         return f"WebhookServer(listen={self.config.listen!r})"
+
+    def _open_connections(self) -> int:
+        return self._httpd.open_connections if self._httpd is not None else 0
 
     @property
     def address(self) -> tuple[str, int]:
@@ -223,10 +322,15 @@ class WebhookServer:
     def start(self, *, workers: bool = True) -> None:
         host, _, port = self.config.listen.rpartition(":")
         try:
-            self._httpd = ThreadingHTTPServer((host or "127.0.0.1", int(port)), _handler(self))
+            self._httpd = BoundedHTTPServer(
+                (host or "127.0.0.1", int(port)),
+                _Handler,
+                self.limits,
+                on_refused=lambda reason: self.metrics.refused.labels(reason).inc(),
+            )
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot listen on {self.config.listen}: {exc}") from None
-        self._httpd.daemon_threads = True
+        self._httpd.webhooks = self  # type: ignore[attr-defined]
         httpd = self._httpd
         self._spawn("wishbot-http", lambda: httpd.serve_forever(poll_interval=0.1))
         if workers:
@@ -236,6 +340,15 @@ class WebhookServer:
                 self._spawn(f"wishbot-review-{n}", lambda: self._work((REVIEW,)))
         if self.config.reapply_interval > 0 and self.config.forge:
             self._spawn("wishbot-schedule", self._schedule)
+        log.info(
+            "serving webhooks",
+            extra=fields(
+                listen=f"{self.address[0]}:{self.address[1]}",
+                max_connections=self.limits.max_connections,
+                request_timeout=self.limits.request_timeout,
+                max_body=self.limits.max_body,
+            ),
+        )
 
     def _schedule(self) -> None:
         """Every ``reapply_interval`` seconds, queue maintenance of each repository."""
@@ -247,8 +360,8 @@ class WebhookServer:
             payload = {"forge": self.config.forge, "repository": repository}
             try:
                 self.queue.put(MAINTAIN, f"maintain:{repository}", payload)
-            except Exception:
-                log.exception("cannot queue maintenance of %s", repository)
+            except Exception as exc:
+                log.error("cannot queue maintenance of %s: %s", repository, exc)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -271,22 +384,33 @@ class WebhookServer:
 
     # --- webhook intake ------------------------------------------------------
 
+    def may_be_authentic(self, headers: Mapping[str, str]) -> bool:
+        return may_be_authentic(headers, self._secret, self.config.forge)
+
     def accept(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         """Handle one delivery; returns the HTTP status and a JSON answer."""
+        status, answer, _ = self.intake(headers, body)
+        return status, answer
+
+    def intake(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, Any], dict[str, Any]]:
+        """:meth:`accept`, and what the log line says about the job (if any)."""
         signed_by = verify(headers, body, self._secret, self.config.forge)
         if signed_by is None:
-            self.metrics.inc("wishbot_webhook_events_total", result="unauthorized")
-            return HTTPStatus.UNAUTHORIZED, {"error": "bad or missing signature/token"}
+            return HTTPStatus.UNAUTHORIZED, {"error": "bad or missing signature/token"}, {}
         event = parse_event(headers, body)
         if isinstance(event, Ignored):
-            self.metrics.inc("wishbot_webhook_events_total", result="ignored")
-            return HTTPStatus.ACCEPTED, {"status": "ignored", "reason": event.reason}
+            return HTTPStatus.ACCEPTED, {"status": "ignored", "reason": event.reason}, {}
         if event.forge != signed_by:
-            self.metrics.inc("wishbot_webhook_events_total", result="unauthorized")
-            return HTTPStatus.UNAUTHORIZED, {"error": "event headers do not match the signature"}
+            return (
+                HTTPStatus.UNAUTHORIZED,
+                {"error": "event headers do not match the signature"},
+                {},
+            )
         if event.repository.lower() not in self._allowed:
-            self.metrics.inc("wishbot_webhook_events_total", result="forbidden")
-            return HTTPStatus.FORBIDDEN, {"error": "repository is not allow-listed"}
+            facts = {"repository": event.repository}
+            return HTTPStatus.FORBIDDEN, {"error": "repository is not allow-listed"}, facts
         payload = {"forge": event.forge, "repository": event.repository}
         if isinstance(event, MergeRequestEvent):
             kind, key = REVIEW, f"review:{event.repository}:{event.number}"
@@ -295,12 +419,48 @@ class WebhookServer:
             assert isinstance(event, PushEvent)
             kind, key = PUBLISH, f"publish:{event.repository}:{event.branch}"
             payload.update(branch=event.branch, sha=event.sha)
-        result = self.queue.put(kind, key, payload, delivery=delivery_id(headers, body))
-        if result == "duplicate":
-            self.metrics.inc("wishbot_webhook_events_total", result="duplicate")
-            return HTTPStatus.OK, {"status": "duplicate"}
-        self.metrics.inc("wishbot_webhook_events_total", result="accepted")
-        return HTTPStatus.ACCEPTED, {"status": result}
+        result = self.queue.put(
+            kind,
+            key,
+            payload,
+            delivery=delivery_id(headers, body),
+            digest=body_digest(headers, body),
+        )
+        status = HTTPStatus.OK if result == "duplicate" else HTTPStatus.ACCEPTED
+        return status, {"status": result}, dict(payload, kind=kind)
+
+    def note_delivery(
+        self,
+        status: int,
+        answer: Mapping[str, Any],
+        headers: Mapping[str, str],
+        seconds: float,
+        job: Mapping[str, Any],
+    ) -> None:
+        """Count and log one delivery: what it was, what came of it, how long it took."""
+        result = _result_of(status, answer)
+        self.metrics.webhooks.labels(result).inc()
+        self.metrics.webhook_seconds.observe(seconds)
+        facts: dict[str, Any] = {
+            "result": answer.get("status", result),
+            "status": status,
+            "event": header(headers, "X-GitHub-Event") or header(headers, "X-Gitlab-Event"),
+            "delivery": header(headers, "X-GitHub-Delivery")
+            or header(headers, "X-Gitlab-Event-UUID"),
+        }
+        facts.update({k: v for k, v in job.items() if k != "forge"})
+        reason = answer.get("reason") or answer.get("error")
+        if reason:
+            facts["reason"] = reason
+        facts["seconds"] = round(seconds, 4)
+        if status >= 400 and status != HTTPStatus.FORBIDDEN:
+            # anyone can cause these at will: a flood must not flood the log too
+            shown, held = self._refusals.allow()
+            if not shown:
+                return
+            if held:
+                facts["not_logged"] = held
+        log.info("webhook %s", result, extra=fields(**facts))
 
     # --- workers -------------------------------------------------------------
 
@@ -308,57 +468,111 @@ class WebhookServer:
         while not self._stop.is_set():
             try:
                 job = self.queue.claim(kinds)
-            except Exception:
-                log.exception("cannot read the queue")
+            except Exception as exc:
+                log.error("cannot read the queue: %s", exc)
                 self._stop.wait(self._poll * 10)
                 continue
             if job is None:
                 self._stop.wait(self._poll)
                 continue
-            self.run(job)
+            try:
+                self.run(job)
+            except Exception as exc:  # the queue could not record it: its lease runs out
+                log.error("cannot settle job %s: %s: %s", job.id, type(exc).__name__, exc)
+                self._stop.wait(self._poll * 10)
 
     def run(self, job: Job) -> None:
-        """Run one claimed job and settle it in the queue; never raises."""
+        """Run one claimed job and settle it in the queue; never raises. Its lease is
+        renewed while it runs, so no other worker can claim it meanwhile."""
         started = time.monotonic()
-        try:
-            outcome = run_job(
-                job,
-                config=self.config,
-                pipeline=self.pipeline,
-                journal=self.journal,
-                forge_for=self.forge_for,
-                max_attempts=self._max_attempts,
-            )
-        except Exception as exc:
-            error = str(exc) if isinstance(exc, WishbotError) else f"{type(exc).__name__}: {exc}"
-            log.warning("job %s (%s) failed: %s", job.id, job.kind, error)
-            self.metrics.inc("wishbot_job_failures_total", kind=job.kind)
-            self.metrics.inc("wishbot_jobs_total", kind=job.kind, outcome="error")
-            self._settle(job, retry=True, error=error)
-        else:
-            self.metrics.inc("wishbot_jobs_total", kind=job.kind, outcome=outcome.action)
-            if outcome.action == "failed":
-                self.metrics.inc("wishbot_job_failures_total", kind=job.kind)
-            self._settle(job, retry=outcome.retry, error=outcome.detail)
-        finally:
-            elapsed = time.monotonic() - started
-            self.metrics.inc("wishbot_job_duration_seconds_sum", elapsed, kind=job.kind)
-            self.metrics.inc("wishbot_job_duration_seconds_count", kind=job.kind)
+        facts = _job_facts(job)
+        with _Heartbeat(self.queue, job):
+            try:
+                outcome = run_job(
+                    job,
+                    config=self.config,
+                    pipeline=self.pipeline,
+                    journal=self.journal,
+                    forge_for=self.forge_for,
+                    max_attempts=self._max_attempts,
+                )
+            except Exception as exc:
+                error = (
+                    str(exc) if isinstance(exc, WishbotError) else f"{type(exc).__name__}: {exc}"
+                )
+                retry = is_retryable(exc)
+                action, detail, ok = "error", error, False
+            else:
+                retry, action, detail, ok = (
+                    outcome.retry,
+                    outcome.action,
+                    outcome.detail,
+                    outcome.ok,
+                )
+                if outcome.sha:
+                    facts["sha"] = outcome.sha
+        seconds = time.monotonic() - started
+        self.metrics.job_seconds.labels(job.kind).observe(seconds)
+        if action in ("error", "failed"):
+            self.metrics.job_failures.labels(job.kind).inc()
+        state = self._settle(job, retry=retry, error=detail, raised=action == "error")
+        self.metrics.jobs.labels(job.kind, action if state != "lost" else "lost").inc()
+        facts.update(outcome=action, queue=state, seconds=round(seconds, 3), detail=detail)
+        level = logging.INFO if ok and action != "error" else logging.WARNING
+        log.log(level, "job %s %s", job.kind, action, extra=fields(**facts))
 
-    def _settle(self, job: Job, *, retry: bool, error: str) -> None:
-        if not retry:
-            self.queue.done(job)
-        elif job.attempts >= self._max_attempts:
-            self.queue.fail(job, error)
+    def _settle(self, job: Job, *, retry: bool, error: str, raised: bool = False) -> str:
+        """Done, retried later or failed for good (after its last attempt, or at once
+        when it raised an error not worth retrying); "lost" when the lease was lost."""
+        if not retry and not raised:
+            state, settled = "done", self.queue.done(job)
+        elif not retry or job.attempts >= self._max_attempts:
+            state, settled = "failed", self.queue.fail(job, error)
         else:
-            self.queue.retry(job, self._backoff * 2 ** (job.attempts - 1), error)
+            state = "retry"
+            settled = self.queue.retry(job, self._backoff * 2 ** (job.attempts - 1), error)
+        return state if settled else "lost"
 
     def metrics_text(self) -> str:
-        try:
-            counts = {k: float(v) for k, v in self.queue.counts().items()}
-        except Exception:
-            counts = {}
-        return self.metrics.render({"wishbot_queue_jobs": counts})
+        return self.metrics.render().decode()
+
+
+def _result_of(status: int, answer: Mapping[str, Any]) -> str:
+    """The ``result`` label of a delivery's answer."""
+    named: dict[int, str] = {
+        HTTPStatus.UNAUTHORIZED: "unauthorized",
+        HTTPStatus.FORBIDDEN: "forbidden",
+        HTTPStatus.BAD_REQUEST: "bad_request",
+        HTTPStatus.LENGTH_REQUIRED: "length_required",
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "too_large",
+        HTTPStatus.SERVICE_UNAVAILABLE: "busy",
+    }
+    if status in named:
+        return named[status]
+    if status >= 400:
+        return "error"
+    result = str(answer.get("status", "error"))
+    return "accepted" if result in ("queued", "coalesced") else result
+
+
+def _lock_state_dir(state_dir: Path) -> IO[str]:
+    """Lock ``state_dir/serve.lock`` for as long as the returned file stays open, so
+    one server at a time owns the queue."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = (state_dir / "serve.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ConfigError(
+            f"another wishbot serve is using {state_dir}",
+            hint="stop it first, or give this one its own state_dir",
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def open_server(
@@ -369,77 +583,124 @@ def open_server(
     pipeline: Pipeline,
     forge_for: ForgeFor,
     plan_workers: int = 4,
-    visibility: float = 900.0,
+    visibility: float | None = None,
 ) -> WebhookServer:
-    """The server on ``state_dir``'s queue and journal, after failing the statuses a
-    previous (crashed) run left pending or running. Call ``start()`` on it."""
+    """The server on ``state_dir``'s queue and journal. At start-up, with the state
+    directory locked to this process, what a previous (crashed) run left behind is
+    settled at once, not when its lease runs out: its jobs are queued again (or
+    failed after their last attempt) and its open statuses failed with a reason.
+    Call ``start()`` on it."""
+    handle = _lock_state_dir(state_dir)
+    queue = Queue(
+        state_dir / "queue.sqlite",
+        visibility=config.job_lease if visibility is None else visibility,
+        retention=retention_of(config),
+    )
+    for job in queue.interrupted(MAX_ATTEMPTS, "interrupted: wishbot restarted while it ran"):
+        again = "failed" if job.attempts >= MAX_ATTEMPTS else "queued again"
+        log.warning("job interrupted by a restart: %s", again, extra=fields(**_job_facts(job)))
+    queue.prune()
     journal = Journal(state_dir / "journal.sqlite")
     for repository in config.repositories if config.forge else ():
         count = recover(forge_for(config.forge, repository), journal)
         if count:
             log.warning(
-                "%s: failed %d status(es) a previous run left unfinished", repository, count
+                "failed the statuses a previous run left unfinished",
+                extra=fields(repository=repository, statuses=count),
             )
-    return WebhookServer(
+    server = WebhookServer(
         config,
         secret=secret,
-        queue=Queue(state_dir / "queue.sqlite", visibility=visibility),
+        queue=queue,
         journal=journal,
         pipeline=pipeline,
         forge_for=forge_for,
         plan_workers=plan_workers,
     )
+    server._state_lock = handle  # type: ignore[attr-defined]  # held for the process's life
+    return server
 
 
-def _handler(server: WebhookServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "wishbot"
-        sys_version = ""
-        timeout = 10
+class _Handler(BoundedHandler):
+    server_version = "wishbot"
+    sys_version = ""
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.info("%s %s", self.address_string(), format % args)
+    @property
+    def webhooks(self) -> WebhookServer:
+        return cast(WebhookServer, self.server.webhooks)  # type: ignore[attr-defined]
 
-        def _answer(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
 
-        def _json(self, status: int, value: Mapping[str, Any]) -> None:
-            self._answer(status, json.dumps(value).encode() + b"\n", "application/json")
+    def _answer(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if status == HTTPStatus.SERVICE_UNAVAILABLE:
+            self.send_header("Retry-After", "1")
+        self.end_headers()
+        self.wfile.write(body)
 
-        def do_GET(self) -> None:
-            if self.path == "/healthz":
-                self._answer(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
-            elif self.path == "/metrics":
-                text = server.metrics_text().encode()
-                self._answer(HTTPStatus.OK, text, "text/plain; version=0.0.4; charset=utf-8")
-            else:
-                self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+    def _json(self, status: int, value: Mapping[str, Any]) -> None:
+        self._answer(status, json.dumps(value).encode() + b"\n", "application/json")
 
-        def do_POST(self) -> None:
-            if self.path not in ("/", "/webhook"):
-                self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
-                return
-            try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                self._json(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
-                return
-            if length < 0 or length > MAX_BODY:
-                self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
-                return
-            body = self.rfile.read(length)
-            headers = {k: v for k, v in self.headers.items()}
-            try:
-                status, answer = server.accept(headers, body)
-            except Exception as exc:
-                log.exception("webhook intake failed")
-                server.metrics.inc("wishbot_webhook_events_total", result="error")
-                self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": type(exc).__name__})
-                return
-            self._json(status, answer)
+    def refuse(self, status: int, reason: str) -> None:
+        with suppress(OSError):
+            self._json(status, {"error": reason})
 
-    return Handler
+    def do_GET(self) -> None:
+        self.server.request_read(self.connection)  # a GET has no body: it is working now
+        if self.path == "/healthz":
+            self._answer(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
+        elif self.path == "/metrics":
+            self._answer(HTTPStatus.OK, self.webhooks.metrics.render(), CONTENT_TYPE)
+        else:
+            self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        started = time.monotonic()
+        if self.path not in ("/", "/webhook"):
+            self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+            return
+        headers = {k: v for k, v in self.headers.items()}
+        status, answer, job = self._deliver(headers)
+        if self.cut_off():
+            return  # evicted or cut off at its deadline: nobody is listening any more
+        self.webhooks.note_delivery(status, answer, headers, time.monotonic() - started, job)
+        self._json(status, answer)
+
+    def _length(self) -> tuple[int, str]:
+        """The declared body length, or (an error status, its reason)."""
+        if self.headers.get("Transfer-Encoding"):
+            return HTTPStatus.LENGTH_REQUIRED, "send a Content-Length, not a chunked body"
+        text = self.headers.get("Content-Length", "").strip()
+        if not text:
+            return HTTPStatus.LENGTH_REQUIRED, "Content-Length required"
+        if not text.isdigit() or len(text) > 12:
+            return HTTPStatus.BAD_REQUEST, "bad Content-Length"
+        if int(text) > self.server.limits.max_body:
+            return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large"
+        return 0, text
+
+    def _deliver(self, headers: Mapping[str, str]) -> tuple[int, dict[str, Any], dict[str, Any]]:
+        """Check what the headers prove, read the body within its limits, accept it."""
+        status, detail = self._length()
+        if status:
+            return status, {"error": detail}, {}
+        length = int(detail)
+        if not self.webhooks.may_be_authentic(headers):
+            self.discard_body(length)
+            return HTTPStatus.UNAUTHORIZED, {"error": "bad or missing signature/token"}, {}
+        budget = self.server.budget
+        if not budget.reserve(length):
+            return HTTPStatus.SERVICE_UNAVAILABLE, {"error": "busy, try again"}, {}
+        try:
+            body = self.read_body(length)
+            if body is None:
+                return HTTPStatus.BAD_REQUEST, {"error": "body shorter than Content-Length"}, {}
+            return self.webhooks.intake(headers, body)
+        except Exception as exc:
+            log.error("webhook intake failed: %s: %s", type(exc).__name__, exc)
+            return HTTPStatus.SERVICE_UNAVAILABLE, {"error": type(exc).__name__}, {}
+        finally:
+            budget.release(length)
