@@ -146,7 +146,7 @@ def test_removal_shows_what_goes_and_until_when() -> None:
     plan = make_plan([], [], current, NOW, cvmfs_repo=REPO, removed=[gone, single])
     text = check_comment("comment-removal.md", plan)
     assert headline(plan).startswith("✅ Merging this change removes 4 paths")
-    assert "3 tags: ➖ 3 to remove: the path keeps working until 2026-03-31" in text
+    assert "3 tags: ➖ 3 to remove, served until 2026-03-31" in text
     assert "4 layers (40 MB) deleted after 30 days" in text
 
 

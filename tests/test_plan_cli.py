@@ -214,3 +214,20 @@ def test_catalog_command_markdown_and_json_files(
     assert f"unchanged {md}" in err
     assert md.stat().st_mtime_ns == stamp
     assert not list(tmp_path.rglob(".*.partial"))
+
+
+def test_catalog_command_writes_the_html_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WISHBOT_CONFIG", raising=False)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    page = tmp_path / "public" / "index.html"
+    argv = ["catalog", "--publisher", f"local:{tree}", "--cvmfs-repo", "unpacked.example.org"]
+    code, _, err = run([*argv, "--html", str(page)], capsys)
+    assert code == 0 and f"wrote {page}" in err
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and "0 image paths" in text
+    code, _, err = run([*argv, "--html", str(page), "--output", str(tmp_path / "out")], capsys)
+    assert code == 0 and f"unchanged {page}" in err  # deterministic
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"CATALOG.md", "catalog.json"}

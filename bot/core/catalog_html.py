@@ -149,7 +149,7 @@ def _row(entry: CatalogEntry) -> str:
         )
     return (
         f'<tr data-search="{escape_html(_search_text(entry))}">'
-        f'<td><div class="path"><code>{path}</code>'
+        f'<td><div class="path"><code>{path.replace("/", "/<wbr>")}</code>'
         f'<button type="button" data-copy="{path}" title="copy the path">Copy</button></div>'
         f"{leaving}{_details(entry)}</td>"
         f"<td><code>{escape_html(entry.tag)}</code></td>"

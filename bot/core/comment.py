@@ -321,12 +321,17 @@ class _Group:
         return len({c.path for c in self.changes if c.action == action})
 
 
+def _display(text: str) -> str:
+    """A wish as written, without the ``https://`` the recipe format asks for."""
+    return re.sub(r"^https?://", "", text.strip())
+
+
 def _groups(plan: Plan) -> list[_Group]:
     groups: dict[object, _Group] = {}
     for change in plan.images:
         if change.wish is not None:
             key: object = change.wish
-            name = change.wish.text or str(change.wish.reference)
+            name = _display(change.wish.text or str(change.wish.reference))
         else:
             key = ("removed", change.reference.normalized().name, change.action)
             name = change.reference.normalized().name if change.action == "remove" else change.path
@@ -417,13 +422,17 @@ def _single_cell(changes: Sequence[ImageChange]) -> str:
             text += f" {digest_code(old)} → {digest_code(new)}"
         elif new or old:
             text += f" {digest_code(new or old)}"
-    return text + _when(change)
+    return text + _when(change, short=True)
 
 
-def _when(change: ImageChange) -> str:
+def _when(change: ImageChange, *, short: bool = False) -> str:
     if change.retires is not None:
+        if short:
+            return f", served until {change.retires:%Y-%m-%d}"
         return f": the path keeps working until {change.retires:%Y-%m-%d}, then it is deleted"
     if change.eligible is not None:
+        if short:
+            return f", old one kept until {change.eligible:%Y-%m-%d}"
         return f" (old image deleted after {change.eligible:%Y-%m-%d})"
     return ""
 
@@ -445,7 +454,7 @@ def _wildcard_cell(group: _Group) -> str:
     if len(tags) > TAGS_SHOWN:
         shown += f" … and {len(tags) - TAGS_SHOWN} more"
     text = f"{plural(len(group.paths), 'tag')}: " + ", ".join(counts)
-    when = next((_when(c) for c in group.changes if c.retires or c.eligible), "")
+    when = next((_when(c, short=True) for c in group.changes if c.retires or c.eligible), "")
     return text + when + (f"<br>{shown}" if shown else "")
 
 
@@ -516,11 +525,11 @@ def _full_digests(digests: Iterable[str | None]) -> str:
 
 _IMAGE_HEADER = [
     "| Path | Platform | Change | Digest | New layers | Download |",
-    "| --- | --- | --- | --- | ---: | ---: |",
+    "| :--- | :--- | :--- | :--- | ---: | ---: |",
 ]
 _LAYER_HEADER = [
     "| Layer | Compressed | Unpacked | Images using it | Deleted after |",
-    "| --- | ---: | ---: | ---: | --- |",
+    "| :--- | ---: | ---: | ---: | :--- |",
 ]
 
 
@@ -627,7 +636,7 @@ def render_markdown(
                 "#### What merging does" if plan.base else "#### What applying does",
                 "",
                 "| Line | Wish | Change | Platforms | Download |",
-                "| ---: | --- | --- | --- | ---: |",
+                "| ---: | :--- | :--- | :--- | ---: |",
             ],
             (_group_row(g) for g in groups),
             [""],

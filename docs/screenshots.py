@@ -1,0 +1,125 @@
+"""Regenerate the screenshots in docs/: ``make screenshots`` (or ``python docs/screenshots.py``).
+
+The plan and publish comments are rendered the way a forge renders Markdown
+(CommonMark + tables + raw HTML, by markdown-it-py) with GitHub-like CSS in a
+900 px comment column; the catalog page and CATALOG.md at a 1,000 px window.
+Headless Chromium takes the pictures (tests/browser.py). The inputs are the
+sample plans and catalog of the golden tests, so the pictures show what the
+tests check.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from browser import dump_dom, screenshot  # noqa: E402
+from markdown_it import MarkdownIt  # noqa: E402
+from plan_samples import NOW, realistic_plan_inputs  # noqa: E402
+from test_catalog_render import realistic_state  # noqa: E402
+from test_comment_golden import LINKS  # noqa: E402
+
+from bot.core.catalog import catalog_markdown  # noqa: E402
+from bot.core.catalog_html import catalog_html  # noqa: E402
+from bot.core.comment import publish_comment, render_markdown  # noqa: E402
+from bot.core.plan import make_plan  # noqa: E402
+
+FORGE_CSS = """
+body{margin:0;background:#fff;color:#1f2328;
+font:14px/1.5 -apple-system,"Segoe UI","Noto Sans",Helvetica,Arial,sans-serif}
+.comment{box-sizing:border-box;width:WIDTHpx;margin:12px;border:1px solid #d1d9e0;
+border-radius:6px}
+.head{background:#f6f8fa;border-bottom:1px solid #d1d9e0;padding:8px 16px;color:#59636e;
+border-radius:6px 6px 0 0}
+.body{padding:16px}
+h1,h2,h3,h4{margin:16px 0 8px;font-weight:600;line-height:1.25}h3{font-size:20px}
+h4{font-size:16px}
+p,ul,table,details,pre{margin:0 0 12px}
+ul{padding-left:2em}
+code{font:85%/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:#eff1f3;
+padding:.2em .4em;border-radius:6px;white-space:break-spaces}
+pre{background:#f6f8fa;padding:12px 16px;border-radius:6px;overflow:auto}
+pre code{background:none;padding:0}
+table{display:block;width:max-content;max-width:100%;overflow:auto;border-collapse:collapse}
+th,td{border:1px solid #d1d9e0;padding:6px 13px}th{font-weight:600}
+tr:nth-child(2n){background:#f6f8fa}
+a{color:#0969da;text-decoration:none}
+sub{color:#59636e}
+hr{border:0;border-top:1px solid #d1d9e0;margin:16px 0}
+"""
+
+HEIGHT_PROBE = (
+    "<script>document.body.setAttribute('data-height',"
+    "String(Math.ceil(document.documentElement.scrollHeight)));</script>"
+)
+
+
+def forge_page(markdown: str, title: str, width: int = 900) -> str:
+    """A Markdown comment as a forge shows it: a box of ``width`` px with a header."""
+    body = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(markdown)
+    css = FORGE_CSS.replace("WIDTH", str(width))
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><style>{css}</style></head>'
+        f'<body><div class="comment"><div class="head"><b>wishbot</b> commented · {title}</div>'
+        f'<div class="body">{body}</div></div></body></html>'
+    )
+
+
+def shoot(html: str, name: str, width: int, work: Path) -> Path:
+    """Screenshot ``html`` at ``width`` px, as tall as the page is."""
+    page = work / f"{name}.html"
+    page.write_text(html.replace("</body>", HEIGHT_PROBE + "</body>"), encoding="utf-8")
+    dom = dump_dom(page.as_uri(), work / "profile", width=width, height=600)
+    marker = 'data-height="'
+    start = dom.index(marker) + len(marker)
+    height = int(dom[start : dom.index('"', start)]) + 16
+    page.write_text(html, encoding="utf-8")
+    output = DOCS / f"{name}.png"
+    screenshot(page.as_uri(), output, work / "profile", width, min(height, 4000))
+    return output
+
+
+def main() -> int:
+    wishes, resolutions, current, problems = realistic_plan_inputs()
+    plan = make_plan(
+        wishes, resolutions, current, NOW, cvmfs_repo="unpacked.cern.ch", problems=problems
+    )
+    comment = render_markdown(plan, title="wishbot plan for this change", links=LINKS)
+    published = publish_comment(
+        LINKS.commit,
+        ok=True,
+        description="2 images published",
+        published=(
+            "/cvmfs/unpacked.cern.ch/registry.hub.docker.com/library/centos:centos7",
+            "/cvmfs/unpacked.cern.ch/nvcr.io/nvidia/cuda:12.2.0-runtime-ubuntu22.04",
+        ),
+        failure=None,
+        retried=False,
+        links=LINKS,
+    )
+    catalog = realistic_state()
+    with tempfile.TemporaryDirectory(prefix="wishbot-screenshots-") as tmp:
+        work = Path(tmp)
+        outputs = [
+            shoot(forge_page(comment, "plan"), "comment", 930, work),
+            shoot(forge_page(published, "after the merge"), "publish-comment", 930, work),
+            shoot(catalog_html(catalog, grace_days=30), "catalog-page", 1000, work),
+            shoot(
+                forge_page(catalog_markdown(catalog, grace_days=30), "CATALOG.md", 980),
+                "catalog-md",
+                1010,
+                work,
+            ),
+        ]
+    for output in outputs:
+        print(f"wrote {output.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
