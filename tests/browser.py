@@ -12,6 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from markdown_it import MarkdownIt
+
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
 TIMEOUT = 60
 
@@ -61,3 +63,42 @@ def screenshot(url: str, output: Path, profile: Path, width: int, height: int) -
     _run([f"--window-size={width},{height}", f"--screenshot={output}", url], profile)
     if not output.exists():
         raise RuntimeError(f"chromium wrote no screenshot to {output}")
+
+
+#: GitHub-like look of a comment: a column of a given width; tables scroll inside it
+FORGE_CSS = """
+body{margin:0;background:#fff;color:#1f2328;
+font:14px/1.5 -apple-system,"Segoe UI","Noto Sans",Helvetica,Arial,sans-serif}
+.comment{box-sizing:border-box;width:WIDTHpx;margin:12px;border:1px solid #d1d9e0;
+border-radius:6px}
+.head{background:#f6f8fa;border-bottom:1px solid #d1d9e0;padding:8px 16px;color:#59636e;
+border-radius:6px 6px 0 0}
+.body{padding:16px}
+h1,h2,h3,h4{margin:16px 0 8px;font-weight:600;line-height:1.25}h3{font-size:20px}
+h4{font-size:16px}
+p,ul,table,details,pre{margin:0 0 12px}
+ul{padding-left:2em}
+code{font:85%/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:#eff1f3;
+padding:.2em .4em;border-radius:6px;white-space:break-spaces}
+pre{background:#f6f8fa;padding:12px 16px;border-radius:6px;overflow:auto}
+pre code{background:none;padding:0}
+table{display:block;width:max-content;max-width:100%;overflow:auto;border-collapse:collapse}
+th,td{border:1px solid #d1d9e0;padding:6px 13px}th{font-weight:600}
+tr:nth-child(2n){background:#f6f8fa}
+a{color:#0969da;text-decoration:none}
+sub{color:#59636e}
+hr{border:0;border-top:1px solid #d1d9e0;margin:16px 0}
+"""
+
+
+def forge_page(markdown: str, title: str, width: int = 900) -> str:
+    """A Markdown comment as a forge shows it: a box of ``width`` px with a header."""
+    body = (
+        MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(markdown)
+    )
+    css = FORGE_CSS.replace("WIDTH", str(width))
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><style>{css}</style></head>'
+        f'<body><div class="comment"><div class="head"><b>wishbot</b> commented · {title}</div>'
+        f'<div class="body">{body}</div></div></body></html>'
+    )

@@ -294,6 +294,13 @@ def _cost_line(plan: Plan) -> str:
         )
     if going:
         parts.append(f"{join_words(going)} deleted after {plan.grace_days} days")
+    retires = next((c.retires for c in plan.images if c.retires is not None), None)
+    if retires is not None:
+        one = plan.images_removed == 1
+        parts.append(
+            f"{plural(plan.images_removed, 'removed path')} keep{'s' if one else ''} working "
+            f"until {retires:%Y-%m-%d}, then {'it is' if one else 'they are'} deleted"
+        )
     if plan.unscheduled:
         parts.append(f"{plural(len(plan.unscheduled), 'scheduled deletion')} cancelled")
     if plan.images_unchanged:
@@ -422,18 +429,15 @@ def _single_cell(changes: Sequence[ImageChange]) -> str:
             text += f" {digest_code(old)} → {digest_code(new)}"
         elif new or old:
             text += f" {digest_code(new or old)}"
-    return text + _when(change, short=True)
+    return text + _when(change)
 
 
-def _when(change: ImageChange, *, short: bool = False) -> str:
+def _when(change: ImageChange) -> str:
+    """When a removed path or a replaced image goes (the cost line says it in full)."""
     if change.retires is not None:
-        if short:
-            return f", served until {change.retires:%Y-%m-%d}"
-        return f": the path keeps working until {change.retires:%Y-%m-%d}, then it is deleted"
+        return f", served until {change.retires:%Y-%m-%d}"
     if change.eligible is not None:
-        if short:
-            return f", old one kept until {change.eligible:%Y-%m-%d}"
-        return f" (old image deleted after {change.eligible:%Y-%m-%d})"
+        return f", old one kept until {change.eligible:%Y-%m-%d}"
     return ""
 
 
@@ -454,7 +458,7 @@ def _wildcard_cell(group: _Group) -> str:
     if len(tags) > TAGS_SHOWN:
         shown += f" … and {len(tags) - TAGS_SHOWN} more"
     text = f"{plural(len(group.paths), 'tag')}: " + ", ".join(counts)
-    when = next((_when(c, short=True) for c in group.changes if c.retires or c.eligible), "")
+    when = next((_when(c) for c in group.changes if c.retires or c.eligible), "")
     return text + when + (f"<br>{shown}" if shown else "")
 
 
@@ -503,10 +507,16 @@ def _image_row(change: ImageChange) -> str:
         escape_markdown(platform) if platform else "—",
         action,
         digest or "—",
-        str(len(change.new_layers)) if change.new_layers else "—",
-        human_size(change.download_bytes) if change.download_bytes else "—",
+        _download(change),
     ]
     return "| " + " | ".join(cells) + " |"
+
+
+def _download(change: ImageChange) -> str:
+    """``2.4 GB`` and, below, how many new layers that is."""
+    if not change.download_bytes:
+        return "—"
+    return f"{human_size(change.download_bytes)}<br>{plural(len(change.new_layers), 'layer')}"
 
 
 def _layer_row(layer: LayerChange) -> str:
@@ -524,8 +534,8 @@ def _full_digests(digests: Iterable[str | None]) -> str:
 
 
 _IMAGE_HEADER = [
-    "| Path | Platform | Change | Digest | New layers | Download |",
-    "| :--- | :--- | :--- | :--- | ---: | ---: |",
+    "| Path | Platform | Change | Digest | Download |",
+    "| :--- | :--- | :--- | :--- | ---: |",
 ]
 _LAYER_HEADER = [
     "| Layer | Compressed | Unpacked | Images using it | Deleted after |",
