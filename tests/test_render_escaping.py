@@ -33,6 +33,7 @@ HOSTILE = [
     "\u202eevil\u202c",
     "\u061cevil\u2066x\u2069\u200e\u200f\u200b\ufeff",
     "&lt;script&gt;",
+    "https://evil.example/phish www.evil.example",
 ]
 JOINED = " ".join(HOSTILE)
 
@@ -82,6 +83,8 @@ def assert_inert(html: str, allowed_comments: int = 0) -> None:
     assert "@everyone" not in outside_code
     assert "#1234" not in outside_code and "!56" not in outside_code
     assert "~label" not in outside_code
+    # no bare URL a forge would turn into a link (GFM autolinks)
+    assert "https://evil" not in outside_code and "www.evil" not in outside_code
     assert "\x1b" not in html and "\u202e" not in html and "\u061c" not in html
     assert "<code>code</code>" not in html
 

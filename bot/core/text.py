@@ -46,8 +46,8 @@ def escape_markdown(text: object) -> str:
 
     After :func:`clean`, HTML specials become entities, Markdown punctuation
     is backslash-escaped (``|`` included, so tables keep their shape), and a
-    word joiner after
-    ``@`` / ``#`` / ``!`` ... keeps forges from making mentions or references.
+    word joiner after ``@`` / ``#`` / ``!`` ... keeps forges from making
+    mentions or references, inside ``://`` and ``www.`` from making links.
     """
     out: list[str] = []
     for ch in clean(text):
@@ -59,7 +59,15 @@ def escape_markdown(text: object) -> str:
             out.append(f"\\{ch}")
         else:
             out.append(ch)
-    return "".join(out)
+    return _no_autolinks("".join(out))
+
+
+_AUTOLINK_RE = re.compile(r"(?i)(:)(//)|\b(www)(\.)")
+
+
+def _no_autolinks(text: str) -> str:
+    """A word joiner in ``://`` and ``www.`` so forges make no bare links (GFM autolinks)."""
+    return _AUTOLINK_RE.sub(lambda m: _WORD_JOINER.join(g for g in m.groups() if g), text)
 
 
 def code_span(text: object) -> str:
