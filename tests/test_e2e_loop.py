@@ -339,6 +339,21 @@ def test_nonexistent_tag_fails_validation_with_not_found_at_its_line(loop: Loop)
     assert "❌ not published" in wish_row
 
 
+def test_ignored_error_is_a_warning_in_the_comment_and_the_statuses(loop: Loop) -> None:
+    """ignoreErrors agrees with itself: statuses success, the comment says ⚠️, not ❌."""
+    hello = loop.push("hello", "1.0", "1.0")
+    missing = f"{loop.registry.host}/{hello.repository}:no-such-tag"
+    text = loop.wishlist([hello.reference, missing])
+    text = text.replace("input:", f"ignoreErrors: ['{missing}']\ninput:")
+    loop.commit("ignored", text)
+    comment, statuses = loop.review("ignored")
+    assert statuses[VALIDATE].startswith("success: ") and statuses[PLAN].startswith("success: ")
+    assert "❌" not in comment
+    assert comment.count("**✅ ") == 1 and "; 1 warning**" in comment
+    (wish_row,) = [line for line in comment.splitlines() if f"| `{missing}` |" in line]
+    assert "⚠️ not published (error ignored)" in wish_row
+
+
 @pytest.fixture
 def gitlab(loop: Loop) -> Iterator[FakeGitLab]:
     fake = FakeGitLab()

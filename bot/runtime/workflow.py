@@ -21,6 +21,7 @@ from bot.core.comment import (
     missing_wishlist_comment,
     publish_comment,
     render_markdown,
+    safe_url,
 )
 from bot.core.text import cut
 from bot.errors import ForgeError, WishbotError
@@ -62,7 +63,7 @@ class StatusSet:
         self._sha = sha
         self._ref = ref
         self._open: set[str] = set()
-        self._target_url = target_url or None  # where the forge's "Details" leads
+        self._target_url = safe_url(target_url) or None  # where the forge's "Details" leads
 
     def set(self, context: str, state: StatusState, description: str) -> None:
         """Send one status. An open state is journalled *before* it is sent, a final
