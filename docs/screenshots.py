@@ -71,6 +71,12 @@ def main() -> int:
         work = Path(tmp)
         outputs = [
             shoot(forge_page(comment, "plan"), "comment", 930, work),
+            shoot(
+                forge_page((ROOT / "tests/golden/comment-registry-down.md").read_text(), "plan"),
+                "comment-registry-down",
+                930,
+                work,
+            ),
             shoot(forge_page(published, "after the merge"), "publish-comment", 930, work),
             shoot(catalog_html(catalog, grace_days=30), "catalog-page", 1000, work),
             shoot(

@@ -603,10 +603,13 @@ def _footer(links: CommentLinks, cut: Sequence[str]) -> list[str]:
         ]
     rerun = "push a commit, or re-run the job" if safe_url(links.job_url) else "push a commit"
     tail = _links_line(links)
-    text = f"<sub>🔁 Updated on every push; to plan again, {rerun}."
-    text += f" Full plan: `{FULL_PLAN_COMMAND}`."
+    parts = [
+        f"🔁 Updated on every push; to plan again, {rerun}",
+        f"full plan: `{FULL_PLAN_COMMAND}`",
+    ]
     if tail:
-        text += f" · {tail}"
+        parts.append(tail)
+    text = "<sub>" + " · ".join(parts)
     return [*lines, text + "</sub>"]
 
 
