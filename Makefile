@@ -5,12 +5,14 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEBS   := docker-registry skopeo umoci apache2-utils bubblewrap git podman
+DEBS   := docker-registry skopeo umoci apache2-utils bubblewrap git podman chromium
 # only for `make bench`: a real Debian root file system and peak-memory figures
 BENCH_DEBS := debootstrap time
+# only for `make screenshots`: emoji as people's browsers show them
+SCREENSHOT_DEBS := chromium fonts-noto-color-emoji
 JOBS   ?= 2
 
-.PHONY: test demo lint typecheck pytest deps install-debs venv bench clean
+.PHONY: test demo lint typecheck pytest deps install-debs venv bench screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +54,11 @@ bench: venv deps
 	$(BIN)/python bench/resolve.py
 	$(BIN)/python bench/convert.py
 	$(BIN)/python bench/plan.py
+
+# docs/*.png: the plan comment and the catalog page as people see them (headless Chromium)
+screenshots: venv
+	@$(MAKE) --no-print-directory install-debs PKGS="$(SCREENSHOT_DEBS)"
+	$(BIN)/python docs/screenshots.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache build *.egg-info

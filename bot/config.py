@@ -67,6 +67,8 @@ class Config:
     wishlist_path: str = "wishlist.yaml"
     catalog_branch: str = ""  # default: the default branch
     catalog_dir: str = ""  # where CATALOG.md and catalog.json go in the wishlist repository
+    catalog_url: str = ""  # comments link here (default: CATALOG.md on the forge)
+    docs_url: str = ""  # comments link here for "how wishbot works" (your requesters' guide)
     plan_drafts: bool = True
     state_dir: str = ""  # durable queue and run records (serve/watch)
     listen: str = "127.0.0.1:8080"

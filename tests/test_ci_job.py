@@ -82,7 +82,7 @@ def wishlist(registry: LocalRegistry, references: list[str]) -> bytes:
 
 def image_row(comment: str, reference: str) -> str:
     """The image table row of ``reference`` in a plan comment."""
-    rows = [line for line in comment.splitlines() if line.startswith(f"| {reference} ")]
+    rows = [line for line in comment.splitlines() if line.startswith(f"| `{reference}` ")]
     assert len(rows) == 1, comment
     return rows[0]
 
@@ -122,6 +122,7 @@ class GitLabProject:
             "CI_DEFAULT_BRANCH": "main",
             "CI_COMMIT_SHA": sha,
             "CI_PIPELINE_ID": str(self.pipelines),
+            "CI_JOB_URL": f"{self.fake.url}/{self.fake.project}/-/jobs/{self.pipelines}",
             "GITLAB_TOKEN": self.fake.token,
             "WISHBOT_FORGE": "gitlab",
             "WISHBOT_WISHLIST_PATH": "wishlist.yaml",
@@ -195,11 +196,14 @@ def test_gitlab_review_publish_and_review_against_the_catalog(
     (plan,) = project.notes(iid, PLAN_MARKER)
     assert len(project.fake.mrs[iid].notes) == 1
     assert "➕ add" in image_row(plan, greeter.reference)
-    assert f"`{greeter.pushed.manifest_digest[:19]}`" in image_row(plan, greeter.reference)
+    assert f"`{greeter.pushed.manifest_digest[7:19]}`" in image_row(plan, greeter.reference)
     for name in (VALIDATE, PLAN):
         status = project.status(head, name)
         assert status["status"] == "success", status
         assert status["pipeline_id"] == pipeline and status["ref"] == "add-greeter"
+        assert (
+            status["target_url"] == f"{project.fake.url}/{project.fake.project}/-/jobs/{pipeline}"
+        )
     assert str(project.status(head, VALIDATE)["description"]).startswith("wishlist.yaml is valid")
     assert not project.tree.exists()  # a shared runner has no publisher
 
@@ -232,7 +236,7 @@ def test_gitlab_review_publish_and_review_against_the_catalog(
     for image in (hello, greeter):
         assert f"/cvmfs/{CVMFS_REPO}/{image.reference}" in catalog_md
     (note,) = project.notes(iid, PUBLISH_MARKER)
-    assert f"wishbot published {merge[:12]}" in note
+    assert f"✅ wishbot published `{merge[:12]}`" in note
     assert f"/cvmfs/{CVMFS_REPO}/{greeter.reference}" in note.replace("\\", "")
 
     # 3. a later request removing hello, reviewed with no publisher: the committed
@@ -242,8 +246,8 @@ def test_gitlab_review_publish_and_review_against_the_catalog(
     assert job.code == 0, job.output
     (plan2,) = project.notes(iid2, PLAN_MARKER)
     assert "➖ remove" in image_row(plan2, hello.reference)
-    assert f"`{hello.pushed.manifest_digest[:19]}`" in image_row(plan2, hello.reference)
-    assert "1 layer scheduled for removal" in plan2
+    assert f"`{hello.pushed.manifest_digest[7:19]}`" in image_row(plan2, hello.reference)
+    assert "1 layer deleted after the grace period" in plan2
     assert f"`{hello.pushed.layer_digests[1]}`" in plan2
     assert project.status(head2, PLAN)["status"] == "success"
 
@@ -432,9 +436,13 @@ def test_github_actions_review_and_publish(
     (comment,) = [c["body"] for c in fake.pulls[number].comments]
     assert PLAN_MARKER in comment
     assert "➕ add" in image_row(comment, greeter.reference)
+    run_page = f"{fake.base}/{fake.full_name}/actions/runs/"
     for context in (VALIDATE, PLAN):
         status = fake.status_of(head, context)
         assert status is not None and status["state"] == "success", status
+        # "Details" leads to the job's run page; the comment links it and the catalog
+        assert str(status["target_url"]).startswith(run_page), status
+    assert f"[job log]({run_page}" in comment and "[catalog](" in comment
 
     # the push job on main after the merge: publish (no thin images), commit the catalog
     merge = fake.merge(number)
@@ -456,7 +464,7 @@ def test_github_actions_review_and_publish(
     catalog_md = (fake.repo.file_at("main", CATALOG_MD) or b"").decode()
     assert f"/cvmfs/{CVMFS_REPO}/{greeter.reference}" in catalog_md
     notes = [c["body"] for c in fake.pulls[number].comments if PUBLISH_MARKER in c["body"]]
-    assert len(notes) == 1 and f"wishbot published {merge[:12]}" in notes[0]
+    assert len(notes) == 1 and f"✅ wishbot published `{merge[:12]}`" in notes[0]
 
 
 def test_gitlab_scheduled_pipeline_collects_and_republishes_a_moved_tag(

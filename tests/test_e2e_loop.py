@@ -155,12 +155,12 @@ def layer_bytes(*images: DemoImage) -> int:
 
 
 def _image_rows(comment: str) -> dict[str, str]:
-    """Image table rows of a plan comment: reference -> the whole row."""
+    """Rows of a plan comment's every-image table: reference -> the whole row."""
     rows = {}
     for line in comment.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and len(cells) == 6 and "/" in cells[0]:
-            rows[cells[0]] = line
+        if line.startswith("| ") and len(cells) == 5 and "/" in cells[0]:
+            rows[cells[0].strip("`")] = line  # paths are code spans
     return rows
 
 
@@ -180,13 +180,14 @@ def test_the_whole_loop(loop: Loop) -> None:
     assert set(rows) == {hello.reference, greeter.reference}
     for image in (hello, greeter):
         assert "➕ add" in rows[image.reference]
-        assert f"`{image.pushed.manifest_digest[:19]}`" in rows[image.reference]
+        assert f"`{image.pushed.manifest_digest[7:19]}`" in rows[image.reference]
         assert "linux/amd64" in rows[image.reference]
-    assert f"3 layers to ingest ({size} B)" in comment
+    assert f"3 layers to download ({size} B)" in comment
     for digest in {*hello.pushed.layer_digests, *greeter.pushed.layer_digests}:
         assert f"`{digest}`" in comment
-    base_row = next(line for line in comment.splitlines() if base_digest(hello) in line)
-    assert base_row.rstrip(" |").endswith("| 2")  # two users after the change
+    short = base_digest(hello)[7:19]
+    base_row = next(line for line in comment.splitlines() if line.startswith(f"| `{short}` |"))
+    assert base_row.endswith("| 2 | — |")  # two users after the change
 
     # 2. a new commit on the request: the same comment is edited, still one
     loop.commit(
@@ -248,9 +249,11 @@ def test_the_whole_loop(loop: Loop) -> None:
     greeter_layer = greeter.pushed.layer_digests[1]
     for comment in (from_catalog, from_tree):
         row = _image_rows(comment)[greeter.reference]
-        assert f"➖ remove (the path keeps working until {deletion}, then it is deleted)" in row
-        assert f"`{greeter.pushed.manifest_digest[:19]}`" in row
-        assert "1 layer scheduled for removal" in comment and f"`{greeter_layer}`" in comment
+        assert f"➖ remove, served until {deletion}" in row
+        assert f"1 removed path keeps working until {deletion}, then it is deleted" in comment
+        assert f"`{greeter.pushed.manifest_digest[7:19]}`" in row
+        assert "1 layer deleted after the grace period" in comment
+        assert f"`{greeter_layer}`" in comment
         assert base_digest(hello) not in comment  # still used by the others
     # merging publishes the whole wishlist: the moved tag and the removal
     merge, _ = loop.merge_and_publish("drop-greeter")
@@ -327,10 +330,28 @@ def test_nonexistent_tag_fails_validation_with_not_found_at_its_line(loop: Loop)
     assert statuses[VALIDATE].startswith("failure: 1 error: ")
     assert f"line {line}: {missing}: no such image" in statuses[VALIDATE]
     assert statuses[PLAN].startswith("failure: blocked")
-    assert re.search(rf"not-found` at wishlist\.yaml:{line}:\d+", comment), comment
-    # the good image is still planned, the bad one is an error row
+    # no internal code ("not-found"): the line, the image and what the registry said
+    assert re.search(rf"❌ \*\*wishlist\.yaml:{line}:\d+\*\* `{re.escape(missing)}`", comment)
+    # the good image is still planned, the bad one's wish row says it is not published
     rows = _image_rows(comment)
-    assert "➕ add" in rows[hello.reference] and "❌" in rows[missing]
+    assert "➕ add" in rows[hello.reference]
+    (wish_row,) = [line for line in comment.splitlines() if f"| `{missing}` |" in line]
+    assert "❌ not published" in wish_row
+
+
+def test_ignored_error_is_a_warning_in_the_comment_and_the_statuses(loop: Loop) -> None:
+    """ignoreErrors agrees with itself: statuses success, the comment says ⚠️, not ❌."""
+    hello = loop.push("hello", "1.0", "1.0")
+    missing = f"{loop.registry.host}/{hello.repository}:no-such-tag"
+    text = loop.wishlist([hello.reference, missing])
+    text = text.replace("input:", f"ignoreErrors: ['{missing}']\ninput:")
+    loop.commit("ignored", text)
+    comment, statuses = loop.review("ignored")
+    assert statuses[VALIDATE].startswith("success: ") and statuses[PLAN].startswith("success: ")
+    assert "❌" not in comment
+    assert comment.count("**✅ ") == 1 and "; 1 warning**" in comment
+    (wish_row,) = [line for line in comment.splitlines() if f"| `{missing}` |" in line]
+    assert "⚠️ not published (error ignored)" in wish_row
 
 
 @pytest.fixture

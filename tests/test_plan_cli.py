@@ -107,7 +107,7 @@ def test_merge_request_view_moves_a_pinned_tag(
     code, out, _ = run([*argv, "--format", "markdown"], capsys)
     assert code == 0
     assert out.startswith("<!-- wishbot:plan -->\n")
-    assert "✅ 1 image to add, 1 layer" in out and "1 image scheduled for removal" in out
+    assert "✅ Merging this change adds 1 image" in out and "1 old image" in out
     code, out, _ = run([*argv, "--format", "json"], capsys)
     data = json.loads(out)
     assert data["base"] is True
@@ -130,6 +130,26 @@ def test_missing_tag_fails_closed(
     # 1.0 is not covered by the failing wish: it goes; the failing wish itself is an error row
     assert any(line.startswith("remove") for line in out.splitlines())
     assert any(line.startswith("error") for line in out.splitlines())
+
+
+def test_ignored_missing_tag_is_a_warning_and_exit_code_0(
+    tmp_path: Path, images: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ignoreErrors agrees with itself: plan exits 0 like validate --check-registry,
+    the verdict and the comment say ⚠️, and the wish still protects nothing it should not."""
+    new = wishlist(tmp_path / "wishlist.yaml", f"{images['name']}:3.0")
+    text = Path(new).read_text().replace("input:", f"ignoreErrors: ['{images['name']}:*']\ninput:")
+    Path(new).write_text(text)
+    current = catalog_with(tmp_path, images["host"], f"{images['name']}:1.0")
+    code, out, _ = run(["plan", new, "--catalog", current, "--now", NOW], capsys)
+    assert code == 0, out
+    assert out.startswith("✅") and "(1 warning)" in out.splitlines()[0]
+    code, out, _ = run(["plan", new, "--catalog", current, "--format", "markdown"], capsys)
+    assert code == 0 and "❌" not in out and "ignoreErrors" in out
+    code, out, _ = run(["plan", new, "--catalog", current, "--format", "json"], capsys)
+    data = json.loads(out)
+    assert code == 0 and data["totals"]["has_errors"] is False
+    assert [p["severity"] for p in data["problems"]] == ["warning"]
 
 
 def test_broken_wishlist_plans_nothing(
@@ -194,3 +214,20 @@ def test_catalog_command_markdown_and_json_files(
     assert f"unchanged {md}" in err
     assert md.stat().st_mtime_ns == stamp
     assert not list(tmp_path.rglob(".*.partial"))
+
+
+def test_catalog_command_writes_the_html_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WISHBOT_CONFIG", raising=False)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    page = tmp_path / "public" / "index.html"
+    argv = ["catalog", "--publisher", f"local:{tree}", "--cvmfs-repo", "unpacked.example.org"]
+    code, _, err = run([*argv, "--html", str(page)], capsys)
+    assert code == 0 and f"wrote {page}" in err
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and "0 image paths" in text
+    code, _, err = run([*argv, "--html", str(page), "--output", str(tmp_path / "out")], capsys)
+    assert code == 0 and f"unchanged {page}" in err  # deterministic
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"CATALOG.md", "catalog.json"}

@@ -32,7 +32,7 @@ def test_removal_row_says_the_path_serves_until_the_deletion_date() -> None:
     deadline = NOW + timedelta(days=30)
     assert row.path == GONE_PATH and row.retires == deadline and row.eligible == deadline
     markdown = render_markdown(plan)
-    assert f"the path keeps working until {deadline:%Y-%m-%d}, then it is deleted" in markdown
+    assert f"1 removed path keeps working until {deadline:%Y-%m-%d}, then it is deleted" in markdown
     data = render_json(plan)
     assert schema_errors(data, "plan.schema.json") == []
     images = data["images"]

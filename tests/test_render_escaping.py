@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import replace
 
 import pytest
@@ -10,6 +11,7 @@ from markdown_it import MarkdownIt
 from plan_samples import NOW, failed, published, resolution, resolved, state, wish
 
 from bot.core.catalog import catalog_markdown
+from bot.core.comment import PUBLISH_MARKER, error_comment, publish_comment
 from bot.core.model import Problem
 from bot.core.plan import Plan, make_plan
 from bot.core.reference import ImageReference
@@ -29,7 +31,9 @@ HOSTILE = [
     "**bold** _em_ ~~strike~~",
     "\x1b[31mred\x1b[0m",
     "\u202eevil\u202c",
+    "\u061cevil\u2066x\u2069\u200e\u200f\u200b\ufeff",
     "&lt;script&gt;",
+    "https://evil.example/phish www.evil.example",
 ]
 JOINED = " ".join(HOSTILE)
 
@@ -73,9 +77,15 @@ def assert_inert(html: str, allowed_comments: int = 0) -> None:
         assert re.fullmatch(r'<a (id="[a-z0-9-]+"|href="#[a-z0-9-]+")>', tag), tag
     assert html.count("<!--") == allowed_comments
     assert not re.search(r"<h\d>heading", html)  # "# heading" after a newline stays text
-    assert "@everyone" not in html  # a word joiner keeps forges from mentioning
-    assert "#1234" not in html and "!56" not in html and "~label" not in html
-    assert "\x1b" not in html and "\u202e" not in html
+    # a word joiner keeps forges from mentioning; inside code (names and paths, shown as
+    # typed so they can be copied) forges never make mentions or references
+    outside_code = re.sub(r"<code[^>]*>.*?</code>", "", html, flags=re.S)
+    assert "@everyone" not in outside_code
+    assert "#1234" not in outside_code and "!56" not in outside_code
+    assert "~label" not in outside_code
+    # no bare URL a forge would turn into a link (GFM autolinks)
+    assert "https://evil" not in outside_code and "www.evil" not in outside_code
+    assert "\x1b" not in html and "\u202e" not in html and "\u061c" not in html
     assert "<code>code</code>" not in html
 
 
@@ -120,3 +130,39 @@ def test_terminal_text_has_no_escape_sequences_or_line_breaks() -> None:
     assert "\x1b" not in text and "\u202e" not in text and "\r" not in text
     rows = [line for line in text.splitlines() if line.startswith(("add", "remove", "error"))]
     assert len(rows) == plan.images_added + plan.images_removed + plan.images_failed
+
+
+def _invisible(text: str) -> set[str]:
+    """Format characters (bidi controls, zero widths ...) other than our word joiner."""
+    return {ch for ch in text if unicodedata.category(ch) == "Cf" and ch != "\u2060"}
+
+
+def test_publish_and_error_comments_use_the_one_escaper() -> None:
+    """Registry-controlled text in the publish and error comments renders no link,
+    heading, list or mention, and no bidi control survives (issue 10)."""
+    body = publish_comment(
+        "ab" * 20,
+        ok=False,
+        description=JOINED,
+        published=(JOINED, "/cvmfs/r/x:1"),
+        failure=JOINED,
+        retried=False,
+    )
+    error = error_comment(PUBLISH_MARKER, "publish", JOINED, True)
+    for text in (body, error):
+        html = markdown().render(text)
+        assert_inert(html, allowed_comments=1)
+        assert "<h1" not in html and "<h2" not in html
+        assert html.count("<li>") == (2 if text is body else 0)  # only our own list
+        assert not _invisible(text)
+
+
+def test_every_rendering_drops_invisible_format_characters() -> None:
+    plan = hostile_plan()
+    current = state([c.old for c in plan.images if c.old is not None])
+    for text in (
+        render_markdown(plan, title=JOINED),
+        render_text(plan),
+        catalog_markdown(replace(current, cvmfs_repo=JOINED), grace_days=30),
+    ):
+        assert not _invisible(text)

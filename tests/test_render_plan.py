@@ -11,6 +11,7 @@ from golden_check import check_golden
 from markdown_it import MarkdownIt
 from plan_samples import NOW, REPO, digest, realistic_plan_inputs, resolution, resolved, wish
 
+from bot.core.comment import headline
 from bot.core.model import CurrentState
 from bot.core.plan import Plan, make_plan
 from bot.core.render import (
@@ -65,12 +66,14 @@ def test_markdown_shape() -> None:
     text = render_markdown(plan)
     assert text.splitlines()[0] == MARKER
     assert text.count(MARKER) == 1
-    assert verdict(plan) in text
+    assert headline(plan) in text  # the comment's verdict; verdict() stays the JSON's
     assert verdict(plan).startswith("❌ 1 problem — otherwise: 3 images to add, 1 image to update")
+    assert headline(plan).startswith("❌ 1 problem to fix before this can be published")
     html = markdown().render(text)
-    assert html.count("<details>") == html.count("</details>") == 2
+    # images (every row with digests) and the two layer tables are folded away
+    assert html.count("<details>") == html.count("</details>") == 3
     shapes = table_shapes(html)
-    assert set(shapes) == {6, 5}  # image table and layer tables, every row complete
+    assert set(shapes) == {5}  # wish, image and layer tables, every row complete
     assert "wishlist.yaml:5:5" in html  # problems say where
     assert "try again later" in html  # ... and what to do
     assert "1 image unchanged" in html
@@ -125,12 +128,13 @@ def test_five_thousand_images_stay_inside_the_budget() -> None:
     text = render_markdown(plan)
     assert len(text) <= 60000
     assert "✂️ Cut to fit the comment size" in text
-    assert "image rows" in text and "not shown" in text
+    # 5,000 wishes of one image each: the wish table is cut first
+    assert "wishes" in text and "not shown" in text
     assert text.count("<details>") == text.count("</details>")
     html = markdown().render(text)
     assert html.count("<details>") == html.count("</details>")
-    assert set(table_shapes(html)) == {6}
-    assert "✅ 5,000 images to add" in html  # the verdict always survives
+    assert set(table_shapes(html)) <= {5, 6}
+    assert "✅ Applying the wishlist adds 5,000 images" in html  # the verdict always survives
 
 
 @pytest.mark.parametrize("budget", [1200, 2500, 6000, 20000])

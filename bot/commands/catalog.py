@@ -2,6 +2,8 @@
 
 ``--markdown FILE`` and ``--json FILE`` write those files, ``--output DIR``
 writes both into DIR (each only when its content changed, atomically);
+``--html FILE`` writes the catalog as one self-contained web page with a
+search box (open it from the file or publish it with GitLab/GitHub Pages);
 with none of them the chosen ``--format`` goes to standard output. The
 output is deterministic: the same publisher gives byte-identical files
 (pass ``--generated ISO`` to stamp a time explicitly).
@@ -38,6 +40,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--markdown", metavar="FILE", help="write the Markdown catalog to FILE")
     parser.add_argument("--json", metavar="FILE", help="write catalog.json to FILE")
     parser.add_argument(
+        "--html", metavar="FILE", help="write the catalog as a searchable web page to FILE"
+    )
+    parser.add_argument(
         "--output", metavar="DIR", help="write CATALOG.md and catalog.json into DIR"
     )
     parser.add_argument("--format", choices=("markdown", "json"), default="markdown")
@@ -73,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
         targets[CATALOG_MD] = Path(args.markdown)
     if args.json:
         targets[CATALOG_JSON] = Path(args.json)
+    if args.html:
+        from bot.core.catalog_html import CATALOG_HTML, catalog_html
+
+        page = catalog_html(state, grace_days=config.grace_days, generated=generated)
+        files = {**files, CATALOG_HTML: page.encode()}
+        targets[CATALOG_HTML] = Path(args.html)
     if targets:
         for name, path in targets.items():
             _write_if_changed(path, files[name])

@@ -43,12 +43,13 @@ def run(args: argparse.Namespace) -> int:
     journal = Journal.in_state_dir(config.state_dir)
     pipeline = load_pipeline(config)
     if job.step == "review":
-        outcome = on_merge_request(
-            forge, pipeline, forge.merge_request(job.number), config, journal
-        )
+        mr = forge.merge_request(job.number)
+        outcome = on_merge_request(forge, pipeline, mr, config, journal, job_url=job.job_url)
     elif job.step == "maintain":
         outcome = on_schedule(forge, pipeline, config, journal)
     else:
-        outcome = on_push(forge, pipeline, job.branch, job.sha, config, journal)
+        outcome = on_push(
+            forge, pipeline, job.branch, job.sha, config, journal, job_url=job.job_url
+        )
     print(f"wishbot: {outcome.action} {outcome.sha[:12]}: {outcome.detail}")
     return 0 if outcome.ok else 1

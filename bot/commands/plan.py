@@ -8,7 +8,8 @@ images scheduled, unchanged wishes are not contacted at all.
 The current state comes from ``--catalog catalog.json``, from
 ``--publisher TARGET`` (or the ``publisher`` setting), or is empty. Exit
 status: 0 when the plan has no errors, 1 when it has (a wish that cannot be
-resolved, an invalid wishlist), 2 for a wrong command line.
+resolved, an invalid wishlist), 2 for a wrong command line. An error about an
+image that ``ignoreErrors`` matches is a warning, as in ``validate``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from bot.commands.options import parse_time
 from bot.config import Config
 from bot.core.model import CurrentState, Problem, Resolution, Wish, Wishlist
-from bot.core.plan import Plan, make_plan
+from bot.core.plan import Plan, ignoring_errors, make_plan
 from bot.core.recipe import diff_wishlists, load_wishlist
 from bot.core.render import DEFAULT_TITLE, render_json, render_markdown, render_text
 from bot.errors import PublisherError, UsageError
@@ -143,7 +144,7 @@ def build_plan(
     current = current_state(args, config, wishlist.cvmfs_repo)
     if args.base is None:
         resolutions = resolve(config, wishlist.wishes, client)
-        return make_plan(
+        plan = make_plan(
             wishlist.wishes,
             resolutions,
             current,
@@ -152,10 +153,11 @@ def build_plan(
             cvmfs_repo=wishlist.cvmfs_repo,
             problems=problems,
         )
+        return ignoring_errors(plan, wishlist)
     old, _old_problems = _load(args.base)
     # an unreadable base: every wish counts as new, nothing counts as removed
     diff = diff_wishlists(old, wishlist)
-    return make_plan(
+    plan = make_plan(
         wishlist.wishes,
         resolve(config, diff.added, client),
         current,
@@ -165,6 +167,7 @@ def build_plan(
         removed=diff.removed,
         problems=problems,
     )
+    return ignoring_errors(plan, wishlist)
 
 
 def run(args: argparse.Namespace) -> int:

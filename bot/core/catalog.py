@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,14 +27,14 @@ from bot.core.model import (
 )
 from bot.core.plan import public_path, retiring
 from bot.core.reference import ImageReference, ReferenceError, parse
-from bot.core.render import escape_markdown, human_size, iso, plural
+from bot.core.render import iso
 from bot.core.schemas import schema_errors
+from bot.core.text import clean, code_span, escape_markdown, human_size, plural
 from bot.errors import PublisherError
 
 CATALOG_SCHEMA = "wishbot-catalog/1"
 SCHEMA_FILE = "catalog.schema.json"
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_PATH_RE = re.compile(r"^[A-Za-z0-9._:/@*+\[\]-]+$")
 
 
 # --- ordering -------------------------------------------------------------------
@@ -139,7 +140,7 @@ def catalog_json(
                 "path": removal.path,
                 "scheduled": iso(removal.scheduled),
                 "deletion": iso(deletion_date(removal, grace_days)),
-                "serving": _serving(removal, paths),
+                "serving": serving(removal, paths),
             }
             for removal in state.schedule
         ],
@@ -147,7 +148,7 @@ def catalog_json(
     }
 
 
-def _serving(removal: ScheduledRemoval, paths: Mapping[tuple[str, str], datetime]) -> bool:
+def serving(removal: ScheduledRemoval, paths: Mapping[tuple[str, str], datetime]) -> bool:
     """Does this entry's path still serve its image (a retiring path)?"""
     if removal.kind != "image" or not removal.path:
         return False
@@ -253,33 +254,91 @@ def anchor(path: str) -> str:
 
 
 def _code(digest: str | None) -> str:
+    """A full digest as code (it wraps in a list; tables use :func:`_short`)."""
+    return code_span(digest) if digest else "—"
+
+
+def _short(digest: str | None) -> str:
     if digest and _DIGEST_RE.match(digest):
         return f"`{digest[:19]}`"
-    return escape_markdown(digest or "")
+    return code_span(digest) if digest else "—"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One path people run: every platform published under it, newest update, deletion."""
+
+    path: str  # public path "<registry>/<repository>:<tag>"
+    cvmfs_path: str
+    registry: str
+    repository: str
+    tag: str
+    images: tuple[PublishedImage, ...]  # one per platform, sorted
+    deletion: datetime | None  # when gc deletes a path removed from the wishlist
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        return tuple(str(image.platform) for image in self.images)
+
+    @property
+    def size(self) -> int:
+        """Unpacked bytes of the largest platform (what one machine needs)."""
+        return max((image.unpacked_size for image in self.images), default=0)
+
+    @property
+    def updated(self) -> datetime:
+        return max(image.updated for image in self.images)
+
+
+def catalog_entries(state: CurrentState, *, grace_days: int) -> list[CatalogEntry]:
+    """One entry per public path, in catalog order (registry, repository, path)."""
+    state = canonical_state(state)
+    retiring_paths = retiring(state)
+    by_path: dict[str, list[PublishedImage]] = {}
+    for image in state.images:
+        by_path.setdefault(public_path(image.path), []).append(image)
+    entries = []
+    for path, images in by_path.items():
+        ref = images[0].reference.normalized()
+        deletions = [_retiring_deletion(i, retiring_paths, grace_days) for i in images]
+        entries.append(
+            CatalogEntry(
+                path=path,
+                cvmfs_path=f"/cvmfs/{state.cvmfs_repo}/{path}",
+                registry=ref.registry,
+                repository=ref.repository,
+                tag=ref.tag if ref.tag is not None else ref.digest or "",
+                images=tuple(images),
+                deletion=min((d for d in deletions if d is not None), default=None),
+            )
+        )
+    return sorted(entries, key=lambda e: (e.registry, e.repository, e.path))
 
 
 def catalog_markdown(
     state: CurrentState, *, grace_days: int, generated: datetime | None = None
 ) -> str:
-    """``CATALOG.md``: contents, one section per registry, a table per repository (deterministic)."""
+    """``CATALOG.md``: contents, one section per registry, a table per repository (deterministic).
+
+    Each table has one row per path people run (path first, then tag,
+    platforms, size, updated); digests and thin images follow in ``<details>``.
+    """
     state = canonical_state(state)
     repo = state.cvmfs_repo
-    groups: dict[str, dict[str, list[PublishedImage]]] = {}
-    for image in state.images:
-        ref = image.reference.normalized()
-        groups.setdefault(ref.registry, {}).setdefault(ref.repository, []).append(image)
+    entries = catalog_entries(state, grace_days=grace_days)
+    groups: dict[str, dict[str, list[CatalogEntry]]] = {}
+    for entry in entries:
+        groups.setdefault(entry.registry, {}).setdefault(entry.repository, []).append(entry)
     total_compressed = sum(layer.compressed_size for layer in state.layers.values())
-    paths = {public_path(image.path) for image in state.images}
-    retiring_paths = retiring(state)
-    leaving = {path for path, _image_id in retiring_paths}
+    leaving = [entry for entry in entries if entry.deletion is not None]
 
     lines = [f"# Container images in {escape_markdown(repo)}", ""]
     lines.append(
-        f"{plural(len(paths), 'image path')} in "
+        f"{plural(len(entries), 'image path')} in "
         f"{plural(sum(len(r) for r in groups.values()), 'repository', 'repositories')} on "
         f"{plural(len(groups), 'registry', 'registries')}; "
         f"{plural(len(state.layers), 'layer')} ({human_size(total_compressed)} compressed). "
-        f"Run an image from `/cvmfs/{escape_markdown(repo)}/<path>`."
+        f"Run an image with `apptainer exec /cvmfs/{clean(repo)}/<path> <command>`."
     )
     if leaving:
         lines += [
@@ -296,7 +355,7 @@ def catalog_markdown(
         lines.append(f"- **{escape_markdown(registry)}**")
         for repository in sorted(groups[registry]):
             name = f"{registry}/{repository}"
-            tags = len({public_path(i.path) for i in groups[registry][repository]})
+            tags = len(groups[registry][repository])
             lines.append(
                 f"  - [{escape_markdown(repository)}](#{anchor(name)}) ({tags} "
                 f"tag{'' if tags == 1 else 's'})"
@@ -308,68 +367,73 @@ def catalog_markdown(
     for registry in sorted(groups):
         lines += [f"## {escape_markdown(registry)}", ""]
         for repository in sorted(groups[registry]):
-            name = f"{registry}/{repository}"
-            lines += [
-                f'### <a id="{anchor(name)}"></a>{escape_markdown(name)}',
-                "",
-                "| Tag | Platform | Manifest digest | Image ID | Size | Path | Thin image | Updated |",
-                "| --- | --- | --- | --- | ---: | --- | --- | --- |",
-            ]
-            seen: set[str] = set()
-            for image in groups[registry][repository]:
-                path = public_path(image.path)
-                ref = image.reference.normalized()
-                label = escape_markdown(ref.tag if ref.tag is not None else ref.digest or "")
-                if path not in seen:
-                    label = f'<a id="{anchor(path)}"></a>{label}'
-                    seen.add(path)
-                deletion = _retiring_deletion(image, retiring_paths, grace_days)
-                cells = [
-                    label,
-                    escape_markdown(image.platform),
-                    _code(image.manifest_digest),
-                    _code(image.image_id),
-                    human_size(image.unpacked_size),
-                    _code_path(f"/cvmfs/{repo}/{path}") + _retiring_note(deletion),
-                    escape_markdown(image.thin_image or "—"),
-                    image.updated.strftime("%Y-%m-%d"),
-                ]
-                lines.append("| " + " | ".join(cells) + " |")
-            lines.append("")
-
-    if state.schedule:
-        lines += [
-            f'## <a id="{anchor(".metadata/remove-schedule.json")}"></a>Waiting for removal',
-            "",
-            f"Deleted after a grace period of {grace_days} days.",
-            "",
-            "| Kind | Image or layer | Was at | Scheduled | Deleted after |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for removal in state.schedule:
-            was = escape_markdown(removal.path or "—")
-            if _serving(removal, retiring_paths):
-                was += " (⏳ removed from the wishlist, still served)"
-            lines.append(
-                f"| {removal.kind} | {_code(removal.id)} | {was} "
-                f"| {removal.scheduled:%Y-%m-%d} "
-                f"| {deletion_date(removal, grace_days):%Y-%m-%d} |"
-            )
-        lines.append("")
+            lines += _repository_section(f"{registry}/{repository}", groups[registry][repository])
+    lines += _schedule_section(state, grace_days)
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _repository_section(name: str, entries: list[CatalogEntry]) -> list[str]:
+    lines = [
+        f'### <a id="{anchor(name)}"></a>{escape_markdown(name)}',
+        "",
+        "| Path | Tag | Platforms | Size | Updated |",
+        "| --- | --- | --- | ---: | --- |",
+    ]
+    for entry in entries:
+        cells = [
+            f'<a id="{anchor(entry.path)}"></a>{code_span(entry.cvmfs_path)}'
+            + _retiring_note(entry.deletion),
+            code_span(entry.tag),
+            escape_markdown(", ".join(entry.platforms)),
+            human_size(entry.size),
+            entry.updated.strftime("%Y-%m-%d"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"<details><summary>Digests and thin images ({plural(len(entries), 'path')})</summary>",
+        "",
+    ]
+    for entry in entries:
+        for image in entry.images:
+            thin = f", thin image {code_span(image.thin_image)}" if image.thin_image else ""
+            lines.append(
+                f"- {code_span(entry.tag)} {escape_markdown(image.platform)}: manifest "
+                f"{_code(image.manifest_digest)}, image ID {_code(image.image_id)}{thin}"
+            )
+    lines += ["", "</details>", ""]
+    return lines
+
+
+def _schedule_section(state: CurrentState, grace_days: int) -> list[str]:
+    if not state.schedule:
+        return []
+    retiring_paths = retiring(state)
+    lines = [
+        f'## <a id="{anchor(".metadata/remove-schedule.json")}"></a>Waiting for removal',
+        "",
+        f"Deleted after a grace period of {grace_days} days.",
+        "",
+        "| Kind | Image or layer | Was at | Scheduled | Deleted after |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for removal in state.schedule:
+        was = code_span(removal.path) if removal.path else "—"
+        if serving(removal, retiring_paths):
+            was += " (⏳ removed from the wishlist, still served)"
+        lines.append(
+            f"| {removal.kind} | {_short(removal.id)} | {was} "
+            f"| {removal.scheduled:%Y-%m-%d} "
+            f"| {deletion_date(removal, grace_days):%Y-%m-%d} |"
+        )
+    lines.append("")
+    return lines
 
 
 def _retiring_note(deletion: datetime | None) -> str:
     if deletion is None:
         return ""
     return f"<br>⏳ removed from the wishlist, deleted after {deletion:%Y-%m-%d}"
-
-
-def _code_path(text: str) -> str:
-    """A path as a code span when it is plainly a path, else as escaped text."""
-    if _PATH_RE.match(text):
-        return f"`{text}`"
-    return escape_markdown(text)
 
 
 CATALOG_MD = "CATALOG.md"

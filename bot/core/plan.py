@@ -23,7 +23,9 @@ from bot.core.model import (
     Resolution,
     ResolvedImage,
     Wish,
+    Wishlist,
 )
+from bot.core.recipe import apply_ignore_errors
 from bot.core.reference import ImageReference
 
 ImageAction = Literal["add", "update", "unchanged", "remove", "error"]
@@ -157,7 +159,11 @@ class Plan:
 
     @property
     def has_errors(self) -> bool:
-        return bool(self.errors) or self.images_failed > 0
+        """Errors that block (an error row whose problem ``ignoreErrors`` made a warning does not)."""
+        return bool(self.errors) or any(
+            c.action == "error" and (c.problem is None or c.problem.severity == "error")
+            for c in self.images
+        )
 
     @property
     def has_changes(self) -> bool:
@@ -494,3 +500,20 @@ def _published_change(action: LayerAction, layer: PublishedLayer, users: int) ->
 def _row_key(change: ImageChange) -> tuple[str, str, int]:
     platform = change.platform
     return (change.path, str(platform) if platform else "", _ACTION_ORDER[change.action])
+
+
+def ignoring_errors(plan: Plan, wishlist: Wishlist) -> Plan:
+    """The plan as people see it: errors ``ignoreErrors`` covers are warnings.
+
+    Only the problems change (the comment, the statuses and the exit code then
+    agree with ``validate``); the rows stay as planned, so a wish with an
+    ignored error still protects its published images (fail closed).
+    """
+    if not wishlist.ignore_errors:
+        return plan
+    relaxed = dict(zip(plan.problems, apply_ignore_errors(plan.problems, wishlist), strict=True))
+    images = tuple(
+        replace(c, problem=relaxed.get(c.problem, c.problem)) if c.problem is not None else c
+        for c in plan.images
+    )
+    return replace(plan, problems=tuple(relaxed[p] for p in plan.problems), images=images)

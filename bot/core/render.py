@@ -1,114 +1,32 @@
-"""Renderings of a :class:`~bot.core.plan.Plan`: Markdown comment, versioned JSON, terminal text.
+"""Renderings of a :class:`~bot.core.plan.Plan`: versioned JSON, terminal text, the verdict.
 
-Everything that comes from a wishlist or a registry is untrusted and goes
-through :func:`escape_markdown` (or :func:`escape_terminal` for the text
-table) before it reaches the output. The Markdown comment keeps inside a
-character budget: beyond it, detail is cut, every open ``<details>`` and table
-is closed, and a line says what was left out.
+The Markdown comment lives in :mod:`bot.core.comment` (re-exported here);
+escaping, sizes and plurals in :mod:`bot.core.text`. Everything that comes
+from a wishlist or a registry goes through :func:`escape_terminal` before it
+reaches the text table.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from bot.core.model import Problem
+from bot.core.comment import DEFAULT_TITLE, MARKER, CommentLinks, render_markdown
 from bot.core.plan import ImageChange, LayerChange, Plan
+from bot.core.text import escape_markdown, escape_terminal, human_size, plural, short_digest
 
-MARKER = "<!-- wishbot:plan -->"
 PLAN_SCHEMA = "wishbot-plan/1"
-DEFAULT_TITLE = "wishbot plan"
 
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_CODE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
-#: ASCII punctuation that starts inline markup in CommonMark, GFM or GitLab Flavored Markdown
-#: (untrusted text never starts a line, so block markers such as ``1.`` or ``-`` are inert)
-_MARKDOWN_SPECIALS = frozenset("\\`*_{}[]()!|~^$%")
-#: sigils forges turn into mentions and references (@user, #12, !3, ~label, %milestone, $snippet)
-_REFERENCE_SIGILS = frozenset("@#!~%$&")
-_WORD_JOINER = "\u2060"
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
-
-
-# --- sizes and escaping -----------------------------------------------------
-
-
-def human_size(size: int) -> str:
-    """Decimal units, three significant digits at most: ``512 B``, ``1.3 GB``, ``153 MB``."""
-    if size < 1000:
-        return f"{size} B"
-    value = float(size)
-    for unit in ("kB", "MB", "GB", "TB", "PB"):
-        value /= 1000
-        if value < 999.5 or unit == "PB":
-            return f"{value:.1f} {unit}" if value < 9.95 else f"{value:.0f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def _clean_char(ch: str) -> str:
-    if ch in "\n\r\t\v\f":
-        return " "
-    if ch in _BIDI_CONTROLS:
-        return ""
-    if unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn"):
-        return "\ufffd"
-    return ch
-
-
-def escape_markdown(text: object) -> str:
-    """Untrusted text as inert Markdown: no markup, HTML, links, mentions or cell breaks.
-
-    Newlines and control characters become spaces or U+FFFD, HTML
-    specials become entities, Markdown punctuation is backslash-escaped
-    (``|`` included, so tables keep their shape), and a word joiner after
-    ``@`` / ``#`` / ``!`` ... keeps forges from making mentions or links.
-    """
-    out: list[str] = []
-    for ch in str(text):
-        ch = _clean_char(ch)
-        if not ch:
-            continue
-        if ch == "<":
-            out.append("&lt;")
-        elif ch == ">":
-            out.append("&gt;")
-        elif ch == "&":
-            out.append("&amp;")
-        elif ch in _REFERENCE_SIGILS:
-            out.append(f"\\{ch}{_WORD_JOINER}" if ch != "&" else "&amp;")
-        elif ch in _MARKDOWN_SPECIALS:
-            out.append(f"\\{ch}")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def escape_terminal(text: object) -> str:
-    """Untrusted text for a terminal: no escape sequences, no line breaks."""
-    return "".join(_clean_char(ch) for ch in str(text))
-
-
-def short_digest(digest: str | None, length: int = 12) -> str:
-    """``sha256:0123456789ab`` (escaped when it does not look like a digest)."""
-    if not digest:
-        return ""
-    if _DIGEST_RE.match(digest):
-        return digest[: len("sha256:") + length]
-    return escape_markdown(digest)
-
-
-def _code(digest: str | None, length: int = 12) -> str:
-    if digest and _DIGEST_RE.match(digest):
-        return f"`{digest[: len('sha256:') + length]}`"
-    return escape_markdown(digest or "")
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """``1 image``, ``2 images``; ``many`` for irregular plurals (``registries``)."""
-    return f"{count:,} {word if count == 1 else (many or word + 's')}"
+__all__ = [
+    "DEFAULT_TITLE",
+    "MARKER",
+    "CommentLinks",
+    "escape_markdown",
+    "escape_terminal",
+    "human_size",
+    "plural",
+    "render_markdown",
+    "short_digest",
+]
 
 
 # --- the verdict --------------------------------------------------------------
@@ -138,7 +56,7 @@ def summary_parts(plan: Plan) -> list[str]:
 def verdict(plan: Plan) -> str:
     """One line: ✅ what will happen, or ❌ how many problems stop it."""
     parts = summary_parts(plan)
-    errors = len(plan.errors) or plan.images_failed
+    errors = len(plan.errors) or int(plan.has_errors)
     warnings = len(plan.warnings)
     if errors:
         text = f"❌ {plural(errors, 'problem')}"
@@ -154,204 +72,6 @@ def verdict(plan: Plan) -> str:
     if warnings:
         text += f" ({plural(warnings, 'warning')})"
     return text
-
-
-# --- Markdown -----------------------------------------------------------------
-
-
-@dataclass
-class _Budget:
-    """Appends lines while they fit; remembers what had to be cut."""
-
-    limit: int
-    used: int = 0
-    lines: list[str] = field(default_factory=list)
-    cut: list[str] = field(default_factory=list)
-    reserve: int = 400  # kept free for closing tags and the "cut" note
-
-    def add(self, line: str) -> bool:
-        cost = len(line) + 1
-        if self.used + cost + self.reserve > self.limit:
-            return False
-        self.lines.append(line)
-        self.used += cost
-        return True
-
-    def force(self, line: str) -> None:
-        self.lines.append(line)
-        self.used += len(line) + 1
-
-
-def _image_row(change: ImageChange) -> str:
-    platform = change.platform
-    new = change.new
-    old = change.old
-    if change.action == "update" and new is not None and old is not None:
-        digest = f"{_code(old.manifest_digest)} → {_code(new.manifest_digest)}"
-    elif new is not None:
-        digest = _code(new.manifest_digest)
-    elif old is not None:
-        digest = _code(old.manifest_digest)
-    else:
-        digest = ""
-    action = _ACTION_LABEL[change.action]
-    if change.retires is not None:
-        action += f" (the path keeps working until {change.retires:%Y-%m-%d}, then it is deleted)"
-    elif change.eligible is not None:
-        action += f" (delete after {change.eligible:%Y-%m-%d})"
-    if change.problem is not None:
-        action += f": {escape_markdown(change.problem.message)}"
-    size = human_size(change.download_bytes) if change.download_bytes else ""
-    new_layers = str(len(change.new_layers)) if change.new_layers else ""
-    cells = [
-        escape_markdown(change.path),
-        action,
-        digest,
-        escape_markdown(platform) if platform else "",
-        new_layers,
-        size,
-    ]
-    return "| " + " | ".join(cells) + " |"
-
-
-_ACTION_LABEL = {
-    "add": "➕ add",
-    "update": "🔄 update",
-    "remove": "➖ remove",
-    "unchanged": "unchanged",
-    "error": "❌ error",
-}
-
-
-def _problem_line(problem: Problem) -> str:
-    where = escape_markdown(problem.location)
-    icon = "❌" if problem.severity == "error" else "⚠️"
-    code = f"`{problem.code}`" if _CODE_RE.match(problem.code) else escape_markdown(problem.code)
-    text = f"- {icon} {code} at {where}: {escape_markdown(problem.message)}"
-    if problem.image:
-        text += f" (image {escape_markdown(problem.image)})"
-    if problem.hint:
-        text += f" — {escape_markdown(problem.hint)}"
-    return text
-
-
-def _layer_row(layer: LayerChange) -> str:
-    digest = _code(layer.digest, 64)
-    size = human_size(layer.compressed_size)
-    # unknown until the layer is unpacked (registries only know the compressed size)
-    unpacked = human_size(layer.unpacked_size) if layer.unpacked_size is not None else "—"
-    when = f"{layer.eligible:%Y-%m-%d}" if layer.eligible else ""
-    return f"| {digest} | {size} | {unpacked} | {layer.users} | {when} |"
-
-
-def _section(
-    budget: _Budget,
-    header: list[str],
-    rows: Iterable[str],
-    footer: list[str],
-    what: Callable[[int], str],
-) -> bool:
-    """Write a block (header, rows, footer); cut rows that do not fit. False when cut."""
-    rows = list(rows)
-    closing = sum(len(line) + 1 for line in footer)
-    opening = sum(len(line) + 1 for line in header) + (len(rows[0]) + 1 if rows else 0)
-    if budget.used + opening + closing + budget.reserve > budget.limit:
-        budget.cut.append(what(len(rows)))  # not even the header and one row fit
-        return False
-    for line in header:
-        budget.force(line)
-    budget.reserve += closing
-    try:
-        for index, row in enumerate(rows):
-            if not budget.add(row):
-                budget.cut.append(what(len(rows) - index))
-                break
-    finally:
-        budget.reserve -= closing
-    for line in footer:
-        budget.force(line)
-    return not budget.cut
-
-
-def render_markdown(plan: Plan, *, budget: int = 60000, title: str = DEFAULT_TITLE) -> str:
-    """The merge-request comment: marker, verdict, problems, images, layers (within ``budget``)."""
-    out = _Budget(limit=budget)
-    out.force(MARKER)
-    out.force(f"### {escape_markdown(title)}")
-    out.force("")
-    out.force(f"**{verdict(plan)}**")
-    out.force("")
-    scope = "changed wishes only" if plan.base else "the whole wishlist"
-    out.force(
-        f"CernVM-FS repository {escape_markdown(plan.cvmfs_repo)} · {scope} · "
-        f"grace period {plan.grace_days} days · planned {plan.now:%Y-%m-%d %H:%M} UTC"
-    )
-    out.force("")
-
-    if plan.problems:
-        _section(
-            out,
-            ["#### Problems", ""],
-            (_problem_line(p) for p in plan.problems),
-            [""],
-            lambda n: plural(n, "problem"),
-        )
-
-    shown = [c for c in plan.images if c.action != "unchanged"]
-    if shown:
-        _section(
-            out,
-            [
-                "#### Images",
-                "",
-                "| Image | Action | Digest | Platform | New layers | Download |",
-                "| --- | --- | --- | --- | ---: | ---: |",
-            ],
-            (_image_row(c) for c in shown),
-            [""],
-            lambda n: plural(n, "image row"),
-        )
-    if plan.images_unchanged:
-        out.add(f"{plural(plan.images_unchanged, 'image')} unchanged.")
-        out.add("")
-
-    layer_header = [
-        "| Layer | Compressed | Unpacked | Users after | Delete after |",
-        "| --- | ---: | ---: | ---: | --- |",
-    ]
-    ingest = [layer for layer in plan.layers if layer.action == "ingest"]
-    if ingest:
-        summary = (
-            f"<details><summary>{plural(len(ingest), 'layer')} to ingest "
-            f"({human_size(plan.download_bytes)})</summary>"
-        )
-        _section(
-            out,
-            [summary, "", *layer_header],
-            (_layer_row(layer) for layer in ingest),
-            ["", "</details>", ""],
-            lambda n: f"{plural(n, 'layer')} to ingest",
-        )
-    scheduled = [layer for layer in plan.layers if layer.action == "schedule"]
-    if scheduled:
-        summary = (
-            f"<details><summary>{plural(len(scheduled), 'layer')} scheduled for removal "
-            f"({human_size(plan.bytes_scheduled)})</summary>"
-        )
-        _section(
-            out,
-            [summary, "", *layer_header],
-            (_layer_row(layer) for layer in scheduled),
-            ["", "</details>", ""],
-            lambda n: f"{plural(n, 'layer')} scheduled for removal",
-        )
-
-    if out.cut:
-        out.force(
-            f"✂️ Cut to fit the comment size: {', '.join(out.cut)} not shown. "
-            "Run `wishbot plan --json` for the full plan."
-        )
-    return "\n".join(out.lines).rstrip("\n") + "\n"
 
 
 # --- JSON -----------------------------------------------------------------------

@@ -15,6 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+# one escaper for everything rendered (re-exported for the adapters)
+from bot.core.text import escape_markdown as escape_markdown
+
 MergeRequestState = Literal["open", "merged", "closed"]
 StatusState = Literal["pending", "running", "success", "failure", "error"]
 STATUS_STATES: tuple[StatusState, ...] = ("pending", "running", "success", "failure", "error")
@@ -187,24 +190,6 @@ def fit_comment(body: str, limit: int) -> str:
     open_details = head.count("<details") - head.count("</details>")
     closing += "\n</details>" * max(open_details, 0)
     return head + closing + note.format(n=len(body) - len(head))
-
-
-def escape_markdown(text: str) -> str:
-    """Untrusted text made inert in Markdown and HTML (for one line or a paragraph)."""
-    replacements = {
-        "&": "&amp;",
-        "<": "&lt;",
-        ">": "&gt;",
-        "`": "&#96;",
-        "*": "\\*",
-        "_": "\\_",
-        "[": "\\[",
-        "]": "\\]",
-        "|": "\\|",
-        "@": "&#64;",
-        "#": "&#35;",
-    }
-    return "".join(replacements.get(ch, ch) for ch in text)
 
 
 def commit_message(message: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.errors import UsageError
 
@@ -27,14 +27,29 @@ class CiJob:
     sha: str = ""
     reason: str = ""
     pipeline: tuple[str, int] | None = None  # GitLab: (CI_COMMIT_SHA, CI_PIPELINE_ID)
+    job_url: str = ""  # the job's page: statuses' "Details" and the comments link there
+
+
+def job_url(env: Mapping[str, str]) -> str:
+    """The running job's web page: GitLab's ``CI_JOB_URL``, GitHub's run page ("" if unknown)."""
+    if env.get("CI_JOB_URL"):
+        return env["CI_JOB_URL"]
+    server, repository, run = (
+        env.get("GITHUB_SERVER_URL", ""),
+        env.get("GITHUB_REPOSITORY", ""),
+        env.get("GITHUB_RUN_ID", ""),
+    )
+    if server and repository and run.isdigit():
+        return f"{server.rstrip('/')}/{repository}/actions/runs/{run}"
+    return ""
 
 
 def ci_job(env: Mapping[str, str], event_text: str | None = None) -> CiJob:
     """The job described by GitLab CI or GitHub Actions variables."""
     if env.get("GITLAB_CI") or env.get("CI_PIPELINE_SOURCE"):
-        return _gitlab(env)
+        return replace(_gitlab(env), job_url=job_url(env))
     if env.get("GITHUB_ACTIONS") or env.get("GITHUB_EVENT_NAME"):
-        return _github(env, event_text)
+        return replace(_github(env, event_text), job_url=job_url(env))
     raise UsageError(
         "not running in GitLab CI or GitHub Actions",
         hint="wishbot ci reads CI_* (GitLab) or GITHUB_* (GitHub Actions) variables",

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from bot.config import Config
 from bot.core.catalog import catalog_files, state_from_catalog
 from bot.core.model import CurrentState, Problem, Wishlist
-from bot.core.plan import Plan, make_plan
+from bot.core.plan import Plan, ignoring_errors, make_plan
 from bot.core.recipe import apply_ignore_errors, diff_wishlists, load_wishlist
 from bot.core.render import plural, render_markdown, summary_parts
 from bot.errors import WishbotError
@@ -31,6 +31,8 @@ from bot.registry.client import RegistryClient
 from bot.runtime.pipeline_api import Pipeline, Publication, Review
 
 Clock = Callable[[], datetime]
+REVIEW_TITLE = "wishbot plan for this change"
+INVALID_TITLE = "wishbot: this change cannot be planned"
 log = logging.getLogger(__name__)
 
 
@@ -89,7 +91,9 @@ class WishbotPipeline:
                 validate_description=f"{plural(errors, 'error')} in {path}: {_first(problems)}",
                 planned=False,
                 plan_description="not planned: the wishlist is invalid",
-                comment=render_markdown(plan, title="wishbot: this change cannot be planned"),
+                comment=render_markdown(plan, title=INVALID_TITLE),
+                plan=plan,
+                title=INVALID_TITLE,
             )
         old = load_wishlist(base, path)[0] if base is not None else None
         diff = diff_wishlists(old, wishlist)
@@ -109,6 +113,7 @@ class WishbotPipeline:
             removed=removed,
             problems=problems,
         )
+        plan = ignoring_errors(plan, wishlist)  # the comment agrees with the statuses
         registry_problems = [r.problem for r in resolutions if r.problem is not None]
         blocking = blocking_errors([*problems, *registry_problems], wishlist)
         unavailable = [p for p in blocking if p.code == "unavailable"]
@@ -129,7 +134,9 @@ class WishbotPipeline:
             validate_description=validate,
             planned=not blocking,
             plan_description=summary if not blocking else f"blocked: {summary}",
-            comment=render_markdown(plan, title="wishbot plan for this change"),
+            comment=render_markdown(plan, title=REVIEW_TITLE),
+            plan=plan,
+            title=REVIEW_TITLE,
         )
 
     def _current_state(self, cvmfs_repo: str, catalog: bytes | None) -> CurrentState:

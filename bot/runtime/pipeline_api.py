@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bot.core.plan import Plan
+
 PLAN_MARKER = "<!-- wishbot:plan -->"
 PUBLISH_MARKER = "<!-- wishbot:publish -->"
 
@@ -25,6 +27,9 @@ class Review:
     planned: bool
     plan_description: str
     comment: str  # Markdown, including PLAN_MARKER
+    #: the plan behind the comment: the workflow renders it again with its links when given
+    plan: Plan | None = None
+    title: str = ""
 
 
 @dataclass(frozen=True)

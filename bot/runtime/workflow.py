@@ -14,9 +14,18 @@ import posixpath
 from dataclasses import dataclass
 
 from bot.config import Config
-from bot.core.catalog import CATALOG_JSON
+from bot.core.catalog import CATALOG_JSON, CATALOG_MD
+from bot.core.comment import (
+    CommentLinks,
+    error_comment,
+    missing_wishlist_comment,
+    publish_comment,
+    render_markdown,
+    safe_url,
+)
+from bot.core.text import cut
 from bot.errors import ForgeError, WishbotError
-from bot.forge.base import FINAL_STATES, Forge, MergeRequest, StatusState, cut, escape_markdown
+from bot.forge.base import FINAL_STATES, Forge, MergeRequest, StatusState
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import PLAN_MARKER, PUBLISH_MARKER, Pipeline, Publication
 
@@ -25,7 +34,6 @@ log = logging.getLogger(__name__)
 VALIDATE = "wishbot/validate"
 PLAN = "wishbot/plan"
 PUBLISH = "wishbot/publish"
-MAX_LISTED_PATHS = 50
 
 
 @dataclass(frozen=True)
@@ -47,12 +55,15 @@ class Outcome:
 class StatusSet:
     """The statuses one run sets on one commit; :meth:`close` fails any left open."""
 
-    def __init__(self, forge: Forge, journal: Journal, sha: str, ref: str | None):
+    def __init__(
+        self, forge: Forge, journal: Journal, sha: str, ref: str | None, target_url: str = ""
+    ):
         self._forge = forge
         self._journal = journal
         self._sha = sha
         self._ref = ref
         self._open: set[str] = set()
+        self._target_url = safe_url(target_url) or None  # where the forge's "Details" leads
 
     def set(self, context: str, state: StatusState, description: str) -> None:
         """Send one status. An open state is journalled *before* it is sent, a final
@@ -61,12 +72,20 @@ class StatusSet:
         description = cut(description, 255)
         repository, ref = self._forge.repository, self._ref or ""
         if state in FINAL_STATES:
-            self._forge.set_status(self._sha, context, state, description, ref=self._ref)
+            self._send(context, state, description)
             self._journal.record(repository, self._sha, context, state, description, ref)
             self._open.discard(context)
         else:
             self._journal.record(repository, self._sha, context, state, description, ref)
             self._open.add(context)
+            self._send(context, state, description)
+
+    def _send(self, context: str, state: StatusState, description: str) -> None:
+        if self._target_url:
+            self._forge.set_status(
+                self._sha, context, state, description, ref=self._ref, target_url=self._target_url
+            )
+        else:
             self._forge.set_status(self._sha, context, state, description, ref=self._ref)
 
     def close(self, description: str) -> None:
@@ -85,23 +104,38 @@ def _failure_text(exc: BaseException) -> str:
 
 
 def _error_comment(marker: str, what: str, exc: BaseException, retried: bool) -> str:
-    lines = [
-        marker,
-        f"### wishbot could not {what}",
-        "",
-        escape_markdown(cut(_failure_text(exc), 2000)),
-        "",
-    ]
-    if retried:
-        lines.append("wishbot will retry; nothing was published from this failed attempt.")
-    else:
-        lines.append("Push a new commit (or re-run the job) to try again.")
-    return "\n".join(lines) + "\n"
+    return error_comment(marker, what, _failure_text(exc), retried)
 
 
 def catalog_path(config: Config, name: str) -> str:
     """Where a catalog file lives in the wishlist repository."""
     return posixpath.join(config.catalog_dir, name) if config.catalog_dir else name
+
+
+def repository_url(forge: Forge, mr: MergeRequest | None) -> str:
+    """The repository's web page, from a merge request's web URL ("" when unknown)."""
+    if mr is None:
+        return ""
+    for tail in ("/-/merge_requests/", "/merge_requests/", "/pull/"):
+        base, found, _number = mr.web_url.rpartition(tail)
+        if found and base.startswith(("https://", "http://")):
+            return base
+    return ""
+
+
+def comment_links(
+    forge: Forge, config: Config, mr: MergeRequest | None, commit: str, job_url: str
+) -> CommentLinks:
+    """Links for a comment: the job, the catalog (setting, else CATALOG.md on the forge), docs."""
+    catalog = config.catalog_url
+    base = repository_url(forge, mr)
+    if not catalog and base and forge.kind in ("gitlab", "github"):
+        branch = config.catalog_branch or (mr.target_branch if mr else "")
+        blob = "/-/blob/" if forge.kind == "gitlab" else "/blob/"
+        catalog = f"{base}{blob}{branch}/{catalog_path(config, CATALOG_MD)}" if branch else ""
+    return CommentLinks(
+        commit=commit, job_url=job_url, catalog_url=catalog, docs_url=config.docs_url
+    )
 
 
 def on_merge_request(
@@ -110,8 +144,13 @@ def on_merge_request(
     mr: MergeRequest,
     config: Config,
     journal: Journal | None = None,
+    *,
+    job_url: str = "",
 ) -> Outcome:
-    """Review one merge request: statuses, the one plan comment, final statuses."""
+    """Review one merge request: statuses, the one plan comment, final statuses.
+
+    ``job_url`` (the CI job, when there is one) is where the statuses' "Details"
+    lead and what the comment links to; without it "Details" opens the request."""
     if mr.state != "open":
         return Outcome("skipped", f"merge request {mr.number} is {mr.state}", mr.head_sha)
     if mr.draft and not config.plan_drafts:
@@ -119,26 +158,25 @@ def on_merge_request(
     journal = journal or Journal()
     path = config.wishlist_path
     # a fork's branch name means nothing in the target project: give no ref then
-    statuses = StatusSet(forge, journal, mr.head_sha, None if mr.from_fork else mr.source_branch)
+    ref = None if mr.from_fork else mr.source_branch
+    statuses = StatusSet(forge, journal, mr.head_sha, ref, job_url or mr.web_url)
+    links = comment_links(forge, config, mr, mr.head_sha, job_url)
     try:
         statuses.set(VALIDATE, "pending", f"validating {path}")
         statuses.set(PLAN, "pending", "waiting for validation")
         head = forge.read_file(path, mr.head_sha)
         if head is None:
-            forge.upsert_comment(
-                mr,
-                PLAN_MARKER,
-                f"{PLAN_MARKER}\n### wishbot: no wishlist\n\n"
-                f"`{escape_markdown(path)}` does not exist at {mr.head_sha[:12]}; "
-                "a merge request must keep the wishlist file.\n",
-            )
+            forge.upsert_comment(mr, PLAN_MARKER, missing_wishlist_comment(path, links))
             statuses.set(VALIDATE, "failure", f"{path} is missing")
             statuses.set(PLAN, "failure", "nothing to plan")
             return Outcome("reviewed", f"{path} is missing", mr.head_sha, ok=False)
         base = forge.read_file(path, mr.base_sha) if mr.base_sha else None
         catalog = forge.read_file(catalog_path(config, CATALOG_JSON), mr.base_sha or mr.head_sha)
         review = pipeline.review(base, head, path, trusted=not mr.from_fork, catalog=catalog)
-        forge.upsert_comment(mr, PLAN_MARKER, review.comment)
+        comment = review.comment
+        if review.plan is not None:
+            comment = render_markdown(review.plan, title=review.title, links=links)
+        forge.upsert_comment(mr, PLAN_MARKER, comment)
         statuses.set(
             VALIDATE, "success" if review.valid else "failure", review.validate_description
         )
@@ -166,28 +204,6 @@ def on_merge_request(
         statuses.close("wishbot stopped before finishing; push again to re-run")
 
 
-def _publish_comment(sha: str, publication: Publication, retried: bool) -> str:
-    lines = [PUBLISH_MARKER]
-    if publication.ok:
-        lines += [f"### wishbot published {sha[:12]}", "", escape_markdown(publication.description)]
-        if publication.published:
-            lines += ["", "<details><summary>published paths</summary>", ""]
-            shown = publication.published[:MAX_LISTED_PATHS]
-            lines += [f"- {escape_markdown(p)}" for p in shown]
-            if len(publication.published) > len(shown):
-                lines.append(f"- … and {len(publication.published) - len(shown)} more")
-            lines += ["", "</details>"]
-    else:
-        lines += [
-            f"### wishbot could not publish {sha[:12]}",
-            "",
-            escape_markdown(publication.failure or publication.description),
-            "",
-            "wishbot will retry." if retried else "Push again or re-run the job to retry.",
-        ]
-    return "\n".join(lines) + "\n"
-
-
 def on_push(
     forge: Forge,
     pipeline: Pipeline,
@@ -197,6 +213,7 @@ def on_push(
     journal: Journal | None = None,
     *,
     retried: bool = False,
+    job_url: str = "",
 ) -> Outcome:
     """Publish after a push: only the default branch, only its current head.
 
@@ -209,7 +226,7 @@ def on_push(
         return Outcome("skipped", f"{branch} is not the default branch {default}", sha)
     journal = journal or Journal()
     path = config.wishlist_path
-    statuses = StatusSet(forge, journal, head, default)
+    statuses = StatusSet(forge, journal, head, default, job_url or config.catalog_url)
     publication: Publication | None = None
     try:
         statuses.set(PUBLISH, "running", f"publishing {path}")
@@ -234,14 +251,24 @@ def on_push(
         statuses.set(PUBLISH, state, text)
         commits = [head]
         if _pushed_commit_too(forge, path, sha, head, wishlist, publication, catalog_commit):
-            StatusSet(forge, journal, sha, default).set(PUBLISH, state, text)
+            target = job_url or config.catalog_url
+            StatusSet(forge, journal, sha, default, target).set(PUBLISH, state, text)
             commits.append(sha)
         noted: set[str] = set()
         for commit in commits:
             mr = forge.merge_request_for_commit(commit)
             if mr is not None and mr.number not in noted:
                 noted.add(mr.number)
-                comment = _publish_comment(head, publication, retried)
+                links = comment_links(forge, config, mr, head, job_url)
+                comment = publish_comment(
+                    head,
+                    ok=publication.ok,
+                    description=publication.description,
+                    published=publication.published,
+                    failure=publication.failure,
+                    retried=retried,
+                    links=links,
+                )
                 forge.upsert_comment(mr, PUBLISH_MARKER, comment)
         if publication.ok:
             return Outcome("published", publication.description, head, False, catalog_commit)
