@@ -26,6 +26,7 @@ COMMANDS = (
     "apply",
     "gc",
     "catalog",
+    "verify",
     "ci",
     "serve",
     "watch",

@@ -91,6 +91,31 @@ def _digest(value: str) -> str:
     return value if ":" in value else f"sha256:{value}"
 
 
+def go_field(data: object, key: str) -> Any:
+    """``data[key]`` matched as Go's ``encoding/json`` does: an exact key first,
+    then any spelling of it (DUCC writes ``"Config"``, ``"Layers"``, ``"Digest"``)."""
+    if not isinstance(data, dict):
+        return None
+    if key in data:
+        return data[key]
+    folded = key.casefold()
+    for name, value in data.items():
+        if isinstance(name, str) and name.casefold() == folded:
+            return value
+    return None
+
+
+def manifest_summary(data: object) -> tuple[str | None, tuple[str, ...]]:
+    """(image id, layer digests) of a manifest.json in either tool's spelling."""
+    image_id = go_field(go_field(data, "config"), "digest")
+    layers = tuple(
+        digest
+        for item in go_field(data, "layers") or []
+        if isinstance(digest := go_field(item, "digest"), str)
+    )
+    return (image_id if isinstance(image_id, str) else None), layers
+
+
 # --- layer metadata --------------------------------------------------------
 
 
@@ -192,18 +217,18 @@ class ImageRecord:
         """
         if not isinstance(data, dict):
             return None
-        config = data.get("config")
-        image_id = config.get("digest") if isinstance(config, dict) else None
+        image_id = go_field(go_field(data, "config"), "digest")
         if not isinstance(image_id, str):
             return None
         layers: list[tuple[str, int, str]] = []
-        for item in data.get("layers") or []:
-            if isinstance(item, dict) and isinstance(item.get("digest"), str):
-                size = item.get("size")
-                media_type = item.get("mediaType")
+        for item in go_field(data, "layers") or []:
+            digest = go_field(item, "digest")
+            if isinstance(digest, str):
+                size = go_field(item, "size")
+                media_type = go_field(item, "mediaType")
                 layers.append(
                     (
-                        item["digest"],
+                        digest,
                         size if isinstance(size, int) else 0,
                         media_type if isinstance(media_type, str) else "",
                     )
@@ -281,18 +306,13 @@ class ScheduleEntry:
             return None
         extra = data.get("wishbot")
         extra = extra if isinstance(extra, dict) else {}
-        config = data.get("config")
         kind = extra.get("kind", "image")
         ident = extra.get("id")
-        if ident is None and isinstance(config, dict):
-            ident = config.get("digest")
-        if kind not in ("image", "layer") or not isinstance(ident, str):
+        config_id, layers = manifest_summary(data)
+        if ident is None:
+            ident = config_id
+        if kind not in ("image", "layer") or not isinstance(ident, str) or not ident:
             return None
-        layers = tuple(
-            item["digest"]
-            for item in data.get("layers") or []
-            if isinstance(item, dict) and isinstance(item.get("digest"), str)
-        )
         path = extra.get("path")
         removal = ScheduledRemoval(
             kind="image" if kind == "image" else "layer",

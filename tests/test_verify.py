@@ -1,0 +1,195 @@
+"""``wishbot verify``: a tree made by a real ``apply`` is clean; each kind of damage is found."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from apply_util import NOW, run_apply, write_wishlist
+from registry_util import client_for
+
+from bot.cli import main
+from bot.core import audit, layout
+from bot.core.audit import FlatFacts, TreeFacts
+from bot.core.schemas import schema_errors
+from bot.publisher.verify import verify
+from bot.sandbox.image_builder import push_image
+from bot.sandbox.layers import build_layer, file, symlink, whiteout, with_parents
+from bot.sandbox.registry_server import LocalRegistry
+
+BASE = build_layer(
+    with_parents(
+        [
+            file("etc/os-release", "ID=test\n"),
+            file("usr/bin/tool", "#!/bin/sh\necho tool\n", mode=0o755),
+            symlink("bin", "usr/bin"),
+        ]
+    )
+)
+TOP = build_layer([whiteout("etc/os-release"), file("app/hello.txt", "hi\n")])
+NEWER = build_layer([file("app/hello.txt", "hello again\n")])
+
+
+@pytest.fixture
+def published(registry: LocalRegistry, unique_repo: str, tmp_path: Path) -> dict[str, object]:
+    """A tree from two real ``apply`` runs: one image, then its tag moved (one scheduled)."""
+    first = push_image(registry.url, unique_repo, "1.0", [BASE, TOP], cmd=["/bin/sh"])
+    wishlist = tmp_path / "wishlist.yaml"
+    write_wishlist(wishlist, registry, f"{unique_repo}:1.0")
+    tree = tmp_path / "tree"
+    assert run_apply(registry, wishlist, tree).ok
+    moved = push_image(registry.url, unique_repo, "1.0", [BASE, NEWER], cmd=["/bin/sh"])
+    assert run_apply(registry, wishlist, tree, now=NOW + timedelta(days=1)).ok
+    path = f"{registry.host}/{unique_repo}:1.0"
+    return {"tree": tree, "path": path, "first": first, "moved": moved}
+
+
+def _deep(registry: LocalRegistry, tree: Path) -> audit.AuditReport:
+    with client_for(registry.host) as client:
+        return verify(tree, download=lambda ref, d, s, dest: client.download_blob(ref, d, s, dest))
+
+
+def _checks(report: audit.AuditReport) -> list[tuple[str, str]]:
+    return [(f.check, f.path) for f in report.findings]
+
+
+def test_a_healthy_tree_is_clean_also_deep(
+    registry: LocalRegistry, published: dict[str, object]
+) -> None:
+    tree = published["tree"]
+    assert isinstance(tree, Path)
+    report = verify(tree)
+    assert report.ok, report.render()
+    assert report.images == 1 and report.layers == 3
+    deep = _deep(registry, tree)
+    assert deep.ok and deep.deep, deep.render()
+    assert schema_errors(deep.to_json(), "verify.schema.json") == []
+
+
+def test_missing_singularity_file_and_leftover_whiteout(published: dict[str, object]) -> None:
+    tree, moved = published["tree"], published["moved"]
+    assert isinstance(tree, Path)
+    flat = tree / layout.flat_dir(moved.config_digest)  # type: ignore[attr-defined]
+    (flat / ".singularity.d/runscript").unlink()
+    (flat / "app/.wh.gone").write_text("")
+    report = verify(tree)
+    assert _checks(report) == [
+        ("singularity", layout.flat_dir(moved.config_digest)),  # type: ignore[attr-defined]
+        ("whiteout", layout.flat_dir(moved.config_digest)),  # type: ignore[attr-defined]
+    ]
+    assert ".singularity.d/runscript" in report.findings[0].message
+    assert "app/.wh.gone" in report.findings[1].message
+    assert "--repair" in report.findings[0].fix
+
+
+def test_layer_files_that_do_not_match_their_tar(
+    registry: LocalRegistry, published: dict[str, object]
+) -> None:
+    tree, first = published["tree"], published["first"]
+    assert isinstance(tree, Path)
+    base, top = first.layer_digests  # type: ignore[attr-defined]
+    (tree / layout.layerfs_dir(base) / "usr/bin/tool").write_text("#!/bin/sh\necho evil\n")
+    # the whiteout a real overlayfs publish drops silently (issue 9)
+    (tree / layout.layerfs_dir(top) / "etc/.wh.os-release").unlink()
+    assert verify(tree).ok  # not visible without --deep
+    deep = _deep(registry, tree)
+    found = {f.path: f.message for f in deep.findings}
+    assert set(found) == {layout.layerfs_dir(base), layout.layerfs_dir(top)}
+    assert "usr/bin/tool: content differs" in found[layout.layerfs_dir(base)]
+    assert "etc/.wh.os-release: missing" in found[layout.layerfs_dir(top)]
+
+
+def test_recorded_diff_id_that_does_not_match(
+    registry: LocalRegistry, published: dict[str, object]
+) -> None:
+    tree, first = published["tree"], published["first"]
+    assert isinstance(tree, Path)
+    base = first.layer_digests[0]  # type: ignore[attr-defined]
+    info = tree / layout.layer_metadata_dir(base) / "layers.json"
+    text = info.read_text()
+    info.write_text(text.replace(first.diff_ids[0], "sha256:" + "0" * 64))  # type: ignore[attr-defined]
+    deep = _deep(registry, tree)
+    assert _checks(deep) == [("layer-content", f"{layout.layer_metadata_dir(base)}/layers.json")]
+
+
+def test_dangling_public_path_and_backlink_to_deleted_image(
+    published: dict[str, object],
+) -> None:
+    tree, path, first = published["tree"], published["path"], published["first"]
+    assert isinstance(tree, Path) and isinstance(path, str)
+    other = path.replace(":1.0", ":gone")
+    os.symlink(layout.flat_link(other, "sha256:" + "ab" * 32), tree / other)
+    base = first.layer_digests[0]  # type: ignore[attr-defined]
+    origin = tree / layout.layer_metadata_dir(base) / "origin.json"
+    users = json.loads(origin.read_text())["origin"]
+    deleted = "sha256:" + "cd" * 32
+    origin.write_text(json.dumps({"origin": [*users, deleted]}))
+    report = verify(tree)
+    assert _checks(report) == [
+        ("dangling-path", other),
+        ("backlink", f"{layout.layer_metadata_dir(base)}/origin.json"),
+    ]
+    assert deleted in report.findings[1].message
+
+
+def test_deleted_flat_image_dangles_its_path_and_stale_schedule(
+    published: dict[str, object],
+) -> None:
+    tree, path, first = published["tree"], published["path"], published["first"]
+    assert isinstance(tree, Path)
+    shutil.rmtree(tree / layout.flat_dir(first.config_digest))  # type: ignore[attr-defined]
+    report = verify(tree)
+    checks = _checks(report)
+    assert ("schedule", layout.REMOVE_SCHEDULE) in checks
+    assert ("dangling-path", path) not in checks  # the path serves the moved image
+
+
+def test_cli_exit_codes_and_json(
+    published: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = published["tree"]
+    assert isinstance(tree, Path)
+    assert main(["verify", "--publisher", f"local:{tree}"]) == 0
+    assert "clean" in capsys.readouterr().out
+    flat = next(p for p in (tree / layout.FLAT).glob("*/*") if p.is_dir())
+    (flat / ".singularity.d/env/10-docker2singularity.sh").unlink()
+    assert main(["verify", "--publisher", f"local:{tree}", "--format", "json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is False and out["findings"][0]["check"] == "singularity"
+    assert schema_errors(out, "verify.schema.json") == []
+
+
+# --- pure: variant symlinks as a stock client expands them -----------------------------
+
+HEX = "ef" * 32
+
+
+def _variant_facts(arch: str) -> TreeFacts:
+    path = "reg.example/tool:1"
+    link = f"{layout.MULTIARCH}/{arch}/{path}"
+    return TreeFacts(
+        links={
+            path: layout.relative_link(path, f"{layout.MULTIARCH}/$(CVMFS_ARCH:-amd64)/{path}"),
+            link: layout.flat_link(link, f"sha256:{HEX}"),
+        },
+        public=(path,),
+        flats={f"sha256:{HEX}": FlatFacts(f"sha256:{HEX}")},
+        metadata={link: audit.ImageMeta(f"sha256:{HEX}")},
+    )
+
+
+def test_variant_symlink_resolves_for_uname_named_architectures() -> None:
+    assert audit.audit(_variant_facts("x86_64")).ok
+    assert audit.audit(_variant_facts("aarch64")).ok
+
+
+def test_variant_symlink_named_by_go_architecture_dangles_on_stock_clients() -> None:
+    report = audit.audit(_variant_facts("amd64"))
+    (finding,) = report.findings
+    assert finding.check == "dangling-path"
+    assert "CVMFS_ARCH=x86_64" in finding.message
+    assert ".multiarch/x86_64/reg.example/tool:1" in finding.fix
