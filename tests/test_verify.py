@@ -16,6 +16,7 @@ from bot.cli import main
 from bot.core import audit, layout
 from bot.core.audit import FlatFacts, TreeFacts
 from bot.core.schemas import schema_errors
+from bot.publisher import apply as apply_module
 from bot.publisher.verify import verify
 from bot.sandbox.image_builder import push_image
 from bot.sandbox.layers import build_layer, file, symlink, whiteout, with_parents
@@ -193,3 +194,29 @@ def test_variant_symlink_named_by_go_architecture_dangles_on_stock_clients() -> 
     assert finding.check == "dangling-path"
     assert "CVMFS_ARCH=x86_64" in finding.message
     assert ".multiarch/x86_64/reg.example/tool:1" in finding.fix
+
+
+def test_a_flat_image_without_its_singularity_files_is_not_published(
+    registry: LocalRegistry, unique_repo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    push_image(registry.url, unique_repo, "1.0", [BASE, TOP])
+    push_image(registry.url, unique_repo, "2.0", [BASE, NEWER])
+    wishlist = tmp_path / "wishlist.yaml"
+    write_wishlist(wishlist, registry, f"{unique_repo}:1.0", f"{unique_repo}:2.0")
+    tree = tmp_path / "tree"
+    real = apply_module.write_singularity_metadata
+    calls: list[Path] = []
+
+    def forgetful(root: Path, config: object, **kwargs: object) -> None:
+        real(root, config, **kwargs)  # type: ignore[arg-type]
+        calls.append(root)
+        if len(calls) == 1:  # the first image loses its runscript, as DUCC's once did
+            (root / ".singularity.d/runscript").unlink()
+
+    monkeypatch.setattr(apply_module, "write_singularity_metadata", forgetful)
+    report = run_apply(registry, wishlist, tree)
+    failed, ok = report.results
+    assert not failed.ok and ok.ok
+    assert ".singularity.d/runscript" in failed.message
+    assert not os.path.lexists(tree / failed.path)  # nothing of it is visible
+    assert verify(tree).ok

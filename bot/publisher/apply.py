@@ -8,7 +8,9 @@ For an image that is added or moved, inside one transaction:
    ``layers.json``;
 2. the flat image ``.flat/xx/<id>`` is built from the layers' ``layerfs``
    (fresh in this transaction or published before) with the
-   Apptainer/Singularity metadata, unless it exists already;
+   Apptainer/Singularity metadata, unless it exists already, and checked
+   (:func:`bot.publisher.verify.check_flat`: its Singularity files are
+   there, no whiteout marker is left);
 3. backlinks (``origin.json``), ``.cvmfscatalog`` markers, ``manifest.json``;
 4. the public symlink (re-pointed atomically; a non-symlink is never
    replaced), or for a multi-platform wish the per-architecture symlink plus
@@ -67,6 +69,7 @@ from bot.publisher.metadata import (
 from bot.publisher.retiring import revive, serving_links
 from bot.publisher.state import ARCH_VARIABLE
 from bot.publisher.unpack import Limits, unpack_layer
+from bot.publisher.verify import check_flat
 
 Progress = Callable[[str], None]
 #: ``(label, bytes done, bytes total)`` while a layer downloads (for progress bars)
@@ -329,6 +332,7 @@ class _Converter:
         ):
             self._layers(view, Path(tmp))
             self._flat(view)
+            self._check_flat(view)
             self._backlinks(view)
             self._markers(view)
             self._manifest(view, link, thin)
@@ -424,6 +428,13 @@ class _Converter:
             )
             hooks.crash_point("flat-layer")
         write_singularity_metadata(target, self.image.config)
+
+    def _check_flat(self, view: Path) -> None:
+        """The cheap verify of a flat image built in this transaction: a problem
+        aborts the image before anything of it is visible."""
+        staged = view / layout.flat_dir(self.image.image_id)
+        if staged.is_dir():
+            check_flat(staged, self.image.image_id)
 
     def _backlinks(self, view: Path) -> None:
         for digest in dict.fromkeys(layer.digest for layer in self.image.layers):
