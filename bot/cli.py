@@ -27,6 +27,7 @@ COMMANDS = (
     "gc",
     "catalog",
     "verify",
+    "adopt",
     "ci",
     "serve",
     "watch",

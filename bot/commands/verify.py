@@ -21,9 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bot.commands.options import add_publisher_arguments
+from bot.commands.options import add_publisher_arguments, publisher_target
 from bot.config import Config
-from bot.errors import UsageError
 
 
 def register(subparsers: Any) -> None:
@@ -48,9 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from bot.publisher.verify import verify
 
     config = Config.load()
-    target = args.publisher or config.publisher
-    if not target:
-        raise UsageError("no publisher given", hint="pass --publisher local:DIR or cvmfs:REPO")
+    target = publisher_target(args, config)
     publisher = open_publisher(target)
     if args.deep:
         from bot.registry.client import RegistryClient

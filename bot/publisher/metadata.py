@@ -6,8 +6,10 @@ ignores unknown keys). See ``docs/layout.md``.
 
 - layer ``.metadata/origin.json``: ``{"origin": ["sha256:<image id>", ...]}``
   (DUCC's ``Backlink``): the images that use the layer.
-- layer ``.metadata/layers.json``: ``{"version": 1, "digest", "diff_id",
-  "media_type", "compressed_size", "unpacked_size", "entries"}``.
+- layer ``.metadata/layers.json``: DUCC's one-element array of
+  containers/storage layer records (``id``, ``compressed-diff-digest``,
+  ``diff-digest``, ``diff-size``) with a ``"wishbot"`` object: ``{"version": 1,
+  "digest", "diff_id", "media_type", "compressed_size", "unpacked_size", "entries"}``.
 - image ``.metadata/<path>/manifest.json``: the image manifest as DUCC stores
   it (``config.digest`` is the image id, ``layers[].digest``) plus a
   ``"wishbot"`` object: reference, manifest digest, platform, converted time,
@@ -132,6 +134,13 @@ def read_origin(path: Path) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class LayerInfo:
+    """``layers.json`` of a layer, in DUCC's format: a one-element array of
+    containers/storage layer records, which DUCC's podman-store code reads
+    back (``id`` = diffID hex, ``compressed-diff-digest``, ``diff-digest``,
+    ``diff-size``), wishbot's own fields in a ``"wishbot"`` object beside them.
+    Reads DUCC's array, this one, and wishbot's older plain object.
+    """
+
     digest: str
     diff_id: str | None
     media_type: str
@@ -139,35 +148,63 @@ class LayerInfo:
     unpacked_size: int
     entries: int = 0
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "version": FORMAT_VERSION,
-            "digest": self.digest,
-            "diff_id": self.diff_id,
-            "media_type": self.media_type,
-            "compressed_size": self.compressed_size,
-            "unpacked_size": self.unpacked_size,
-            "entries": self.entries,
+    def to_json(self) -> list[dict[str, object]]:
+        record: dict[str, object] = {
+            "compressed-diff-digest": self.digest,
+            "compressed-size": self.compressed_size,
+            "diff-size": self.unpacked_size,
+            "wishbot": {
+                "version": FORMAT_VERSION,
+                "digest": self.digest,
+                "diff_id": self.diff_id,
+                "media_type": self.media_type,
+                "compressed_size": self.compressed_size,
+                "unpacked_size": self.unpacked_size,
+                "entries": self.entries,
+            },
         }
+        if self.diff_id:
+            record["id"] = self.diff_id.split(":", 1)[-1]
+            record["diff-digest"] = self.diff_id
+        return [record]
 
     @classmethod
     def from_json(cls, data: object, digest: str) -> LayerInfo:
-        d = data if isinstance(data, dict) else {}
+        d = _layer_record(data, digest)
+        extra = d.get("wishbot")
+        ours = extra if isinstance(extra, dict) else d
 
-        def number(key: str) -> int:
-            value = d.get(key)
-            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        def number(*keys: str) -> int:
+            for source, key in ((ours, keys[0]), *((d, k) for k in keys[1:])):
+                value = source.get(key)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    return value
+            return 0
 
-        diff_id = d.get("diff_id")
-        media_type = d.get("media_type")
+        diff_id = ours.get("diff_id") or d.get("diff-digest")
+        media_type = ours.get("media_type")
         return cls(
             digest=digest,
             diff_id=diff_id if isinstance(diff_id, str) else None,
             media_type=media_type if isinstance(media_type, str) else "",
-            compressed_size=number("compressed_size"),
-            unpacked_size=number("unpacked_size"),
+            compressed_size=number("compressed_size", "compressed-size"),
+            unpacked_size=number("unpacked_size", "diff-size"),
             entries=number("entries"),
         )
+
+
+def _layer_record(data: object, digest: str) -> dict[str, Any]:
+    """The record of ``digest`` in a layers.json (DUCC's array or an object)."""
+    if isinstance(data, dict):
+        return data
+    if isinstance(data, list):
+        records = [item for item in data if isinstance(item, dict)]
+        for item in records:
+            if item.get("compressed-diff-digest") == digest:
+                return item
+        if records:
+            return records[0]
+    return {}
 
 
 # --- image manifest.json ---------------------------------------------------
