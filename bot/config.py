@@ -63,6 +63,7 @@ class Config:
     listen: str = "127.0.0.1:8080"
     poll_interval: float = 60.0
     reapply_interval: float = 3600.0  # serve/watch: re-publish (tags move upstream) + gc; 0 = never
+    verify_interval: float = 86400.0  # maintenance: deep verify at most this often; 0 = never
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> Config:

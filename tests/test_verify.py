@@ -9,15 +9,22 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from apply_util import NOW, run_apply, write_wishlist
+from apply_util import NOW, REPO, run_apply, write_wishlist
 from registry_util import client_for
 
 from bot.cli import main
+from bot.config import Config
 from bot.core import audit, layout
 from bot.core.audit import FlatFacts, TreeFacts
+from bot.core.catalog import catalog_files
 from bot.core.schemas import schema_errors
 from bot.publisher import apply as apply_module
-from bot.publisher.verify import verify
+from bot.publisher.state import read_state
+from bot.publisher.verify import read_status, verify
+from bot.runtime.journal import Journal
+from bot.runtime.pipeline import WishbotPipeline
+from bot.runtime.queue import Queue
+from bot.runtime.server import WebhookServer
 from bot.sandbox.image_builder import push_image
 from bot.sandbox.layers import build_layer, file, symlink, whiteout, with_parents
 from bot.sandbox.registry_server import LocalRegistry
@@ -220,3 +227,53 @@ def test_a_flat_image_without_its_singularity_files_is_not_published(
     assert ".singularity.d/runscript" in failed.message
     assert not os.path.lexists(tree / failed.path)  # nothing of it is visible
     assert verify(tree).ok
+
+
+# --- the scheduled deep verify: maintenance, metrics, catalog ----------------------------
+
+
+def test_maintenance_runs_the_deep_verify_daily_and_shows_it(
+    registry: LocalRegistry, published: dict[str, object], tmp_path: Path
+) -> None:
+    tree, moved = published["tree"], published["moved"]
+    assert isinstance(tree, Path)
+    clock = [NOW + timedelta(days=2)]
+    config = Config(
+        publisher=f"local:{tree}",
+        insecure_registries=(registry.host,),
+        backoff=0.01,
+        verify_interval=86400,
+        listen="127.0.0.1:0",
+        repositories=("team/wishlist",),
+    )
+    pipeline = WishbotPipeline(config, clock=lambda: clock[0])
+    assert pipeline.collect().endswith("; deep verify: clean")
+    status = read_status(tree)
+    assert status is not None and status["ok"] is True and status["deep"] is True
+    clock[0] += timedelta(hours=1)
+    assert "verify" not in pipeline.collect()  # not due yet
+    flat = tree / layout.flat_dir(moved.config_digest)  # type: ignore[attr-defined]
+    (flat / ".singularity.d/runscript").unlink()
+    clock[0] += timedelta(days=1)
+    assert pipeline.collect().endswith("; deep verify: 1 finding(s) (run wishbot verify --deep)")
+    status = read_status(tree)
+    assert status is not None and status["errors"] == 1
+
+    # the catalog shows it ...
+    files = catalog_files(read_state(tree, REPO), grace_days=30, verified=status)
+    catalog = json.loads(files["catalog.json"])
+    assert catalog["verified"]["errors"] == 1
+    assert schema_errors(catalog, "catalog.schema.json") == []
+    assert "Last verified (deep)" in files["CATALOG.md"].decode()
+    # ... and so do the metrics
+    server = WebhookServer(
+        config,
+        secret="s3cret",
+        queue=Queue(tmp_path / "queue.sqlite"),
+        journal=Journal(tmp_path / "journal.sqlite"),
+        pipeline=pipeline,
+        forge_for=lambda kind, repository: None,  # type: ignore[arg-type,return-value]
+    )
+    metrics = server.metrics_text()
+    assert 'wishbot_verify_findings{state="error"} 1' in metrics
+    assert 'wishbot_verify_checked_timestamp_seconds{state="findings"}' in metrics

@@ -23,22 +23,27 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from bot.core import audit, layout
 from bot.core.audit import FlatFacts, ImageMeta, LayerCheck, LayerFacts, TreeFacts
 from bot.core.reference import ImageReference, ReferenceError, parse
 from bot.errors import PublisherError, WishbotError
+from bot.publisher.backend import Publisher
 from bot.publisher.metadata import (
     LAYERS,
     MANIFEST,
     ORIGIN,
     ImageRecord,
     LayerInfo,
+    iso,
     manifest_summary,
+    parse_time,
     read_json,
     read_origin,
     read_schedule,
+    write_json,
 )
 from bot.publisher.state import _partitions, public_links
 from bot.publisher.unpack import Limits, unpack_layer
@@ -320,3 +325,49 @@ def verify(
     if download is not None:
         facts.deep = deep_checks(root, facts, download, limits or Limits(1 << 40, 1 << 24))
     return audit.audit(facts, deep=download is not None)
+
+
+# --- the scheduled deep verify: its status, for metrics and the catalog ------------
+
+#: the last scheduled deep verify's outcome (counts only), written into the tree
+STATUS = f"{layout.METADATA}/wishbot-verify.json"
+
+
+def status_json(report: audit.AuditReport, now: datetime) -> dict[str, object]:
+    errors = sum(1 for f in report.findings if f.severity == "error")
+    return {
+        "schema": "wishbot-verify-status/1",
+        "checked": iso(now),
+        "deep": report.deep,
+        "ok": report.ok,
+        "errors": errors,
+        "warnings": len(report.findings) - errors,
+    }
+
+
+def read_status(root: Path) -> dict[str, object] | None:
+    """The last scheduled verify's status, or None (never run, unreadable)."""
+    data = read_json(root / STATUS)
+    if not isinstance(data, dict) or parse_time(data.get("checked")) is None:
+        return None
+    return data
+
+
+def verify_due(root: Path, now: datetime, interval: float) -> bool:
+    if interval <= 0:
+        return False
+    status = read_status(root)
+    checked = parse_time(status.get("checked")) if status else None
+    return checked is None or now - checked >= timedelta(seconds=interval)
+
+
+def scheduled_verify(
+    publisher: Publisher, now: datetime, download: Download, limits: Limits
+) -> str:
+    """Run the deep verify and record its status in one small transaction; a summary line."""
+    report = verify(publisher.root, download=download, limits=limits)
+    with publisher.transaction() as view:
+        write_json(view / STATUS, status_json(report, now))
+    if report.ok:
+        return "deep verify: clean"
+    return f"deep verify: {len(report.findings)} finding(s) (run wishbot verify --deep)"

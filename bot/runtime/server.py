@@ -21,11 +21,14 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bot.config import Config
 from bot.errors import ConfigError, WishbotError
 from bot.forge.base import Forge
+from bot.publisher.backend import open_publisher
+from bot.publisher.metadata import parse_time
+from bot.publisher.verify import read_status
 from bot.runtime.events import Ignored, MergeRequestEvent, PushEvent, header, parse_event
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import Pipeline
@@ -358,7 +361,28 @@ class WebhookServer:
             counts = {k: float(v) for k, v in self.queue.counts().items()}
         except Exception:
             counts = {}
-        return self.metrics.render({"wishbot_queue_jobs": counts})
+        return self.metrics.render({"wishbot_queue_jobs": counts, **self._verify_gauges()})
+
+    def _verify_gauges(self) -> dict[str, dict[str, float]]:
+        """The last scheduled deep verify (see ``bot.publisher.verify.STATUS``)."""
+        if not self.config.publisher:
+            return {}
+        try:
+            status = read_status(open_publisher(self.config.publisher).root)
+        except WishbotError:
+            status = None
+        if status is None:
+            return {}
+        checked = parse_time(status.get("checked"))
+        return {
+            "wishbot_verify_findings": {
+                "error": float(cast(int, status.get("errors", 0))),
+                "warning": float(cast(int, status.get("warnings", 0))),
+            },
+            "wishbot_verify_checked_timestamp_seconds": {
+                "clean" if status.get("ok") else "findings": checked.timestamp() if checked else 0.0
+            },
+        }
 
 
 def open_server(
