@@ -277,3 +277,46 @@ def test_maintenance_runs_the_deep_verify_daily_and_shows_it(
     metrics = server.metrics_text()
     assert 'wishbot_verify_findings{state="error"} 1' in metrics
     assert 'wishbot_verify_checked_timestamp_seconds{state="findings"}' in metrics
+
+
+# --- --repair ------------------------------------------------------------------------
+
+
+def test_repair_rebuilds_flat_layer_backlinks_and_schedule(
+    registry: LocalRegistry,
+    published: dict[str, object],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tree, first, moved = published["tree"], published["first"], published["moved"]
+    assert isinstance(tree, Path)
+    flat = tree / layout.flat_dir(moved.config_digest)  # type: ignore[attr-defined]
+    (flat / ".singularity.d/runscript").unlink()
+    (flat / "app/.wh.gone").write_text("")
+    base = first.layer_digests[0]  # type: ignore[attr-defined]
+    (tree / layout.layerfs_dir(base) / "usr/bin/tool").write_text("tampered\n")
+    origin = tree / layout.layer_metadata_dir(base) / "origin.json"
+    users = json.loads(origin.read_text())["origin"]
+    origin.write_text(json.dumps({"origin": [*users, "sha256:" + "cd" * 32]}))
+    schedule = tree / layout.REMOVE_SCHEDULE
+    entries = json.loads(schedule.read_text())
+    schedule.write_text(json.dumps([*entries, {"Config": {"Digest": "sha256:" + "ee" * 32}}]))
+    monkeypatch.setenv("WISHBOT_INSECURE_REGISTRIES", registry.host)
+    args = ["verify", "--publisher", f"local:{tree}", "--deep", "--repair", "--format", "json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert schema_errors(out, "verify.schema.json") == []
+    assert out["ok"] is True and out["findings"] == []
+    fixed = sorted((r["finding"]["check"], r["done"]) for r in out["repairs"])
+    assert fixed == [
+        ("backlink", True),
+        ("layer-content", True),
+        ("schedule", True),
+        ("singularity", True),
+    ]  # the whiteout finding is the same flat image: rebuilt once
+    assert (flat / ".singularity.d/runscript").is_file()
+    assert not (flat / "app/.wh.gone").exists()
+    tool = tree / layout.layerfs_dir(base) / "usr/bin/tool"
+    assert tool.read_text() == "#!/bin/sh\necho tool\n"
+    assert json.loads(origin.read_text())["origin"] == sorted(users)
+    assert main(["verify", "--publisher", f"local:{tree}"]) == 0

@@ -9,7 +9,12 @@ from a registry that serves it, checked against its diffID and compared
 file by file with what is published.
 
 Works on trees written by wishbot and by the reference converter (DUCC).
-Exit status: 0 clean, 1 with findings (each names the path and what to do),
+--repair redoes what can be redone safely, one transaction per fix: a flat
+image is rebuilt from its layers (its config fetched again), a layer that
+differs from its tar (--deep) is unpacked again, backlinks are rewritten from
+what is published, stale remove-schedule entries are dropped; then it
+verifies again.
+Exit status: 0 clean (after repairs), 1 with findings (each names the path and what to do),
 2 usage.
 """
 
@@ -38,31 +43,48 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="also download every layer again and compare its files with the published ones",
     )
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="redo what can be redone safely (flat images, layers, backlinks, schedule), "
+        "one transaction per fix, then verify again",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from bot.publisher.backend import open_publisher
+    from bot.publisher.repair import Repairer
     from bot.publisher.unpack import Limits
     from bot.publisher.verify import verify
+    from bot.registry.client import RegistryClient
 
     config = Config.load()
     target = publisher_target(args, config)
     publisher = open_publisher(target)
-    if args.deep:
-        from bot.registry.client import RegistryClient
+    limits = Limits.from_config(config)
+    repairs: list[Any] = []
+    with RegistryClient(config) as client:
 
-        with RegistryClient(config) as client:
+        def download(ref: Any, digest: str, size: int, dest: Path) -> None:
+            client.download_blob(ref, digest, size, dest)
 
-            def download(ref: Any, digest: str, size: int, dest: Path) -> None:
-                client.download_blob(ref, digest, size, dest)
-
-            report = verify(publisher.root, download=download, limits=Limits.from_config(config))
-    else:
-        report = verify(publisher.root)
+        deep = download if args.deep else None
+        report = verify(publisher.root, download=deep, limits=limits)
+        if args.repair and not report.ok:
+            with publisher.lock():
+                for line in publisher.recover():
+                    print(f"recovery: {line}", file=sys.stderr)
+                repairs = Repairer(publisher, client, limits).run(report.findings)
+            report = verify(publisher.root, download=deep, limits=limits)
     if args.format == "json":
-        json.dump(report.to_json(), sys.stdout, indent=2)
+        data = report.to_json()
+        if args.repair:
+            data["repairs"] = [r.to_json() for r in repairs]
+        json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
+        for repair in repairs:
+            print(repair.render())
         print(report.render())
     return 0 if report.ok else 1
