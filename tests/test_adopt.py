@@ -158,6 +158,11 @@ def test_adopting_a_ducc_repository(
     )
     assert not os.path.lexists(tree / f"{host}/{unique_repo}:legacy")
     assert sorted(p.name for p in (tree / ".chains").glob("*/*")) == chains_before  # left alone
+    # DUCC's podman store: the deleted images are gone from it, nothing in it dangles
+    store = tree / "podmanStore"
+    listed = {e["id"] for e in json.loads((store / "overlay-images/images.json").read_bytes())}
+    assert layout.hex_of(images["one"].config_digest) not in listed
+    assert all(diff.exists() for diff in store.glob("overlay/*/diff"))
     report_after = verify(tree)
     assert report_after.ok, report_after.render()
     _both_tools_read_it(tree)
