@@ -64,6 +64,9 @@ class Config:
     poll_interval: float = 60.0
     reapply_interval: float = 3600.0  # serve/watch: re-publish (tags move upstream) + gc; 0 = never
     verify_interval: float = 86400.0  # maintenance: deep verify at most this often; 0 = never
+    verify_batch: int = (
+        200  # maintenance: layers compared with their tar per deep verify, in turn; 0 = all
+    )
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> Config:

@@ -20,7 +20,7 @@ from bot.core.catalog import catalog_files
 from bot.core.schemas import schema_errors
 from bot.publisher import apply as apply_module
 from bot.publisher.state import read_state
-from bot.publisher.verify import read_status, verify
+from bot.publisher.verify import next_batch, read_status, verify
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline import WishbotPipeline
 from bot.runtime.queue import Queue
@@ -243,21 +243,26 @@ def test_maintenance_runs_the_deep_verify_daily_and_shows_it(
         insecure_registries=(registry.host,),
         backoff=0.01,
         verify_interval=86400,
+        verify_batch=2,
         listen="127.0.0.1:0",
         repositories=("team/wishlist",),
     )
     pipeline = WishbotPipeline(config, clock=lambda: clock[0])
-    assert pipeline.collect().endswith("; deep verify: clean")
+    assert pipeline.collect().endswith("; deep verify (2 of 3 layer(s)): clean")
     status = read_status(tree)
     assert status is not None and status["ok"] is True and status["deep"] is True
+    first_cursor = status["cursor"]
     clock[0] += timedelta(hours=1)
     assert "verify" not in pipeline.collect()  # not due yet
     flat = tree / layout.flat_dir(moved.config_digest)  # type: ignore[attr-defined]
     (flat / ".singularity.d/runscript").unlink()
     clock[0] += timedelta(days=1)
-    assert pipeline.collect().endswith("; deep verify: 1 finding(s) (run wishbot verify --deep)")
+    assert pipeline.collect().endswith(
+        "; deep verify (2 of 3 layer(s)): 1 finding(s) (run wishbot verify --deep)"
+    )
     status = read_status(tree)
     assert status is not None and status["errors"] == 1
+    assert status["cursor"] != first_cursor  # the layers take turns
 
     # the catalog shows it ...
     files = catalog_files(read_state(tree, REPO), grace_days=30, verified=status)
@@ -320,3 +325,12 @@ def test_repair_rebuilds_flat_layer_backlinks_and_schedule(
     assert tool.read_text() == "#!/bin/sh\necho tool\n"
     assert json.loads(origin.read_text())["origin"] == sorted(users)
     assert main(["verify", "--publisher", f"local:{tree}"]) == 0
+
+
+def test_scheduled_deep_verify_takes_layers_in_turn() -> None:
+    layers = ["a", "b", "c", "d", "e"]
+    assert next_batch(layers, None, 2) == ["a", "b"]
+    assert next_batch(layers, "b", 2) == ["c", "d"]
+    assert next_batch(layers, "d", 2) == ["e", "a"]
+    assert next_batch(layers, "gone", 2) == ["a", "b"]  # a cursor past the end wraps
+    assert next_batch(layers, "c", 0) == layers

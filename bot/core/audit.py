@@ -137,6 +137,7 @@ class AuditReport:
     images: int = 0
     layers: int = 0
     deep: bool = False
+    deep_layers: int = 0  # layers compared with their tar
 
     @property
     def ok(self) -> bool:

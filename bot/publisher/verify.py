@@ -299,14 +299,21 @@ def check_layer(
     )
 
 
+#: which layers a deep verify checks: all published ones, or a selection of them
+Select = Callable[[list[str]], list[str]]
+
+
 def deep_checks(
-    root: Path, facts: TreeFacts, download: Download, limits: Limits
+    root: Path,
+    facts: TreeFacts,
+    download: Download,
+    limits: Limits,
+    select: Select | None = None,
 ) -> tuple[LayerCheck, ...]:
     sources = layer_sources(root, facts)
+    published = sorted(d for d, layer in facts.layers.items() if layer.has_layerfs)
     out: list[LayerCheck] = []
-    for digest, layer in sorted(facts.layers.items()):
-        if not layer.has_layerfs:
-            continue
+    for digest in select(published) if select else published:
         source = sources.get(digest)
         if source is None:
             out.append(
@@ -318,13 +325,21 @@ def deep_checks(
 
 
 def verify(
-    root: Path, *, download: Download | None = None, limits: Limits | None = None
+    root: Path,
+    *,
+    download: Download | None = None,
+    limits: Limits | None = None,
+    select: Select | None = None,
 ) -> audit.AuditReport:
-    """Audit the tree at ``root``; deep (every layer against its tar) when ``download`` is given."""
+    """Audit the tree at ``root``; deep (each layer, or those ``select`` picks, against
+    its tar) when ``download`` is given."""
     facts = collect(root)
     if download is not None:
-        facts.deep = deep_checks(root, facts, download, limits or Limits(1 << 40, 1 << 24))
-    return audit.audit(facts, deep=download is not None)
+        limits = limits or Limits(1 << 40, 1 << 24)
+        facts.deep = deep_checks(root, facts, download, limits, select)
+    report = audit.audit(facts, deep=download is not None)
+    report.deep_layers = len(facts.deep)
+    return report
 
 
 # --- the scheduled deep verify: its status, for metrics and the catalog ------------
@@ -333,7 +348,9 @@ def verify(
 STATUS = f"{layout.METADATA}/wishbot-verify.json"
 
 
-def status_json(report: audit.AuditReport, now: datetime) -> dict[str, object]:
+def status_json(
+    report: audit.AuditReport, now: datetime, cursor: str | None = None
+) -> dict[str, object]:
     errors = sum(1 for f in report.findings if f.severity == "error")
     return {
         "schema": "wishbot-verify-status/1",
@@ -342,6 +359,9 @@ def status_json(report: audit.AuditReport, now: datetime) -> dict[str, object]:
         "ok": report.ok,
         "errors": errors,
         "warnings": len(report.findings) - errors,
+        "layers": report.layers,
+        "layers_checked": report.deep_layers,
+        "cursor": cursor,
     }
 
 
@@ -361,13 +381,31 @@ def verify_due(root: Path, now: datetime, interval: float) -> bool:
     return checked is None or now - checked >= timedelta(seconds=interval)
 
 
+def next_batch(published: list[str], cursor: object, batch: int) -> list[str]:
+    """Up to ``batch`` layers after ``cursor`` in digest order, wrapping around (0: all)."""
+    if batch <= 0 or batch >= len(published):
+        return list(published)
+    start = sum(1 for d in published if isinstance(cursor, str) and d <= cursor)
+    ring = published[start:] + published[:start]
+    return ring[:batch]
+
+
 def scheduled_verify(
-    publisher: Publisher, now: datetime, download: Download, limits: Limits
+    publisher: Publisher, now: datetime, download: Download, limits: Limits, batch: int = 0
 ) -> str:
-    """Run the deep verify and record its status in one small transaction; a summary line."""
-    report = verify(publisher.root, download=download, limits=limits)
+    """Run the deep verify (``batch`` layers a run, in turn; 0: every layer) and record
+    its status in one small transaction; a summary line."""
+    status = read_status(publisher.root) or {}
+    picked: list[str] = []
+
+    def select(published: list[str]) -> list[str]:
+        picked.extend(next_batch(published, status.get("cursor"), batch))
+        return picked
+
+    report = verify(publisher.root, download=download, limits=limits, select=select)
     with publisher.transaction() as view:
-        write_json(view / STATUS, status_json(report, now))
+        write_json(view / STATUS, status_json(report, now, picked[-1] if picked else None))
+    scope = f"{report.deep_layers} of {report.layers} layer(s)"
     if report.ok:
-        return "deep verify: clean"
-    return f"deep verify: {len(report.findings)} finding(s) (run wishbot verify --deep)"
+        return f"deep verify ({scope}): clean"
+    return f"deep verify ({scope}): {len(report.findings)} finding(s) (run wishbot verify --deep)"

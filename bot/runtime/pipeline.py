@@ -222,6 +222,7 @@ class WishbotPipeline:
                     now,
                     lambda ref, digest, size, dest: client.download_blob(ref, digest, size, dest),
                     Limits.from_config(self.config),
+                    self.config.verify_batch,
                 )
         except WishbotError as exc:
             log.warning("scheduled verify failed: %s", exc)
