@@ -25,7 +25,7 @@ from bot.runtime.journal import Journal
 from bot.runtime.pipeline import WishbotPipeline
 from bot.runtime.queue import Queue
 from bot.runtime.server import WebhookServer
-from bot.sandbox.image_builder import push_image
+from bot.sandbox.image_builder import push_image, push_index
 from bot.sandbox.layers import build_layer, file, symlink, whiteout, with_parents
 from bot.sandbox.registry_server import LocalRegistry
 
@@ -334,3 +334,28 @@ def test_scheduled_deep_verify_takes_layers_in_turn() -> None:
     assert next_batch(layers, "d", 2) == ["e", "a"]
     assert next_batch(layers, "gone", 2) == ["a", "b"]  # a cursor past the end wraps
     assert next_batch(layers, "c", 0) == layers
+
+
+def test_a_multiarch_tree_from_apply_is_judged_as_a_stock_client_sees_it(
+    registry: LocalRegistry, unique_repo: str, tmp_path: Path
+) -> None:
+    push_index(
+        registry.url, unique_repo, "1.0", {"linux/amd64": [BASE], "linux/arm64/v8": [BASE, TOP]}
+    )
+    wishlist = tmp_path / "wishlist.yaml"
+    wishlist.write_text(
+        "version: 1\nuser: tester\ncvmfs_repo: 'unpacked.example.org'\n"
+        f"output_format: '{registry.host}/thin/$(image)'\ninput:\n"
+        f"  - image: '{registry.host}/{unique_repo}:1.0'\n"
+        "    platforms: [linux/amd64, linux/arm64/v8]\n"
+    )
+    tree = tmp_path / "tree"
+    assert run_apply(registry, wishlist, tree, thin=False).ok
+    arches = {p.name for p in (tree / layout.MULTIARCH).iterdir()}
+    # a .multiarch name that is not what a client sets CVMFS_ARCH to (uname -m) dangles
+    # for that client; with uname names (x86_64, aarch64) the tree is clean
+    unseen = sorted(a for a in arches if audit.client_arch(a) not in arches)
+    report = verify(tree)
+    assert [f.check for f in report.findings] == ["dangling-path"] * len(unseen), report.render()
+    for finding, arch in zip(report.findings, unseen, strict=True):
+        assert f"CVMFS_ARCH={audit.client_arch(arch)}" in finding.message
