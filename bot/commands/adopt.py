@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     config = Config.load()
     target = publisher_target(args, config)
     publisher = open_publisher(target)
+    if not publisher.root.is_dir():
+        raise UsageError(f"{publisher.root} does not exist", hint=f"check --publisher {target}")
     root = publisher.root
     found = inventory(root)
     audit_before = verify(root)

@@ -28,6 +28,7 @@ from typing import Any
 
 from bot.commands.options import add_publisher_arguments, publisher_target
 from bot.config import Config
+from bot.errors import UsageError
 
 
 def register(subparsers: Any) -> None:
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     config = Config.load()
     target = publisher_target(args, config)
     publisher = open_publisher(target)
+    if not publisher.root.is_dir():
+        raise UsageError(f"{publisher.root} does not exist", hint=f"check --publisher {target}")
     limits = Limits.from_config(config)
     repairs: list[Any] = []
     with RegistryClient(config) as client:

@@ -276,19 +276,23 @@ def _check_variant(facts: TreeFacts, path: str, text: str) -> list[Finding]:
     return findings
 
 
-def check_flats(facts: TreeFacts, in_use: Iterable[str]) -> list[Finding]:
+def check_flats(
+    facts: TreeFacts, in_use: Iterable[str], serving: dict[str, str] | None = None
+) -> list[Finding]:
     findings: list[Finding] = []
     for image_id in sorted(set(in_use)):
         flat = facts.flats.get(image_id)
         if flat is None:
             continue
         where = layout.flat_dir(image_id)
+        links = sorted(link for link, served in (serving or {}).items() if served == image_id)
+        users = f" (served at {', '.join(links)})" if links else ""
         if flat.missing:
             findings.append(
                 Finding(
                     "singularity",
                     where,
-                    "Apptainer/Singularity files missing: " + ", ".join(flat.missing),
+                    f"Apptainer/Singularity files missing{users}: " + ", ".join(flat.missing),
                     "rebuild the flat image: wishbot verify --repair",
                 )
             )
@@ -297,7 +301,7 @@ def check_flats(facts: TreeFacts, in_use: Iterable[str]) -> list[Finding]:
                 Finding(
                     "whiteout",
                     where,
-                    "whiteout markers left in the flat image (deleted files may show): "
+                    f"whiteout markers left in the flat image{users} (deleted files may show): "
                     + ", ".join(flat.whiteouts),
                     "rebuild the flat image: wishbot verify --repair",
                 )
@@ -512,7 +516,7 @@ def audit(facts: TreeFacts, *, deep: bool = False) -> AuditReport:
     in_use = set(serving.values())
     findings = [
         *check_paths(facts),
-        *check_flats(facts, in_use | {r.id for r in facts.schedule if r.kind == "image"}),
+        *check_flats(facts, in_use | {r.id for r in facts.schedule if r.kind == "image"}, serving),
         *check_metadata(facts, serving),
         *check_backlinks(facts, serving),
         *check_schedule(facts),
