@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from bot.publisher import adopt
 from bot.publisher.gc import collect
 from bot.publisher.local import LocalPublisher
 from bot.publisher.metadata import ImageRecord, LayerInfo, read_schedule
+from bot.publisher.repair import Repairer
 from bot.publisher.state import read_state
+from bot.publisher.unpack import UNLIMITED
 from bot.publisher.verify import verify
 from bot.sandbox.image_builder import PushedImage, push_image
 from bot.sandbox.layers import build_layer, file, symlink, whiteout, with_parents
@@ -224,3 +227,28 @@ def test_ducc_layer_that_does_not_match_its_tar_is_not_built_upon(
     assert "usr/bin/tool: content differs" in failed.message
     assert not os.path.lexists(tree / f"{registry.host}/{unique_repo}:2.0")
     assert not (tree / adopt.sidecar_relpath(base)).exists()
+
+
+def test_repair_rebuilds_a_ducc_flat_image_that_lost_its_singularity_files(
+    registry: LocalRegistry, unique_repo: str, tmp_path: Path
+) -> None:
+    """What happened on unpacked.cern.ch: DUCC shipped flat images without them."""
+    tree, images = _ducc_repository(registry, unique_repo, tmp_path)
+    with client_for(registry.host) as client:
+        download = lambda ref, d, s, dest: client.download_blob(ref, d, s, dest)  # noqa: E731
+        deep = verify(tree, download=download)  # DUCC's layers match their tars ...
+        stale = images["stale"].layer_digests[1]  # ... but for one DUCC scheduled without a path
+        assert [(f.check, f.path) for f in deep.findings] == [
+            ("layer-unchecked", layout.layerfs_dir(stale))
+        ]
+        flat = tree / layout.flat_dir(images["legacy"].config_digest)
+        shutil.rmtree(flat / ".singularity.d")
+        report = verify(tree)
+        assert [f.check for f in report.findings] == ["singularity"]
+        assert f"{unique_repo}:legacy" in report.findings[0].message
+        (repair,) = Repairer(LocalPublisher(tree), client, UNLIMITED).run(report.findings)
+    assert repair.done, repair.message
+    assert (flat / ".singularity.d/runscript").is_file()
+    assert (flat / "app/legacy.txt").read_text() == "old\n"
+    assert verify(tree).ok
+    ducc_tree.ducc_can_read(tree)

@@ -23,9 +23,10 @@ from typing import Protocol
 
 from bot.core import audit, layout
 from bot.core.audit import Finding, TreeFacts
-from bot.core.model import ImageConfig
+from bot.core.model import ImageConfig, Layer
 from bot.core.reference import ImageReference
 from bot.errors import PublisherError, WishbotError
+from bot.publisher.adopt import backfill_sidecar
 from bot.publisher.backend import Publisher
 from bot.publisher.flatten import apply_layerfs, write_singularity_metadata
 from bot.publisher.metadata import (
@@ -137,17 +138,38 @@ class Repairer:
             target = view / flat
             target.mkdir(parents=True)
             for digest in layers:
-                layerfs = self.root / layout.layerfs_dir(digest)
                 apply_layerfs(
                     target,
-                    layerfs,
+                    self.root / layout.layerfs_dir(digest),
                     context=f"layer {digest} of {image_id}",
-                    sidecar=sidecar_path(layerfs),
+                    sidecar=self._sidecar(view, digest),
                 )
             write_singularity_metadata(target, config)
             (target / layout.CATALOG_MARKER).touch()
             check_flat(target, image_id)
         return f"rebuilt from its {len(layers)} layer(s)"
+
+    def _sidecar(self, view: Path, digest: str) -> Path:
+        """The layer's sidecar; a layer DUCC published gets one first (see adopt)."""
+        existing = sidecar_path(self.root / layout.layerfs_dir(digest))
+        if existing.exists():
+            return existing
+        source = self.sources.get(digest)
+        if source is None:
+            raise PublisherError(f"no registry reference is known for {digest}")
+        registry = self._registry()
+        info = LayerInfo.from_json(
+            read_json(self.root / layout.layer_metadata_dir(digest) / LAYERS), digest
+        )
+        return backfill_sidecar(
+            view,
+            self.root,
+            Layer(digest, source.size, source.media_type),
+            source.reference,
+            lambda ref, d, size, dest: registry.download_blob(ref, d, size, dest),
+            diff_id=info.diff_id,
+            limits=self.limits,
+        )
 
     def republish_layer(self, finding: Finding) -> str:
         digest = f"sha256:{finding.path.split('/')[2]}"
