@@ -359,3 +359,16 @@ def test_a_multiarch_tree_from_apply_is_judged_as_a_stock_client_sees_it(
     assert [f.check for f in report.findings] == ["dangling-path"] * len(unseen), report.render()
     for finding, arch in zip(report.findings, unseen, strict=True):
         assert f"CVMFS_ARCH={audit.client_arch(arch)}" in finding.message
+
+
+def test_findings_escape_names_from_images_for_the_terminal() -> None:
+    facts = TreeFacts(
+        links={"reg.example/a:1": layout.flat_link("reg.example/a:1", f"sha256:{HEX}")},
+        public=("reg.example/a:1",),
+        flats={
+            f"sha256:{HEX}": FlatFacts(f"sha256:{HEX}", whiteouts=("etc/.wh.\x1b]0;pwned\x07",))
+        },
+        metadata={"reg.example/a:1": audit.ImageMeta(f"sha256:{HEX}")},
+    )
+    (finding,) = audit.audit(facts).findings
+    assert "\x1b" not in finding.render() and "\x07" not in finding.render()

@@ -28,6 +28,7 @@ from typing import Literal
 
 from bot.core import layout
 from bot.core.model import ScheduledRemoval
+from bot.core.render import escape_terminal
 
 Severity = Literal["error", "warning"]
 REPORT_SCHEMA = "wishbot-verify/1"
@@ -78,7 +79,8 @@ class Finding:
         }
 
     def render(self) -> str:
-        return f"{self.severity}: {self.path}: {self.message} — {self.fix}"
+        """One line for a terminal (names from images are escaped)."""
+        return escape_terminal(f"{self.severity}: {self.path}: {self.message} — {self.fix}")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from bot.core import audit, layout
 from bot.core.audit import Finding, TreeFacts
 from bot.core.model import ImageConfig, Layer
 from bot.core.reference import ImageReference
+from bot.core.render import escape_terminal
 from bot.errors import PublisherError, WishbotError
 from bot.publisher.adopt import backfill_sidecar
 from bot.publisher.backend import Publisher
@@ -62,7 +63,8 @@ class Repair:
         return {"finding": self.finding.to_json(), "done": self.done, "message": self.message}
 
     def render(self) -> str:
-        return f"{'repaired' if self.done else 'not repaired'}: {self.finding.path}: {self.message}"
+        done = "repaired" if self.done else "not repaired"
+        return escape_terminal(f"{done}: {self.finding.path}: {self.message}")
 
 
 Fix = Callable[[Finding], str]
