@@ -204,16 +204,15 @@ def image_of(flat: str) -> str:
     return f"sha256:{flat.rsplit('/', 1)[1]}"
 
 
-def arch_links(facts: TreeFacts, path: str) -> dict[str, str]:
-    """``.multiarch`` name -> link path, for the architectures ``path`` is published for."""
+def arch_index(facts: TreeFacts) -> dict[str, dict[str, str]]:
+    """path -> {``.multiarch`` name -> link path}: the architectures each path is published for."""
     prefix = f"{layout.MULTIARCH}/"
-    suffix = f"/{path}"
-    out: dict[str, str] = {}
+    out: dict[str, dict[str, str]] = {}
     for link in facts.links:
-        if link.startswith(prefix) and link.endswith(suffix):
-            arch = link[len(prefix) : -len(suffix)]
-            if arch and "/" not in arch:
-                out[arch] = link
+        if link.startswith(prefix):
+            arch, _, path = link[len(prefix) :].partition("/")
+            if arch and path:
+                out.setdefault(path, {})[arch] = link
     return out
 
 
@@ -232,10 +231,11 @@ def served(facts: TreeFacts) -> dict[str, str]:
 
 def check_paths(facts: TreeFacts) -> list[Finding]:
     findings: list[Finding] = []
+    index = arch_index(facts)
     for path in facts.public:
         text = facts.links.get(path, "")
         if _VARIABLE.search(text):
-            findings.extend(_check_variant(facts, path, text))
+            findings.extend(_check_variant(facts, path, text, index.get(path, {})))
             continue
         flat = resolve(facts.links, path)
         if flat is None or image_of(flat) not in facts.flats:
@@ -250,8 +250,7 @@ def check_paths(facts: TreeFacts) -> list[Finding]:
     return findings
 
 
-def _check_variant(facts: TreeFacts, path: str, text: str) -> list[Finding]:
-    arches = arch_links(facts, path)
+def _check_variant(facts: TreeFacts, path: str, text: str, arches: dict[str, str]) -> list[Finding]:
     if not arches:
         return [
             Finding(
@@ -282,12 +281,15 @@ def check_flats(
     facts: TreeFacts, in_use: Iterable[str], serving: dict[str, str] | None = None
 ) -> list[Finding]:
     findings: list[Finding] = []
+    served_at: dict[str, list[str]] = {}
+    for link, served in sorted((serving or {}).items()):
+        served_at.setdefault(served, []).append(link)
     for image_id in sorted(set(in_use)):
         flat = facts.flats.get(image_id)
         if flat is None:
             continue
         where = layout.flat_dir(image_id)
-        links = sorted(link for link, served in (serving or {}).items() if served == image_id)
+        links = served_at.get(image_id, [])
         users = f" (served at {', '.join(links)})" if links else ""
         if flat.missing:
             findings.append(
