@@ -18,6 +18,7 @@ from bot.cli import main
 from bot.core import layout
 from bot.core.plan import Plan, make_plan
 from bot.core.recipe import load_wishlist
+from bot.core.schemas import schema_errors
 from bot.publisher import adopt
 from bot.publisher.gc import collect
 from bot.publisher.local import LocalPublisher
@@ -207,6 +208,9 @@ def test_adopt_command_dry_run_then_apply(
     assert sorted(str(p) for p in tree.rglob("*")) == before  # a dry run changes nothing
     assert main([*args, "--format", "json"]) == 0
     done = json.loads(capsys.readouterr().out)
+    assert schema_errors(done, "adopt.schema.json") == []
+    assert schema_errors(done["plan"], "plan.schema.json") == []
+    assert schema_errors(done["verify"], "verify.schema.json") == []
     assert done["applied"]["ok"] and done["verify"]["ok"]
     assert os.path.lexists(tree / f"{registry.host}/{unique_repo}:2.0")
 
