@@ -8,6 +8,7 @@ import os
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import ducc_tree
 import pytest
@@ -15,6 +16,7 @@ from apply_util import NOW, REPO, run_apply, write_wishlist
 from registry_util import client_for
 
 from bot.cli import main
+from bot.commands.adopt import renamed_paths
 from bot.core import layout
 from bot.core.plan import Plan, make_plan
 from bot.core.recipe import load_wishlist
@@ -256,3 +258,16 @@ def test_repair_rebuilds_a_ducc_flat_image_that_lost_its_singularity_files(
     assert (flat / "app/legacy.txt").read_text() == "old\n"
     assert verify(tree).ok
     ducc_tree.ducc_can_read(tree)
+
+
+def test_adopt_names_paths_that_move_to_the_normal_spelling() -> None:
+    plan = SimpleNamespace(
+        images=[
+            SimpleNamespace(action="remove", path="docker.io/library/centos:7"),
+            SimpleNamespace(action="add", path="registry.hub.docker.com/library/centos:7"),
+            SimpleNamespace(action="remove", path="quay.io/org/gone:1"),
+        ]
+    )
+    assert renamed_paths(plan) == [
+        ("docker.io/library/centos:7", "registry.hub.docker.com/library/centos:7")
+    ]

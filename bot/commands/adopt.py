@@ -70,12 +70,17 @@ def run(args: argparse.Namespace) -> int:
     text = [f"taking over {publisher.target}:", *(f"  {line}" for line in found.render())]
     text.append("verify, before: " + audit_before.render().replace("\n", "\n  "))
     text.append(render_text(plan).rstrip("\n"))
-    if plan.images_removed:
+    renamed = renamed_paths(plan)
+    out["renamed"] = [{"from": old, "to": new} for old, new in renamed]
+    text.extend(
+        f"note: {old} moves to {new} (wishbot's one spelling of the registry); the old path "
+        "serves until gc deletes it after the grace period"
+        for old, new in renamed
+    )
+    if plan.images_removed > len(renamed):
         text.append(
-            f"note: {plan.images_removed} path(s) the wishlist does not name will retire "
-            "(they serve until gc deletes them after the grace period); if one is a spelling "
-            "the reference converter kept (docker.io/… vs registry.hub.docker.com/…), "
-            "add the wish as that tool spelled it"
+            f"note: {plan.images_removed - len(renamed)} path(s) the wishlist does not name "
+            "will retire (they serve until gc deletes them after the grace period)"
         )
     ok = not plan.has_errors
     if not args.dry_run and ok:
@@ -126,3 +131,24 @@ def _apply(
     )
     text.extend(f"  FAIL {r.path}: {r.message}" for r in report.failures)
     return report.ok
+
+
+def renamed_paths(plan: Any) -> list[tuple[str, str]]:
+    """(old, new): paths the plan removes because the same image is added under the
+    registry's normal spelling (DUCC kept ``docker.io/…``; wishbot writes
+    ``registry.hub.docker.com/…``)."""
+    from bot.core.layout import image_path
+    from bot.core.reference import ReferenceError, parse
+
+    added = {c.path for c in plan.images if c.action == "add"}
+    out: list[tuple[str, str]] = []
+    for change in plan.images:
+        if change.action != "remove":
+            continue
+        try:
+            normal = image_path(parse(change.path))
+        except ReferenceError:
+            continue
+        if normal != change.path and normal in added:
+            out.append((change.path, normal))
+    return out
