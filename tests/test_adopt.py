@@ -203,8 +203,8 @@ def test_adopt_command_dry_run_then_apply(
     before = sorted(str(p) for p in tree.rglob("*"))
     assert main([*args, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "2 image manifest(s) in DUCC's spelling" in out
-    assert "layer(s) without wishbot's sidecar" in out
+    assert "2 image manifests in DUCC's spelling" in out
+    assert "4 layers without wishbot's sidecar" in out
     assert f"{unique_repo}:legacy" in out and "remove" in out
     assert f"{unique_repo}:2.0" in out and "add" in out
     assert sorted(str(p) for p in tree.rglob("*")) == before  # a dry run changes nothing

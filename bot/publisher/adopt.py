@@ -38,6 +38,7 @@ from pathlib import Path
 from bot.core import layout
 from bot.core.model import Layer
 from bot.core.reference import ImageReference
+from bot.core.render import plural
 from bot.errors import IntegrityError
 from bot.publisher.metadata import LAYERS, MANIFEST, go_field, read_json
 from bot.publisher.state import _partitions
@@ -137,15 +138,16 @@ class Inventory:
 
     def render(self) -> list[str]:
         return [
-            f"{len(self.ducc_manifests)} image manifest(s) in DUCC's spelling "
+            f"{plural(len(self.ducc_manifests), 'image manifest')} in DUCC's spelling "
             "(read as they are; left unchanged until an image is converted again)",
-            f"{self.ducc_layer_infos} layers.json in DUCC's format (read as they are)",
-            f"{len(self.layers_without_sidecar)} layer(s) without wishbot's sidecar (the layer "
-            "is downloaded once more, checked and given one when a new image is built on it; "
-            "never re-published)",
-            f"{self.undated_schedule_entries} remove-schedule entr(y/ies) without a date "
-            "(their grace period counts from the file's modification time)",
-            f"{self.chains} chain(s) in {CHAINS}/ (DUCC's build cache: left alone)",
+            f"{plural(self.ducc_layer_infos, 'layers.json', 'layers.json')} in DUCC's format "
+            "(read as they are)",
+            f"{plural(len(self.layers_without_sidecar), 'layer')} without wishbot's sidecar "
+            "(the layer is downloaded once more, checked and given one when a new image is "
+            "built on it; never re-published)",
+            f"{plural(self.undated_schedule_entries, 'remove-schedule entry', 'remove-schedule entries')}"
+            " without a date (their grace period counts from the file's modification time)",
+            f"{plural(self.chains, 'chain')} in {CHAINS}/ (DUCC's build cache: left alone)",
             "podmanStore/ present (kept up to date when podman_store is on)"
             if self.podman_store
             else "no podmanStore/",
