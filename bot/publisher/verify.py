@@ -77,14 +77,23 @@ def flat_facts(flat: Path, image_id: str) -> FlatFacts:
 
 
 def _markers(flat: Path) -> Iterator[str]:
+    """Whiteout names in ``flat``, at most :data:`MAX_MARKERS` (iterative: any depth)."""
     found = 0
-    for directory, dirs, files in os.walk(flat):
-        for name in (*dirs, *files):
-            if name.startswith(".wh."):
-                yield os.path.relpath(os.path.join(directory, name), flat)
+    pending = [(str(flat), "")]
+    while pending:
+        directory, rel = pending.pop()
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(".wh."):
+                yield f"{rel}{entry.name}"
                 found += 1
                 if found >= MAX_MARKERS:
                     return
+            if entry.is_dir(follow_symlinks=False):
+                pending.append((entry.path, f"{rel}{entry.name}/"))
 
 
 def check_flat(flat: Path, image_id: str) -> None:
@@ -211,28 +220,38 @@ Entry = tuple[str, int, int, str]  # kind, permission bits, size, sha256 or link
 
 
 def tree_entries(top: Path) -> dict[str, Entry]:
-    """Every entry under ``top`` (not followed), ``.cvmfscatalog`` at the top excluded."""
-    out: dict[str, Entry] = {}
+    """Every entry under ``top`` (not followed), ``.cvmfscatalog`` at the top excluded.
 
-    def walk(directory: Path, rel: str) -> None:
-        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+    Iterative: a hostile layer may nest directories deeper than Python recurses."""
+    out: dict[str, Entry] = {}
+    pending: list[tuple[str, str]] = [(str(top), "")]
+    while pending:
+        directory, rel = pending.pop()
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:  # a 0000 directory: its contents are compared as unknown
+            out[f"{rel}(unreadable)"] = ("other", 0, 0, "")
+            continue
+        for entry in entries:
             name = f"{rel}{entry.name}"
             if name == layout.CATALOG_MARKER:
                 continue
-            st = entry.stat(follow_symlinks=False)
-            mode = st.st_mode & 0o7777
-            if entry.is_symlink():
-                out[name] = ("link", 0, 0, os.readlink(entry.path))
-            elif entry.is_dir(follow_symlinks=False):
-                out[name] = ("dir", mode, 0, "")
-                walk(Path(entry.path), f"{name}/")
-            elif entry.is_file(follow_symlinks=False):
-                out[name] = ("file", mode, st.st_size, _file_digest(entry.path))
-            else:
-                out[name] = ("other", mode, 0, "")
-
-    walk(top, "")
+            out[name] = _entry(entry)
+            if out[name][0] == "dir":
+                pending.append((entry.path, f"{name}/"))
     return out
+
+
+def _entry(entry: os.DirEntry[str]) -> Entry:
+    st = entry.stat(follow_symlinks=False)
+    mode = st.st_mode & 0o7777
+    if entry.is_symlink():
+        return ("link", 0, 0, os.readlink(entry.path))
+    if entry.is_dir(follow_symlinks=False):
+        return ("dir", mode, 0, "")
+    if entry.is_file(follow_symlinks=False):
+        return ("file", mode, st.st_size, _file_digest(entry.path))
+    return ("other", mode, 0, "")
 
 
 def _file_digest(path: str) -> str:
