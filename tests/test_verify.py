@@ -20,7 +20,7 @@ from bot.core.catalog import catalog_files
 from bot.core.schemas import schema_errors
 from bot.publisher import apply as apply_module
 from bot.publisher.state import read_state
-from bot.publisher.verify import next_batch, read_status, verify
+from bot.publisher.verify import flat_facts, next_batch, read_status, tree_entries, verify
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline import WishbotPipeline
 from bot.runtime.queue import Queue
@@ -372,3 +372,15 @@ def test_findings_escape_names_from_images_for_the_terminal() -> None:
     )
     (finding,) = audit.audit(facts).findings
     assert "\x1b" not in finding.render() and "\x07" not in finding.render()
+
+
+def test_whiteout_scan_and_tree_walk_go_deeper_than_python_recurses(tmp_path: Path) -> None:
+    deep = str(tmp_path / "flat")
+    os.mkdir(deep)
+    for _ in range(1500):
+        deep += "/d"
+        os.mkdir(deep)
+    open(f"{deep}/.wh.gone", "w").close()
+    facts = flat_facts(tmp_path / "flat", f"sha256:{HEX}")
+    assert len(facts.whiteouts) == 1 and facts.whiteouts[0].endswith("/d/.wh.gone")
+    assert len(tree_entries(tmp_path / "flat")) == 1501
