@@ -24,7 +24,13 @@ from bot.core.schemas import schema_errors
 from bot.publisher import adopt
 from bot.publisher.gc import collect
 from bot.publisher.local import LocalPublisher
-from bot.publisher.metadata import ImageRecord, LayerInfo, read_schedule
+from bot.publisher.metadata import (
+    FOREIGN_LAYER,
+    ImageRecord,
+    LayerInfo,
+    manifest_summary,
+    read_schedule,
+)
 from bot.publisher.repair import Repairer
 from bot.publisher.state import read_state
 from bot.publisher.unpack import UNLIMITED
@@ -271,3 +277,19 @@ def test_adopt_names_paths_that_move_to_the_normal_spelling() -> None:
     assert renamed_paths(plan) == [
         ("docker.io/library/centos:7", "registry.hub.docker.com/library/centos:7")
     ]
+
+
+def test_foreign_layers_are_not_expected_in_the_tree() -> None:
+    """DUCC skips foreign (Windows) layers: they are never published."""
+    manifest = {
+        "SchemaVersion": 2,
+        "Config": {"Digest": "sha256:" + "a" * 64},
+        "Layers": [
+            {"MediaType": FOREIGN_LAYER, "Digest": "sha256:" + "b" * 64},
+            {
+                "MediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                "Digest": "sha256:" + "c" * 64,
+            },
+        ],
+    }
+    assert manifest_summary(manifest) == ("sha256:" + "a" * 64, ("sha256:" + "c" * 64,))

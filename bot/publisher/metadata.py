@@ -107,13 +107,18 @@ def go_field(data: object, key: str) -> Any:
     return None
 
 
+#: never published (DUCC skips them too): Windows base layers served from elsewhere
+FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+
+
 def manifest_summary(data: object) -> tuple[str | None, tuple[str, ...]]:
-    """(image id, layer digests) of a manifest.json in either tool's spelling."""
+    """(image id, published layer digests) of a manifest.json in either tool's spelling."""
     image_id = go_field(go_field(data, "config"), "digest")
     layers = tuple(
         digest
         for item in go_field(data, "layers") or []
         if isinstance(digest := go_field(item, "digest"), str)
+        and go_field(item, "mediaType") != FOREIGN_LAYER
     )
     return (image_id if isinstance(image_id, str) else None), layers
 
