@@ -224,7 +224,7 @@ class WishbotPipeline:
                     Limits.from_config(self.config),
                     self.config.verify_batch,
                 )
-        except WishbotError as exc:
+        except (WishbotError, OSError) as exc:
             log.warning("scheduled verify failed: %s", exc)
             return f"deep verify failed: {exc}"
 
