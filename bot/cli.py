@@ -26,6 +26,8 @@ COMMANDS = (
     "apply",
     "gc",
     "catalog",
+    "verify",
+    "adopt",
     "ci",
     "serve",
     "watch",

@@ -86,6 +86,10 @@ class Config:
     job_lease: float = 120.0  # seconds a claimed job is leased; renewed while it runs
     job_deadline: float = 3600.0  # seconds a job may run before it is stopped and retried
     log_format: str = "text"  # serve's logs: text or json
+    verify_interval: float = 86400.0  # maintenance: deep verify at most this often; 0 = never
+    verify_batch: int = (
+        200  # maintenance: layers compared with their tar per deep verify, in turn; 0 = all
+    )
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> Config:

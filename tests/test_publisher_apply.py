@@ -88,7 +88,8 @@ def test_apply_publishes_converges_and_moves_tags(
     assert (top_dir / "layerfs/etc/.wh.os-release").exists()
     for digest, diff_id in zip(pushed.layer_digests, pushed.diff_ids, strict=True):
         meta = tree / layout.layer_metadata_dir(digest)
-        assert json.loads((meta / "layers.json").read_text())["diff_id"] == diff_id
+        (info,) = json.loads((meta / "layers.json").read_text())  # DUCC's array
+        assert info["diff-digest"] == info["wishbot"]["diff_id"] == diff_id
         assert json.loads((meta / "origin.json").read_text()) == {"origin": [pushed.config_digest]}
         assert (tree / layout.layerfs_dir(digest) / ".cvmfscatalog").exists()
     for marker in (".flat", ".layers", layout.flat_dir(pushed.config_digest)):

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from bot.commands.options import parse_time
     from bot.publisher.backend import open_publisher
     from bot.publisher.state import read_state
+    from bot.publisher.verify import read_status
 
     config = Config.load()
     target = args.publisher or config.publisher
@@ -70,7 +71,12 @@ def run(args: argparse.Namespace) -> int:
         )
     generated = parse_time(args.generated, "--generated") if args.generated else None
     state = read_state(publisher.root, cvmfs_repo)
-    files = catalog_files(state, grace_days=config.grace_days, generated=generated)
+    files = catalog_files(
+        state,
+        grace_days=config.grace_days,
+        generated=generated,
+        verified=read_status(publisher.root),
+    )
     targets: dict[str, Path] = {}
     if args.output:
         targets = {name: Path(args.output) / name for name in files}

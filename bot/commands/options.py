@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
+from bot.config import Config
 from bot.errors import UsageError
 
 
@@ -32,3 +33,11 @@ def parse_time(text: str | None, option: str = "--now") -> datetime:
             f"{option} '{text}' is not an ISO-8601 time", hint="e.g. 2026-01-31T12:00:00Z"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def publisher_target(args: argparse.Namespace, config: Config) -> str:
+    """``--publisher`` or the ``publisher`` setting; a usage error when neither is given."""
+    target: str | None = args.publisher or config.publisher
+    if not target:
+        raise UsageError("no publisher given", hint="pass --publisher local:DIR or cvmfs:REPO")
+    return target

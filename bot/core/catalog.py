@@ -104,12 +104,19 @@ def _image_json(
 
 
 def catalog_json(
-    state: CurrentState, *, grace_days: int, generated: datetime | None = None
+    state: CurrentState,
+    *,
+    grace_days: int,
+    generated: datetime | None = None,
+    verified: Mapping[str, object] | None = None,
 ) -> dict[str, Any]:
-    """Every published image, layer and scheduled removal (sorted; schema ``wishbot-catalog/1``)."""
+    """Every published image, layer and scheduled removal (sorted; schema ``wishbot-catalog/1``).
+
+    ``verified``, when given, is the last scheduled ``wishbot verify --deep``'s status.
+    """
     state = canonical_state(state)
     paths = retiring(state)
-    return {
+    data: dict[str, Any] = {
         "schema": CATALOG_SCHEMA,
         "cvmfs_repo": state.cvmfs_repo,
         "generated": iso(generated),
@@ -146,6 +153,9 @@ def catalog_json(
         ],
         "flat_images": sorted(state.flat_images),
     }
+    if verified is not None:
+        data["verified"] = dict(verified)
+    return data
 
 
 def serving(removal: ScheduledRemoval, paths: Mapping[tuple[str, str], datetime]) -> bool:
@@ -441,10 +451,30 @@ CATALOG_JSON = "catalog.json"
 
 
 def catalog_files(
-    state: CurrentState, *, grace_days: int, generated: datetime | None = None
+    state: CurrentState,
+    *,
+    grace_days: int,
+    generated: datetime | None = None,
+    verified: Mapping[str, object] | None = None,
 ) -> dict[str, bytes]:
     """``CATALOG.md`` and ``catalog.json`` as bytes, ready to commit (deterministic)."""
-    data = catalog_json(state, grace_days=grace_days, generated=generated)
+    data = catalog_json(state, grace_days=grace_days, generated=generated, verified=verified)
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     markdown = catalog_markdown(state, grace_days=grace_days, generated=generated)
+    if verified is not None:
+        markdown = _with_verified(markdown, verified)
     return {CATALOG_MD: markdown.encode(), CATALOG_JSON: text.encode()}
+
+
+def _with_verified(markdown: str, verified: Mapping[str, object]) -> str:
+    """One line under the summary: when the tree was last verified, and the outcome."""
+    if verified.get("ok"):
+        outcome = "clean"
+    else:
+        outcome = (
+            f"{verified.get('errors', 0)} error(s), {verified.get('warnings', 0)} warning(s)"
+            " (run `wishbot verify --deep`)"
+        )
+    line = f"Last verified (deep) {escape_markdown(verified.get('checked'))}: {outcome}."
+    head, sep, rest = markdown.partition("\n\n## Contents")
+    return f"{head}\n\n{line}{sep}{rest}"

@@ -8,7 +8,9 @@ For an image that is added or moved, inside one transaction:
    ``layers.json``;
 2. the flat image ``.flat/xx/<id>`` is built from the layers' ``layerfs``
    (fresh in this transaction or published before) with the
-   Apptainer/Singularity metadata, unless it exists already;
+   Apptainer/Singularity metadata, unless it exists already, and checked
+   (:func:`bot.publisher.verify.check_flat`: its Singularity files are
+   there, no whiteout marker is left);
 3. backlinks (``origin.json``), ``.cvmfscatalog`` markers, ``manifest.json``;
 4. the public symlink (re-pointed atomically; a non-symlink is never
    replaced), or for a multi-platform wish the per-architecture symlink plus
@@ -45,11 +47,11 @@ from typing import Protocol
 
 from bot.config import Config
 from bot.core import layout
-from bot.core.model import PublishedImage, ResolvedImage, ScheduledRemoval
+from bot.core.model import Layer, PublishedImage, ResolvedImage, ScheduledRemoval
 from bot.core.plan import ImageChange, Plan, public_path
 from bot.core.reference import ImageReference, ReferenceError, parse
 from bot.errors import IntegrityError, PublisherError, WishbotError
-from bot.publisher import hooks, podman
+from bot.publisher import adopt, hooks, podman
 from bot.publisher.backend import Publisher
 from bot.publisher.flatten import apply_layerfs, write_singularity_metadata
 from bot.publisher.metadata import (
@@ -59,6 +61,7 @@ from bot.publisher.metadata import (
     ImageRecord,
     LayerInfo,
     ScheduleEntry,
+    read_json,
     read_origin,
     read_schedule,
     schedule_json,
@@ -67,6 +70,7 @@ from bot.publisher.metadata import (
 from bot.publisher.retiring import revive, serving_links
 from bot.publisher.state import ARCH_VARIABLE
 from bot.publisher.unpack import Limits, unpack_layer
+from bot.publisher.verify import check_flat
 
 Progress = Callable[[str], None]
 #: ``(label, bytes done, bytes total)`` while a layer downloads (for progress bars)
@@ -328,7 +332,8 @@ class _Converter:
             self.publisher.transaction() as view,
         ):
             self._layers(view, Path(tmp))
-            self._flat(view)
+            self._flat(view, Path(tmp))
+            self._check_flat(view)
             self._backlinks(view)
             self._markers(view)
             self._manifest(view, link, thin)
@@ -406,7 +411,7 @@ class _Converter:
     def _context(self, digest: str) -> str:
         return f"layer {digest} of {self.image.reference}"
 
-    def _flat(self, view: Path) -> None:
+    def _flat(self, view: Path, tmp: Path) -> None:
         flat = layout.flat_dir(self.image.image_id)
         if (self.root / flat).is_dir() or (view / flat).is_dir():
             return
@@ -421,9 +426,40 @@ class _Converter:
                 target,
                 self.where(view, layout.layerfs_dir(layer.digest)),
                 context=self._context(layer.digest),
+                sidecar=self._sidecar(view, layer),
             )
             hooks.crash_point("flat-layer")
         write_singularity_metadata(target, self.image.config)
+
+    def _sidecar(self, view: Path, layer: Layer) -> Path:
+        """The layer's sidecar; a layer published by DUCC gets one first (see adopt)."""
+        sidecar = self.where(view, adopt.sidecar_relpath(layer.digest))
+        if sidecar.exists():
+            return sidecar
+        self.say(
+            f"{self.change.path}: layer {layer.digest} has no sidecar (published by DUCC?): "
+            "checking it against its tar"
+        )
+        diff_ids = self.image.config.diff_ids
+        expected = dict(zip((x.digest for x in self.image.layers), diff_ids, strict=False))
+        self.downloaded_layers += 1
+        self.downloaded_bytes += layer.size
+        return adopt.backfill_sidecar(
+            view,
+            self.root,
+            layer,
+            self.image.reference,
+            lambda ref, digest, size, dest: self.client.download_blob(ref, digest, size, dest),
+            diff_id=expected.get(layer.digest) or layer.diff_id,
+            limits=self.limits,
+        )
+
+    def _check_flat(self, view: Path) -> None:
+        """The cheap verify of a flat image built in this transaction: a problem
+        aborts the image before anything of it is visible."""
+        staged = view / layout.flat_dir(self.image.image_id)
+        if staged.is_dir():
+            check_flat(staged, self.image.image_id)
 
     def _backlinks(self, view: Path) -> None:
         for digest in dict.fromkeys(layer.digest for layer in self.image.layers):
@@ -454,10 +490,7 @@ class _Converter:
         unpacked = 0
         for layer in dict.fromkeys(layer.digest for layer in image.layers):
             info_path = self.where(view, f"{layout.layer_metadata_dir(layer)}/{LAYERS}")
-            try:
-                unpacked += int(json.loads(info_path.read_bytes()).get("unpacked_size", 0))
-            except (OSError, ValueError, TypeError, AttributeError):
-                unpacked += 0
+            unpacked += LayerInfo.from_json(read_json(info_path), layer).unpacked_size
         record = ImageRecord(
             path=self.change.path,
             reference=image.reference,

@@ -6,8 +6,10 @@ ignores unknown keys). See ``docs/layout.md``.
 
 - layer ``.metadata/origin.json``: ``{"origin": ["sha256:<image id>", ...]}``
   (DUCC's ``Backlink``): the images that use the layer.
-- layer ``.metadata/layers.json``: ``{"version": 1, "digest", "diff_id",
-  "media_type", "compressed_size", "unpacked_size", "entries"}``.
+- layer ``.metadata/layers.json``: DUCC's one-element array of
+  containers/storage layer records (``id``, ``compressed-diff-digest``,
+  ``diff-digest``, ``diff-size``) with a ``"wishbot"`` object: ``{"version": 1,
+  "digest", "diff_id", "media_type", "compressed_size", "unpacked_size", "entries"}``.
 - image ``.metadata/<path>/manifest.json``: the image manifest as DUCC stores
   it (``config.digest`` is the image id, ``layers[].digest``) plus a
   ``"wishbot"`` object: reference, manifest digest, platform, converted time,
@@ -91,6 +93,36 @@ def _digest(value: str) -> str:
     return value if ":" in value else f"sha256:{value}"
 
 
+def go_field(data: object, key: str) -> Any:
+    """``data[key]`` matched as Go's ``encoding/json`` does: an exact key first,
+    then any spelling of it (DUCC writes ``"Config"``, ``"Layers"``, ``"Digest"``)."""
+    if not isinstance(data, dict):
+        return None
+    if key in data:
+        return data[key]
+    folded = key.casefold()
+    for name, value in data.items():
+        if isinstance(name, str) and name.casefold() == folded:
+            return value
+    return None
+
+
+#: never published (DUCC skips them too): Windows base layers served from elsewhere
+FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+
+
+def manifest_summary(data: object) -> tuple[str | None, tuple[str, ...]]:
+    """(image id, published layer digests) of a manifest.json in either tool's spelling."""
+    image_id = go_field(go_field(data, "config"), "digest")
+    layers = tuple(
+        digest
+        for item in go_field(data, "layers") or []
+        if isinstance(digest := go_field(item, "digest"), str)
+        and go_field(item, "mediaType") != FOREIGN_LAYER
+    )
+    return (image_id if isinstance(image_id, str) else None), layers
+
+
 # --- layer metadata --------------------------------------------------------
 
 
@@ -107,6 +139,13 @@ def read_origin(path: Path) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class LayerInfo:
+    """``layers.json`` of a layer, in DUCC's format: a one-element array of
+    containers/storage layer records, which DUCC's podman-store code reads
+    back (``id`` = diffID hex, ``compressed-diff-digest``, ``diff-digest``,
+    ``diff-size``), wishbot's own fields in a ``"wishbot"`` object beside them.
+    Reads DUCC's array, this one, and wishbot's older plain object.
+    """
+
     digest: str
     diff_id: str | None
     media_type: str
@@ -114,35 +153,63 @@ class LayerInfo:
     unpacked_size: int
     entries: int = 0
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "version": FORMAT_VERSION,
-            "digest": self.digest,
-            "diff_id": self.diff_id,
-            "media_type": self.media_type,
-            "compressed_size": self.compressed_size,
-            "unpacked_size": self.unpacked_size,
-            "entries": self.entries,
+    def to_json(self) -> list[dict[str, object]]:
+        record: dict[str, object] = {
+            "compressed-diff-digest": self.digest,
+            "compressed-size": self.compressed_size,
+            "diff-size": self.unpacked_size,
+            "wishbot": {
+                "version": FORMAT_VERSION,
+                "digest": self.digest,
+                "diff_id": self.diff_id,
+                "media_type": self.media_type,
+                "compressed_size": self.compressed_size,
+                "unpacked_size": self.unpacked_size,
+                "entries": self.entries,
+            },
         }
+        if self.diff_id:
+            record["id"] = self.diff_id.split(":", 1)[-1]
+            record["diff-digest"] = self.diff_id
+        return [record]
 
     @classmethod
     def from_json(cls, data: object, digest: str) -> LayerInfo:
-        d = data if isinstance(data, dict) else {}
+        d = _layer_record(data, digest)
+        extra = d.get("wishbot")
+        ours = extra if isinstance(extra, dict) else d
 
-        def number(key: str) -> int:
-            value = d.get(key)
-            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        def number(*keys: str) -> int:
+            for source, key in ((ours, keys[0]), *((d, k) for k in keys[1:])):
+                value = source.get(key)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    return value
+            return 0
 
-        diff_id = d.get("diff_id")
-        media_type = d.get("media_type")
+        diff_id = ours.get("diff_id") or d.get("diff-digest")
+        media_type = ours.get("media_type")
         return cls(
             digest=digest,
             diff_id=diff_id if isinstance(diff_id, str) else None,
             media_type=media_type if isinstance(media_type, str) else "",
-            compressed_size=number("compressed_size"),
-            unpacked_size=number("unpacked_size"),
+            compressed_size=number("compressed_size", "compressed-size"),
+            unpacked_size=number("unpacked_size", "diff-size"),
             entries=number("entries"),
         )
+
+
+def _layer_record(data: object, digest: str) -> dict[str, Any]:
+    """The record of ``digest`` in a layers.json (DUCC's array or an object)."""
+    if isinstance(data, dict):
+        return data
+    if isinstance(data, list):
+        records = [item for item in data if isinstance(item, dict)]
+        for item in records:
+            if item.get("compressed-diff-digest") == digest:
+                return item
+        if records:
+            return records[0]
+    return {}
 
 
 # --- image manifest.json ---------------------------------------------------
@@ -192,18 +259,18 @@ class ImageRecord:
         """
         if not isinstance(data, dict):
             return None
-        config = data.get("config")
-        image_id = config.get("digest") if isinstance(config, dict) else None
+        image_id = go_field(go_field(data, "config"), "digest")
         if not isinstance(image_id, str):
             return None
         layers: list[tuple[str, int, str]] = []
-        for item in data.get("layers") or []:
-            if isinstance(item, dict) and isinstance(item.get("digest"), str):
-                size = item.get("size")
-                media_type = item.get("mediaType")
+        for item in go_field(data, "layers") or []:
+            digest = go_field(item, "digest")
+            if isinstance(digest, str):
+                size = go_field(item, "size")
+                media_type = go_field(item, "mediaType")
                 layers.append(
                     (
-                        item["digest"],
+                        digest,
                         size if isinstance(size, int) else 0,
                         media_type if isinstance(media_type, str) else "",
                     )
@@ -281,18 +348,13 @@ class ScheduleEntry:
             return None
         extra = data.get("wishbot")
         extra = extra if isinstance(extra, dict) else {}
-        config = data.get("config")
         kind = extra.get("kind", "image")
         ident = extra.get("id")
-        if ident is None and isinstance(config, dict):
-            ident = config.get("digest")
-        if kind not in ("image", "layer") or not isinstance(ident, str):
+        config_id, layers = manifest_summary(data)
+        if ident is None:
+            ident = config_id
+        if kind not in ("image", "layer") or not isinstance(ident, str) or not ident:
             return None
-        layers = tuple(
-            item["digest"]
-            for item in data.get("layers") or []
-            if isinstance(item, dict) and isinstance(item.get("digest"), str)
-        )
         path = extra.get("path")
         removal = ScheduledRemoval(
             kind="image" if kind == "image" else "layer",

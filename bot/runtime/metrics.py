@@ -62,6 +62,31 @@ class _QueueCollector(Collector):
         yield family
 
 
+class _GaugesCollector(Collector):
+    """Gauges computed at each scrape: ``{name: {label value: value}}``, each family
+    with one label (``state``); see ``WebhookServer._verify_gauges``."""
+
+    def __init__(self, gauges: Callable[[], Mapping[str, Mapping[str, float]]]):
+        self._gauges = gauges
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            gauges = dict(self._gauges())
+        except Exception:  # cannot be read: say nothing rather than fail the scrape
+            return
+        for name, values in sorted(gauges.items()):
+            family = GaugeMetricFamily(name, GAUGE_HELP.get(name, name), labels=["state"])
+            for state, value in sorted(values.items()):
+                family.add_metric([state], value)
+            yield family
+
+
+GAUGE_HELP = {
+    "wishbot_verify_findings": "Findings of the last scheduled deep verify, by severity.",
+    "wishbot_verify_checked_timestamp_seconds": "When the last scheduled deep verify ran.",
+}
+
+
 class Metrics:
     """The counters, histograms and gauges of one webhook server."""
 
@@ -69,6 +94,7 @@ class Metrics:
         self,
         queue_counts: Callable[[], Mapping[str, int]] = dict,
         open_connections: Callable[[], int] = lambda: 0,
+        gauges: Callable[[], Mapping[str, Mapping[str, float]]] = dict,
     ):
         self.registry = registry = CollectorRegistry()
         ProcessCollector(registry=registry)
@@ -107,6 +133,7 @@ class Metrics:
             "wishbot_webhook_connections_open", "Connections being served.", registry=registry
         ).set_function(lambda: float(open_connections()))
         registry.register(_QueueCollector(queue_counts))
+        registry.register(_GaugesCollector(gauges))
         self._zero()
 
     def _zero(self) -> None:

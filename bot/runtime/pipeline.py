@@ -22,10 +22,12 @@ from bot.core.plan import Plan, ignoring_errors, make_plan
 from bot.core.recipe import apply_ignore_errors, diff_wishlists, load_wishlist
 from bot.core.render import plural, render_markdown, summary_parts
 from bot.errors import WishbotError
-from bot.publisher.backend import open_publisher
+from bot.publisher.backend import Publisher, open_publisher
 from bot.publisher.converge import converge
 from bot.publisher.gc import collect
 from bot.publisher.state import read_state
+from bot.publisher.unpack import Limits
+from bot.publisher.verify import read_status, scheduled_verify, verify_due
 from bot.registry.auth import CredentialStore
 from bot.registry.client import RegistryClient
 from bot.runtime.pipeline_api import Pipeline, Publication, Review
@@ -174,7 +176,9 @@ class WishbotPipeline:
         with RegistryClient(self.config) as client:
             plan, report = converge(loaded, publisher, client, config=self.config, now=now)
         state = read_state(publisher.root, loaded.cvmfs_repo)
-        files = catalog_files(state, grace_days=self.config.grace_days)
+        files = catalog_files(
+            state, grace_days=self.config.grace_days, verified=read_status(publisher.root)
+        )
         published = tuple(
             f"/cvmfs/{loaded.cvmfs_repo}/{result.path}"
             for result in report.results
@@ -209,7 +213,27 @@ class WishbotPipeline:
                 grace_days=self.config.grace_days,
                 max_deletions=self.config.max_deletions,
             )
-        return report.render().splitlines()[0]
+            summary = report.render().splitlines()[0]
+            verified = self._verify(publisher)
+        return f"{summary}; {verified}" if verified else summary
+
+    def _verify(self, publisher: Publisher) -> str | None:
+        """The deep verify, when ``verify_interval`` has passed since the last one."""
+        now = self.clock()
+        if not verify_due(publisher.root, now, self.config.verify_interval):
+            return None
+        try:
+            with RegistryClient(self.config) as client:
+                return scheduled_verify(
+                    publisher,
+                    now,
+                    lambda ref, digest, size, dest: client.download_blob(ref, digest, size, dest),
+                    Limits.from_config(self.config),
+                    self.config.verify_batch,
+                )
+        except (WishbotError, OSError) as exc:
+            log.warning("scheduled verify failed: %s", exc)
+            return f"deep verify failed: {exc}"
 
 
 def _publish_summary(plan: Plan, published: int, failed: int) -> str:

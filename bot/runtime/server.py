@@ -35,6 +35,9 @@ from typing import IO, Any, cast
 from bot.config import Config
 from bot.errors import ConfigError, WishbotError, is_retryable
 from bot.forge.base import Forge
+from bot.publisher.backend import open_publisher
+from bot.publisher.metadata import parse_time
+from bot.publisher.verify import read_status
 from bot.runtime.events import Ignored, MergeRequestEvent, PushEvent, header, parse_event
 from bot.runtime.httpd import BoundedHandler, BoundedHTTPServer, Limits
 from bot.runtime.journal import Journal
@@ -304,7 +307,7 @@ class WebhookServer:
         self._threads: list[threading.Thread] = []
         self._httpd: BoundedHTTPServer | None = None
         self._refusals = Throttle()
-        self.metrics = Metrics(self.queue.counts, self._open_connections)
+        self.metrics = Metrics(self.queue.counts, self._open_connections, self._verify_gauges)
 
     def __repr__(self) -> str:
         return f"WebhookServer(listen={self.config.listen!r})"
@@ -535,6 +538,27 @@ class WebhookServer:
 
     def metrics_text(self) -> str:
         return self.metrics.render().decode()
+
+    def _verify_gauges(self) -> dict[str, dict[str, float]]:
+        """The last scheduled deep verify (see ``bot.publisher.verify.STATUS``)."""
+        if not self.config.publisher:
+            return {}
+        try:
+            status = read_status(open_publisher(self.config.publisher).root)
+        except WishbotError:
+            status = None
+        if status is None:
+            return {}
+        checked = parse_time(status.get("checked"))
+        return {
+            "wishbot_verify_findings": {
+                "error": float(cast(int, status.get("errors", 0))),
+                "warning": float(cast(int, status.get("warnings", 0))),
+            },
+            "wishbot_verify_checked_timestamp_seconds": {
+                "clean" if status.get("ok") else "findings": checked.timestamp() if checked else 0.0
+            },
+        }
 
 
 def _result_of(status: int, answer: Mapping[str, Any]) -> str:
