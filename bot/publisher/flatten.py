@@ -95,6 +95,29 @@ def _copier(source: str, access: OwnerAccess) -> Callable[[int], int]:
     return copy
 
 
+def readable_as_is(layerfs: Path) -> bool:
+    """Can :func:`apply_layerfs` read ``layerfs`` without changing a single mode?
+
+    Always as root. Otherwise every directory must be listable and searchable
+    and every regular file readable by us, as the modes stand (an image's
+    ``0000`` directory or ``etc/shadow`` is not).
+    """
+    if os.geteuid() == 0:
+        return True
+    pending = [os.fspath(layerfs)]
+    while pending:
+        path = pending.pop()
+        if not os.access(path, os.R_OK | os.X_OK):
+            return False
+        with os.scandir(path) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.is_file(follow_symlinks=False) and not os.access(entry.path, os.R_OK):
+                    return False
+    return True
+
+
 def apply_layerfs(
     root: Path,
     layerfs: Path,
