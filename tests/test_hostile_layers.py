@@ -9,9 +9,11 @@ still be published.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import stat
+import struct
 import subprocess
 import sys
 import tarfile
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hostile_layers import REFUSED, sparse_tar, whiteout_written_dir
+from hostile_layers import REFUSED, pax_entry, sparse_tar, whiteout_written_dir
 from tarspec import MEDIA, E, build_tar, snapshot, write_blob
 
 from bot.core import layout
@@ -234,3 +236,33 @@ def test_bad_layers_fail_their_image_and_the_others_publish(
     leftovers = [n for n in os.listdir(tree / ".wishbot") if n.startswith(("txn-", "trash-"))]
     assert leftovers == []
     assert not list((tree / layout.LAYERS).glob("*/*/.metadata/*.tmp-*"))
+
+
+CAPABILITY = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0)  # v2, effective, cap_net_raw
+
+
+@pytest.mark.parametrize("run", RUNNERS)
+def test_extended_attributes_are_kept_or_named(
+    run: Callable[..., list[LayerStats]], tmp_path: Path
+) -> None:
+    records = {
+        "SCHILY.xattr.security.capability": CAPABILITY.decode("utf-8", "surrogateescape"),
+        "SCHILY.xattr.user.origin": "image",
+        "SCHILY.xattr.trusted.overlay.opaque": "y",
+        "LIBARCHIVE.xattr.user.from%20bsdtar": base64.b64encode(b"\x00\xff").decode(),
+    }
+    tar = pax_entry(records, name="usr/bin/ping", data=b"#!/bin/sh\n")
+    (blob,) = blobs_of(tmp_path, tar)
+    stats = run(tmp_path, [blob])
+    ping = str(tmp_path / "root" / "usr/bin/ping")
+    dropped = "\n".join(s for layer in stats for s in layer.dropped_xattrs)
+    # never applied, always named
+    assert "usr/bin/ping: trusted.overlay.opaque (not published" in dropped
+    assert "trusted.overlay.opaque" not in os.listxattr(ping)
+    # applied where the file system allows (ext4 and tmpfs do), named otherwise
+    for name, value in (("user.origin", b"image"), ("user.from bsdtar", b"\x00\xff")):
+        assert os.getxattr(ping, name) == value or f"ping: {name} (" in dropped
+    if os.geteuid() == 0:  # setting file capabilities needs CAP_SETFCAP
+        assert os.getxattr(ping, "security.capability") == CAPABILITY
+    else:
+        assert "security.capability" in dropped

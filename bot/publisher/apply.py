@@ -464,6 +464,13 @@ class _Converter:
             sidecar=sidecar,
         )
         check_diff_id(stats.diff_id, layer, expected, self.image)
+        if stats.dropped_xattrs:
+            shown = "; ".join(stats.dropped_xattrs[:5])
+            more = len(stats.dropped_xattrs) - 5
+            self.say(
+                f"{self.change.path}: layer {layer.digest}: extended attributes not "
+                f"published: {shown}" + (f" and {more} more" if more > 0 else "")
+            )
         return stats
 
     def _backlinks(self, view: Path) -> None:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from bot.core.model import ImageConfig
 from bot.errors import PublisherError
+from bot.publisher import xattrs
 from bot.publisher.layerstream import CHUNK
 from bot.publisher.safetree import WHITEOUT, Meta, OwnerAccess, SafeTree, dispatch_marker
 from bot.publisher.unpack import LayerStats, sidecar_path
@@ -149,6 +150,7 @@ def apply_layerfs(
         entries=entries,
         file_bytes=tree.file_bytes,
         skipped=tuple(item["path"] for item in tree.record.skipped),
+        dropped_xattrs=tree.dropped_xattrs(),
     )
 
 
@@ -192,7 +194,7 @@ def _apply_tree(
                 if child in implicit:
                     tree.resolve_dir(child, create=True, entry=child)
                 else:
-                    tree.directory(child, meta)
+                    tree.directory(child, meta, xattrs.from_file(source_path))
                 source.open_dir(source_path, st.st_mode, stat.S_IRUSR | stat.S_IXUSR)
                 subdirs.append(child)
             elif kind == stat.S_IFREG:
@@ -202,7 +204,8 @@ def _apply_tree(
                     continue
                 if st.st_nlink > 1:
                     inodes[key] = child
-                tree.regular(child, meta, _copier(source_path, source))
+                copy = _copier(source_path, source)
+                tree.regular(child, meta, copy, xattrs.from_file(source_path))
             elif kind == stat.S_IFLNK:
                 tree.symlink(child, os.readlink(source_path), meta)
             elif kind in _DEVICE_KINDS:

@@ -35,12 +35,16 @@ import os
 import posixpath
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.errors import UnsafeLayer
+from bot.publisher import xattrs
 from bot.publisher.tarheader import show_name
+
+#: extended attributes of an entry (name -> value), or None
+Xattrs = Mapping[str, bytes] | None
 
 MAX_SYMLINK_HOPS = 40
 OPAQUE = ".wh..wh..opq"
@@ -200,6 +204,7 @@ class _Record:
     implicit: set[str] = field(default_factory=set)
     links: list[dict[str, str]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    dropped_xattrs: list[dict[str, str]] = field(default_factory=list)
 
 
 class SafeTree:
@@ -329,7 +334,23 @@ class SafeTree:
             return  # an absurd timestamp is not worth failing the image for
 
     # -- entries
-    def directory(self, name: str, meta: Meta) -> None:
+    def drop_xattrs(self, name: str, dropped: list[tuple[str, str]]) -> None:
+        """Name the extended attributes of entry ``name`` that were not applied."""
+        for attribute, why in dropped:
+            self.record.dropped_xattrs.append({"path": name, "name": attribute, "why": why})
+
+    def dropped_xattrs(self) -> tuple[str, ...]:
+        """``path: name (why)`` for each extended attribute not applied."""
+        return tuple(
+            f"{show_name(d['path'])}: {show_name(d['name'])} ({d['why']})"
+            for d in self.record.dropped_xattrs
+        )
+
+    def _xattrs(self, name: str, target: int | str, attributes: Xattrs) -> None:
+        if attributes:
+            self.drop_xattrs(name, xattrs.apply(target, attributes))
+
+    def directory(self, name: str, meta: Meta, attributes: Xattrs = None) -> None:
         if name == "":
             return  # the root belongs to the publisher: "./" entries do not change it
         real, _ = self._place(name)
@@ -342,11 +363,14 @@ class SafeTree:
         if not is_dir:
             self._remove(real)
             os.mkdir(path, 0o700)
+        self._xattrs(name, path, attributes)
         self.record.implicit.discard(real)
         self._dirs[real] = meta
         self._mark(real)
 
-    def regular(self, name: str, meta: Meta, copy: Callable[[int], int]) -> None:
+    def regular(
+        self, name: str, meta: Meta, copy: Callable[[int], int], attributes: Xattrs = None
+    ) -> None:
         """Create a regular file; ``copy(fd)`` writes its content, returns bytes."""
         if name == "":
             raise self.refuse(name, "names the root directory as a file")
@@ -359,6 +383,7 @@ class SafeTree:
         try:
             self.file_bytes += copy(fd)
             self._own(path, meta, fd=fd)
+            self._xattrs(name, fd, attributes)  # after fchown, which drops capabilities
             os.fchmod(fd, meta.mode & 0o7777)
             self._times(fd, meta)
         finally:
@@ -526,6 +551,7 @@ class SafeTree:
             "implicit_dirs": sorted(self.record.implicit),
             "links": self.record.links,
             "skipped": self.record.skipped,
+            "dropped_xattrs": self.record.dropped_xattrs,
         }
 
 

@@ -48,6 +48,7 @@ from typing import IO, cast
 
 from bot.config import Config
 from bot.errors import BadLayer, UnsafeLayer
+from bot.publisher import xattrs
 from bot.publisher.diskerrors import disk_error
 from bot.publisher.layerstream import (
     CHUNK,
@@ -114,6 +115,7 @@ class LayerStats:
     skipped_links: int = 0
     skipped: tuple[str, ...] = ()
     sidecar: Path | None = None
+    dropped_xattrs: tuple[str, ...] = ()
 
 
 # --- the tar pass -------------------------------------------------------------
@@ -225,16 +227,22 @@ def _apply_member(
     if is_marker(base) and dispatch_marker(tree, name):
         return
     meta = _meta(member)
+    attributes = xattrs.from_pax(member.pax_headers)
     if member.isdir():
-        tree.directory(name, meta)
-    elif member.isreg():
+        tree.directory(name, meta, attributes)
+        return
+    if member.isreg():
         room = limits.max_bytes - tree.file_bytes
         if member.size > room:
             raise _too_big(tree, member, limits)
         src = tar.extractfile(member)
         assert src is not None
-        tree.regular(name, meta, _copier(src, room, lambda: _too_big(tree, member, limits)))
-    elif member.issym():
+        copy = _copier(src, room, lambda: _too_big(tree, member, limits))
+        tree.regular(name, meta, copy, attributes)
+        return
+    if attributes:  # links and devices: not theirs to keep
+        tree.drop_xattrs(name, [(a, "not kept on this kind of entry") for a in attributes])
+    if member.issym():
         tree.symlink(name, member.linkname, meta)
     elif member.islnk():
         tree.hardlink(name, member.linkname)
@@ -298,6 +306,7 @@ def unpack_layer(
         file_bytes=tree.file_bytes,
         skipped_links=len(tree.record.links),
         skipped=tuple(item["path"] for item in tree.record.skipped),
+        dropped_xattrs=tree.dropped_xattrs(),
         sidecar=target,
     )
 
@@ -321,4 +330,5 @@ def apply_layer(
         entries=entries,
         file_bytes=tree.file_bytes,
         skipped=tuple(item["path"] for item in tree.record.skipped),
+        dropped_xattrs=tree.dropped_xattrs(),
     )
