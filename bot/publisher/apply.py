@@ -438,6 +438,8 @@ class _Converter:
         hex_digest = layout.hex_of(layer.digest)
         blob = tmp / f"{hex_digest}.again"
         self.client.download_blob(self.image.reference, layer.digest, layer.size, blob)
+        self.downloaded_layers += 1
+        self.downloaded_bytes += layer.size
         dest = tmp / f"{hex_digest}.layer" / "layerfs"
         sidecar = tmp / f"{hex_digest}.layer" / "layerfs.json"
         self._unpack_checked(blob, layer, dest, expected_diff_ids(self.image), sidecar)

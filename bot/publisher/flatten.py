@@ -39,6 +39,7 @@ from pathlib import Path
 from bot.core.model import ImageConfig
 from bot.errors import PublisherError
 from bot.publisher import xattrs
+from bot.publisher.diskerrors import disk_error
 from bot.publisher.layerstream import CHUNK
 from bot.publisher.safetree import WHITEOUT, Meta, OwnerAccess, SafeTree, dispatch_marker
 from bot.publisher.unpack import LayerStats, sidecar_path
@@ -138,11 +139,7 @@ def apply_layerfs(
         finally:
             source.restore()  # the layerfs keeps exactly its modes, whatever happened
     except OSError as exc:
-        where = f" '{exc.filename}'" if exc.filename else ""
-        raise PublisherError(
-            f"{context}: cannot apply the unpacked layer{where}: {exc.strerror or exc}",
-            hint="check the space and permissions of the publisher's disk",
-        ) from None
+        raise disk_error(exc, f"{context}: cannot apply the unpacked layer") from None
     tree.finish()
     return LayerStats(
         diff_id=diff_id,
