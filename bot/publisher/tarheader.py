@@ -134,10 +134,14 @@ class BoundedTarInfo(tarfile.TarInfo):
     def _check_sparse_map(self, fileobj: Any) -> None:
         """PAX sparse 1.0 keeps its map in the data area: count it before it is read.
 
-        (0.0 and 0.1 keep theirs in the PAX records, bounded above.)
+        0.1 keeps it in one record (counted here), 0.0 in one record per
+        fragment (bounded by the record count).
         """
         header = _blocks(self.size)
-        if not fileobj.peek(header)[:header].count(b"GNU.sparse.major=1\n"):
+        records = fileobj.peek(header)[:header]
+        if b" GNU.sparse.map=" in records:  # 0.1: "offset,size,offset,size,..."
+            self._check_sparse_count((records.count(b",") + 1) // 2)
+        if not records.count(b"GNU.sparse.major=1\n"):
             return
         data = fileobj.peek(header + 2 * BLOCKSIZE)[header + BLOCKSIZE :]
         first = data.split(b"\n", 1)[0]
