@@ -246,18 +246,24 @@ def _apply_change(
             downloaded_layers=converter.downloaded_layers,
             downloaded_bytes=converter.downloaded_bytes,
         )
-    except WishbotError as exc:
-        say(f"{change.path}: FAILED: {exc}")
-        return replace(base, message=str(exc))
-    except OSError as exc:  # the publisher's disk: read-only, not ours, full
-        error = disk_error(exc, f"{change.path}: cannot publish")
-        say(f"{change.path}: FAILED: {error}")
-        return replace(base, message=str(error))
-    except Exception as exc:  # a bug must not stop the other images either
-        _log.debug("unexpected error publishing %s", change.path, exc_info=True)
-        message = f"{change.path}: internal error: {type(exc).__name__}: {exc}"
-        say(f"{message} (run with --debug for a traceback; please report it)")
+    except Exception as exc:  # one image's failure never stops the others
+        message = _failure(change.path, exc)
+        say(f"{change.path}: FAILED: {message}")
         return replace(base, message=message)
+
+
+def _failure(path: str, exc: Exception) -> str:
+    """What failed an image, for the report: a wishbot error as it is, a disk error
+    with its path and what to do, anything else as the bug it is."""
+    if isinstance(exc, WishbotError):
+        return str(exc)
+    if isinstance(exc, OSError):  # the publisher's disk: read-only, not ours, full
+        return str(disk_error(exc, f"{path}: cannot publish"))
+    _log.debug("unexpected error publishing %s", path, exc_info=True)
+    return (
+        f"internal error: {type(exc).__name__}: {exc} "
+        "(run with --debug for a traceback; please report it)"
+    )
 
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -179,12 +179,11 @@ def _count_records(buf: bytes) -> int:
 
 def check_header(member: tarfile.TarInfo, context: str) -> None:
     """Refuse numbers in ``member`` that no file system can take."""
-    name = show_name(member.name)
 
     def bad(field: str, value: object) -> BadLayer:
-        shown = str(value)[:40]
         return BadLayer(
-            f"{context}: entry '{name}' has an impossible {field} ({shown}) in its tar header",
+            f"{context}: entry '{show_name(member.name)}' has an impossible {field} "
+            f"({str(value)[:40]}) in its tar header",
             hint="the layer is corrupt or forged; ask the image's owner to rebuild it",
         )
 
@@ -193,14 +192,11 @@ def check_header(member: tarfile.TarInfo, context: str) -> None:
         raise bad("modification time", mtime)
     if not -_MAX_MTIME <= mtime <= _MAX_MTIME:
         raise bad("modification time", mtime)
-    for field, value in (("uid", member.uid), ("gid", member.gid)):
-        if not isinstance(value, int) or not 0 <= value <= _MAX_ID:
-            raise bad(field, value)
-    if not isinstance(member.size, int) or member.size < 0:
-        raise bad("size", member.size)
-    if not 0 <= member.mode <= 0o7777777:
-        raise bad("mode", oct(member.mode))
+    numbers = [("uid", member.uid, _MAX_ID), ("gid", member.gid, _MAX_ID)]
+    numbers += [("size", member.size, 1 << 63), ("mode", member.mode, 0o7777777)]
     if member.ischr() or member.isblk():
-        for field, value in (("device major", member.devmajor), ("device minor", member.devminor)):
-            if not isinstance(value, int) or not 0 <= value <= _MAX_DEV:
-                raise bad(field, value)
+        numbers += [("device major", member.devmajor, _MAX_DEV)]
+        numbers += [("device minor", member.devminor, _MAX_DEV)]
+    for field, value, most in numbers:
+        if not isinstance(value, int) or not 0 <= value <= most:
+            raise bad(field, oct(value) if field == "mode" and isinstance(value, int) else value)
