@@ -15,6 +15,7 @@ from bot.core.plan import Plan, make_plan
 from bot.errors import UsageError
 from bot.publisher.apply import ApplyReport, Meter, Progress, apply_plan
 from bot.publisher.backend import Publisher
+from bot.publisher.diskerrors import disk_errors
 from bot.publisher.state import read_state
 
 
@@ -47,7 +48,7 @@ def converge(
     say = progress or (lambda _line: None)
     say(f"resolving {len(wishlist.wishes)} wish(es)")
     resolutions = client.resolve_all(wishlist.wishes)
-    with publisher.lock():
+    with disk_errors(f"publisher {publisher.target}"), publisher.lock():
         for line in publisher.recover():
             say(f"recovery: {line}")
         current = read_state(publisher.root, wishlist.cvmfs_repo)
