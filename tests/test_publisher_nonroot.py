@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -516,7 +517,14 @@ def test_flat_image_from_a_published_layer_never_changes_its_modes(
         f"output_format: '{registry.host}/thin/$(image)'\ninput:\n"
         f"  - '{registry.host}/{unique_repo}:1'\n"
     )
-    env = {"WISHBOT_INSECURE_REGISTRIES": registry.host, "WISHBOT_BACKOFF": "0.01"}
+    scratch = nobody_dir / "tmp"
+    scratch.mkdir()
+    os.chown(scratch, NOBODY, NOBODY)
+    env = {
+        "WISHBOT_INSECURE_REGISTRIES": registry.host,
+        "WISHBOT_BACKOFF": "0.01",
+        "TMPDIR": str(scratch),
+    }
     apply = [sys.executable, "-m", "bot", "apply", str(wishlist), "--publisher", f"local:{tree}"]
     apply += ["--no-thin", "--now", "2025-03-01T00:00:00Z"]
     wishlist.write_text(head)
@@ -539,3 +547,12 @@ def test_flat_image_from_a_published_layer_never_changes_its_modes(
     assert stat.S_IMODE(os.lstat(flat / "etc/shadow").st_mode) == 0
     assert (flat / "app/x").is_file()
     assert tree_digest(flat / "ro") == tree_digest(base / "ro")
+    # the scratch copy (with its 0000 and 0555 directories) is removed; only the
+    # killed run's is left, until a later run finds it stale
+    (left,) = scratch.iterdir()
+    then = time.time() - 600
+    os.utime(left, (then, then))
+    wishlist.write_text(head)
+    done = run_as_nobody(apply, nobody_dir, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert list(scratch.iterdir()) == []

@@ -6,7 +6,9 @@ and the bot converge the publisher the same way.
 
 from __future__ import annotations
 
+import tempfile
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from bot.config import Config
@@ -16,6 +18,7 @@ from bot.errors import UsageError
 from bot.publisher.apply import ApplyReport, Meter, Progress, apply_plan
 from bot.publisher.backend import Publisher
 from bot.publisher.diskerrors import disk_errors
+from bot.publisher.scratch import clean_stale
 from bot.publisher.state import read_state
 
 
@@ -51,6 +54,8 @@ def converge(
     with disk_errors(f"publisher {publisher.target}"), publisher.lock():
         for line in publisher.recover():
             say(f"recovery: {line}")
+        for name in clean_stale(Path(tempfile.gettempdir())):
+            say(f"recovery: removed {name}, the scratch directory of a killed run")
         current = read_state(publisher.root, wishlist.cvmfs_repo)
         plan = make_plan(
             wishlist.wishes,

@@ -4,8 +4,8 @@
 removes it when the image is done. A run killed with SIGKILL (or by the OOM
 killer) never gets to remove it, so every directory holds an exclusive
 ``flock`` on its ``.lock`` file for as long as it is in use; the kernel drops
-that lock when the process dies, however it dies. :func:`blob_dir` first
-removes the stale ones: only directories named like ours, owned by us, that
+that lock when the process dies, however it dies. Every ``apply`` (in its
+recovery step) and :func:`blob_dir` remove the stale ones (:func:`clean_stale`): only directories named like ours, owned by us, that
 are not symlinks, whose lock is free and that are older than a minute (a
 directory created a moment ago may not have its lock file yet).
 """
@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import stat
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from bot.publisher.safetree import force_rmtree
 
 PREFIX = "wishbot-blobs-"
 LOCK = ".lock"
@@ -41,7 +42,7 @@ def blob_dir(parent: Path | None = None) -> Iterator[Path]:
         finally:
             os.close(fd)
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        force_rmtree(path, ignore_errors=True)  # a layer unpacked here may hold 0555 dirs
 
 
 def clean_stale(base: Path, *, now: float | None = None) -> list[str]:
@@ -55,7 +56,7 @@ def clean_stale(base: Path, *, now: float | None = None) -> list[str]:
     for name in names:
         path = base / name
         if _stale(path, moment):
-            shutil.rmtree(path, ignore_errors=True)
+            force_rmtree(path, ignore_errors=True)
             removed.append(name)
     return removed
 
