@@ -3,7 +3,8 @@
 Each subcommand lives in ``bot/commands/<name>.py`` and exposes
 ``register(subparsers)``; it sets ``func`` on its parser, a callable taking the
 parsed arguments and returning the exit code. Only :class:`WishbotError` is
-caught here: it is printed without a traceback (``--debug`` shows one).
+caught here: it is printed without a traceback (``--debug`` shows one); so
+is an ``OSError`` (a read-only or full disk), with the path and what to do.
 """
 
 from __future__ import annotations
@@ -71,6 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"wishbot: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the disk under a command (read-only, not ours, full)
+        from bot.publisher.diskerrors import disk_error
+
+        if args.debug:
+            traceback.print_exc()
+        print(f"wishbot: error: {disk_error(exc, 'cannot go on')}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("wishbot: interrupted", file=sys.stderr)
         return 130

@@ -170,7 +170,6 @@ def test_read_state_tolerates_foreign_trees(tmp_path: Path) -> None:
     (root / "reg.io/lib/legacy:1/inner").mkdir()
     os.symlink("/etc", root / "reg.io/lib/legacy:1/inner/evil:2")
     (root / ".metadata").mkdir()
-    (root / ".metadata/remove-schedule.json").write_text("{not json")
     (root / ".layers" / "bb" / ("b" * 64) / "layerfs").mkdir(parents=True)
     state = read_state(root, "repo")
     assert [(i.path, i.image_id, i.layers) for i in state.images] == [
@@ -179,6 +178,10 @@ def test_read_state_tolerates_foreign_trees(tmp_path: Path) -> None:
     assert state.schedule == ()
     assert set(state.layers) == {f"sha256:{'b' * 64}"}
     assert state.layers[f"sha256:{'b' * 64}"].users == frozenset()
+    # but a damaged remove schedule is never read as empty (its images would leak)
+    (root / ".metadata/remove-schedule.json").write_text("{not json")
+    with pytest.raises(PublisherError, match=r"the remove schedule .* cannot be read"):
+        read_state(root, "repo")
 
 
 def test_read_state_multiarch(tmp_path: Path) -> None:

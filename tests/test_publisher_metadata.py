@@ -6,8 +6,11 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from bot.core.model import Platform, ScheduledRemoval
 from bot.core.reference import parse
+from bot.errors import PublisherError
 from bot.publisher.metadata import (
     ImageRecord,
     LayerInfo,
@@ -79,5 +82,11 @@ def test_schedule_reads_ducc_entries_and_dedupes(tmp_path: Path) -> None:
         ("image", WHEN),
         ("layer", WHEN),
     ]
-    path.write_text("{broken")
-    assert read_schedule(path) == []
+    path.write_text("{broken")  # damaged: never read as empty (its images would leak)
+    with pytest.raises(PublisherError, match=r"remove schedule .* cannot be read.*repair"):
+        read_schedule(path)
+    path.write_text('{"a": 1}')
+    with pytest.raises(PublisherError, match="is not a JSON list"):
+        read_schedule(path)
+    path.unlink()
+    assert read_schedule(path) == []  # missing: nothing scheduled

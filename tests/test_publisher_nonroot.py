@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -482,3 +483,76 @@ def test_apply_layerfs_puts_the_layerfs_modes_back_when_it_fails(nobody_dir: Pat
     assert "needs 'b' to be a directory" in out
     assert stat.S_IMODE(os.lstat(layerfs / "a").st_mode) == 0o000
     assert stat.S_IMODE(os.lstat(layerfs / "a" / "f").st_mode) == 0o000
+
+
+def ctimes(root: Path) -> dict[str, tuple[int, int]]:
+    """path -> (mode, ctime): a chmod, even one put back, changes the ctime."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            out[os.path.relpath(path, root)] = (st.st_mode, st.st_ctime_ns)
+    return out
+
+
+def test_flat_image_from_a_published_layer_never_changes_its_modes(
+    registry: LocalRegistry, unique_repo: str, nobody_dir: Path
+) -> None:
+    """A second image on the same (sealed) base layer, as the repository owner.
+
+    Reading the published layerfs as it is would need ``u+rx`` on its ``0000``
+    directories, i.e. changing the live tree outside any transaction; the
+    blob is unpacked again into scratch space instead. Neither a normal run
+    nor one killed while building the flat image changes a mode (or even the
+    ctime) of the published layer.
+    """
+    first = push_image(registry.url, unique_repo, "1", LAYERS, cmd=["/bin/sh"])
+    extra = build_layer([file("app/x", "x\n")])
+    second = push_image(registry.url, unique_repo, "2", [LOWER, extra], cmd=["/bin/sh"])
+    tree = nobody_dir / "publisher"
+    wishlist = nobody_dir / "wishlist.yaml"
+    head = (
+        "version: 1\nuser: t\ncvmfs_repo: 'unpacked.example.org'\n"
+        f"output_format: '{registry.host}/thin/$(image)'\ninput:\n"
+        f"  - '{registry.host}/{unique_repo}:1'\n"
+    )
+    scratch = nobody_dir / "tmp"
+    scratch.mkdir()
+    os.chown(scratch, NOBODY, NOBODY)
+    env = {
+        "WISHBOT_INSECURE_REGISTRIES": registry.host,
+        "WISHBOT_BACKOFF": "0.01",
+        "TMPDIR": str(scratch),
+    }
+    apply = [sys.executable, "-m", "bot", "apply", str(wishlist), "--publisher", f"local:{tree}"]
+    apply += ["--no-thin", "--now", "2025-03-01T00:00:00Z"]
+    wishlist.write_text(head)
+    done = run_as_nobody(apply, nobody_dir, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    base = tree / layout.layerfs_dir(first.layer_digests[0])
+    before = ctimes(base)
+    assert stat.S_IMODE(before["sealed"][0]) == 0
+
+    wishlist.write_text(head + f"  - '{registry.host}/{unique_repo}:2'\n")
+    crashed = run_as_nobody(apply, nobody_dir, {**env, "WISHBOT_TEST_CRASH_AT": "flat-layer"})
+    assert crashed.returncode != 0
+    assert ctimes(base) == before
+    done = run_as_nobody(apply, nobody_dir, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "unpacking its blob again" in done.stderr
+    assert ctimes(base) == before
+    flat = tree / layout.flat_dir(second.config_digest)
+    assert stat.S_IMODE(os.lstat(flat / "sealed").st_mode) == 0
+    assert stat.S_IMODE(os.lstat(flat / "etc/shadow").st_mode) == 0
+    assert (flat / "app/x").is_file()
+    assert tree_digest(flat / "ro") == tree_digest(base / "ro")
+    # the scratch copy (with its 0000 and 0555 directories) is removed; only the
+    # killed run's is left, until a later run finds it stale
+    (left,) = scratch.iterdir()
+    then = time.time() - 600
+    os.utime(left, (then, then))
+    wishlist.write_text(head)
+    done = run_as_nobody(apply, nobody_dir, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert list(scratch.iterdir()) == []

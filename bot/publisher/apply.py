@@ -34,11 +34,11 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import os
 import posixpath
 import re
 import tarfile
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -53,7 +53,8 @@ from bot.core.reference import ImageReference, ReferenceError, parse
 from bot.errors import IntegrityError, PublisherError, WishbotError
 from bot.publisher import adopt, hooks, podman
 from bot.publisher.backend import Publisher
-from bot.publisher.flatten import apply_layerfs, write_singularity_metadata
+from bot.publisher.diskerrors import disk_error
+from bot.publisher.flatten import apply_layerfs, readable_as_is, write_singularity_metadata
 from bot.publisher.metadata import (
     LAYERS,
     MANIFEST,
@@ -68,9 +69,12 @@ from bot.publisher.metadata import (
     write_json,
 )
 from bot.publisher.retiring import revive, serving_links
+from bot.publisher.scratch import blob_dir
 from bot.publisher.state import ARCH_VARIABLE
-from bot.publisher.unpack import Limits, unpack_layer
+from bot.publisher.unpack import LayerStats, Limits, recorded_diff_id, unpack_layer
 from bot.publisher.verify import check_flat
+
+_log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 #: ``(label, bytes done, bytes total)`` while a layer downloads (for progress bars)
@@ -246,9 +250,24 @@ def _apply_change(
             downloaded_layers=converter.downloaded_layers,
             downloaded_bytes=converter.downloaded_bytes,
         )
-    except WishbotError as exc:
-        say(f"{change.path}: FAILED: {exc}")
-        return replace(base, message=str(exc))
+    except Exception as exc:  # one image's failure never stops the others
+        message = _failure(change.path, exc)
+        say(f"{change.path}: FAILED: {message}")
+        return replace(base, message=message)
+
+
+def _failure(path: str, exc: Exception) -> str:
+    """What failed an image, for the report: a wishbot error as it is, a disk error
+    with its path and what to do, anything else as the bug it is."""
+    if isinstance(exc, WishbotError):
+        return str(exc)
+    if isinstance(exc, OSError):  # the publisher's disk: read-only, not ours, full
+        return str(disk_error(exc, f"{path}: cannot publish"))
+    _log.debug("unexpected error publishing %s", path, exc_info=True)
+    return (
+        f"internal error: {type(exc).__name__}: {exc} "
+        "(run with --debug for a traceback; please report it)"
+    )
 
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -328,11 +347,11 @@ class _Converter:
                 )
         self.say(f"{path}: converting {image.reference} ({image.platform}, {image.image_id})")
         with (
-            tempfile.TemporaryDirectory(prefix="wishbot-blobs-") as tmp,
+            blob_dir() as tmp,
             self.publisher.transaction() as view,
         ):
-            self._layers(view, Path(tmp))
-            self._flat(view, Path(tmp))
+            self._layers(view, tmp)
+            self._flat(view, tmp)
             self._check_flat(view)
             self._backlinks(view)
             self._markers(view)
@@ -351,14 +370,11 @@ class _Converter:
 
     def _layers(self, view: Path, tmp: Path) -> None:
         """Download and unpack the layers that are not published yet."""
-        diff_ids = self.image.config.diff_ids
-        expected: dict[str, str] = {}
-        if len(diff_ids) == len(self.image.layers):
-            for layer, diff_id in zip(self.image.layers, diff_ids, strict=True):
-                expected.setdefault(layer.digest, diff_id)
+        expected = expected_diff_ids(self.image)
         for layer in self.image.layers:
             layerfs = layout.layerfs_dir(layer.digest)
             if (self.root / layerfs).is_dir() or (view / layerfs).is_dir():
+                check_published_diff_id(self.where(view, layerfs), layer, expected, self.image)
                 continue
             hex_digest = layout.hex_of(layer.digest)
             blob = tmp / hex_digest
@@ -374,22 +390,7 @@ class _Converter:
             self.downloaded_bytes += layer.size
             hooks.crash_point("downloaded")
             self.say(f"{self.change.path}: unpacking layer {layer.digest}")
-            dest = view / layerfs
-            dest.mkdir(parents=True)
-            stats = unpack_layer(
-                blob,
-                layer.media_type,
-                dest,
-                limits=self.limits,
-                context=self._context(layer.digest),
-            )
-            want = expected.get(layer.digest) or layer.diff_id
-            if want and stats.diff_id != want:
-                raise IntegrityError(
-                    f"layer {layer.digest} of {self.image.reference} unpacks to diffID "
-                    f"{stats.diff_id}, but the image config says {want}",
-                    hint="the registry serves a corrupt or forged image; ask its owner",
-                )
+            stats = self._unpack_checked(blob, layer, view / layerfs, expected)
             info = LayerInfo(
                 digest=layer.digest,
                 diff_id=stats.diff_id,
@@ -422,11 +423,12 @@ class _Converter:
         # before): a local copy, about three times faster than decompressing
         # the blobs again, and the same tree.
         for layer in self.image.layers:
+            layerfs, sidecar = self._flat_source(view, layer, tmp)
             apply_layerfs(
                 target,
-                self.where(view, layout.layerfs_dir(layer.digest)),
+                layerfs,
                 context=self._context(layer.digest),
-                sidecar=self._sidecar(view, layer),
+                sidecar=sidecar if sidecar is not None else self._sidecar(view, layer),
             )
             hooks.crash_point("flat-layer")
         write_singularity_metadata(target, self.image.config)
@@ -461,10 +463,68 @@ class _Converter:
         if staged.is_dir():
             check_flat(staged, self.image.image_id)
 
+    def _flat_source(self, view: Path, layer: Layer, tmp: Path) -> tuple[Path, Path | None]:
+        """The layerfs to build the flat image from, and its sidecar (None: its own).
+
+        A layerfs published before this transaction is read as it is when it
+        can be (always as root). Without root, one whose modes deny its owner
+        (a ``0000`` directory, ``etc/shadow``) could only be read by changing
+        those modes in the live tree, outside any transaction, where a crash
+        would leave them changed: its blob is unpacked again into scratch
+        space instead, where modes may be opened freely.
+        """
+        relpath = layout.layerfs_dir(layer.digest)
+        source = self.where(view, relpath)
+        if source == view / relpath or readable_as_is(source):
+            return source, None
+        self.say(
+            f"{self.change.path}: layer {layer.digest} is not readable without changing "
+            "its published modes; unpacking its blob again"
+        )
+        hex_digest = layout.hex_of(layer.digest)
+        blob = tmp / f"{hex_digest}.again"
+        self.client.download_blob(self.image.reference, layer.digest, layer.size, blob)
+        self.downloaded_layers += 1
+        self.downloaded_bytes += layer.size
+        dest = tmp / f"{hex_digest}.layer" / "layerfs"
+        sidecar = tmp / f"{hex_digest}.layer" / "layerfs.json"
+        self._unpack_checked(blob, layer, dest, expected_diff_ids(self.image), sidecar)
+        blob.unlink()
+        return dest, sidecar
+
+    def _unpack_checked(
+        self,
+        blob: Path,
+        layer: Layer,
+        dest: Path,
+        expected: dict[str, str],
+        sidecar: Path | None = None,
+    ) -> LayerStats:
+        """Unpack ``blob`` into ``dest`` (a new layerfs); refuse it unless its diffID
+        is the one the image config requires."""
+        dest.mkdir(parents=True)
+        stats = unpack_layer(
+            blob,
+            layer.media_type,
+            dest,
+            limits=self.limits,
+            context=self._context(layer.digest),
+            sidecar=sidecar,
+        )
+        check_diff_id(stats.diff_id, layer, expected, self.image)
+        if stats.dropped_xattrs:
+            shown = "; ".join(stats.dropped_xattrs[:5])
+            more = len(stats.dropped_xattrs) - 5
+            self.say(
+                f"{self.change.path}: layer {layer.digest}: extended attributes not "
+                f"published: {shown}" + (f" and {more} more" if more > 0 else "")
+            )
+        return stats
+
     def _backlinks(self, view: Path) -> None:
         for digest in dict.fromkeys(layer.digest for layer in self.image.layers):
             relpath = f"{layout.layer_metadata_dir(digest)}/{ORIGIN}"
-            users = read_origin(self.where(view, relpath))
+            users = read_origin(self.where(view, relpath), strict=True)
             if self.image.image_id in users:
                 continue
             write_json(view / relpath, {"origin": sorted(users | {self.image.image_id})})
@@ -539,6 +599,55 @@ class _Converter:
             ) from None
         self.say(f"{self.change.path}: pushing the thin image {name}")
         push_thin_image(self.client, target, self.image, self.plan.cvmfs_repo)
+
+
+def expected_diff_ids(image: ResolvedImage) -> dict[str, str]:
+    """Layer digest -> the diffID its image config requires.
+
+    The OCI image spec requires ``rootfs.diff_ids``, one per layer: a config
+    without them (or with another count) is malformed and refused, never
+    published unchecked.
+    """
+    diff_ids = image.config.diff_ids
+    if len(diff_ids) != len(image.layers):
+        raise IntegrityError(
+            f"{image.reference}: the image config lists {len(diff_ids)} diffIDs "
+            f"(rootfs.diff_ids) for {len(image.layers)} layers",
+            hint="the OCI image spec requires one per layer; ask the image's owner to rebuild it",
+        )
+    expected: dict[str, str] = {}
+    for layer, diff_id in zip(image.layers, diff_ids, strict=True):
+        if expected.setdefault(layer.digest, diff_id) != diff_id:
+            raise IntegrityError(
+                f"{image.reference}: the image config gives layer {layer.digest} two diffIDs",
+                hint="the image is malformed; ask its owner to rebuild it",
+            )
+    return expected
+
+
+def check_diff_id(found: str, layer: Layer, expected: dict[str, str], image: ResolvedImage) -> None:
+    """The layer unpacked to ``found``: refuse it unless the config says the same."""
+    want = expected[layer.digest]
+    if found != want:
+        raise IntegrityError(
+            f"layer {layer.digest} of {image.reference} unpacks to diffID "
+            f"{found}, but the image config says {want}",
+            hint="the registry serves a corrupt or forged image; ask its owner",
+        )
+
+
+def check_published_diff_id(
+    layerfs: Path, layer: Layer, expected: dict[str, str], image: ResolvedImage
+) -> None:
+    """An already published layer: the diffID recorded when it was unpacked must be
+    the one this image's config asks for (a config cannot claim another content)."""
+    recorded = recorded_diff_id(layerfs)
+    if recorded is not None and recorded != expected[layer.digest]:
+        raise IntegrityError(
+            f"layer {layer.digest} is published with diffID {recorded}, but the config "
+            f"of {image.reference} says {expected[layer.digest]}",
+            hint="the image config is corrupt or forged; ask the image's owner",
+        )
 
 
 def _read_schedule(path: Path, now: datetime) -> list[ScheduleEntry]:

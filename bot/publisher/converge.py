@@ -6,8 +6,10 @@ and the bot converge the publisher the same way.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from bot.config import Config
@@ -17,6 +19,8 @@ from bot.core.recipe import ignored_by
 from bot.errors import UsageError
 from bot.publisher.apply import ApplyReport, Meter, Progress, apply_plan
 from bot.publisher.backend import Publisher
+from bot.publisher.diskerrors import disk_errors
+from bot.publisher.scratch import clean_stale
 from bot.publisher.state import read_state
 
 
@@ -49,9 +53,11 @@ def converge(
     say = progress or (lambda _line: None)
     say(f"resolving {len(wishlist.wishes)} wish(es)")
     resolutions = client.resolve_all(wishlist.wishes)
-    with publisher.lock():
+    with disk_errors(f"publisher {publisher.target}"), publisher.lock():
         for line in publisher.recover():
             say(f"recovery: {line}")
+        for name in clean_stale(Path(tempfile.gettempdir())):
+            say(f"recovery: removed {name}, the scratch directory of a killed run")
         current = read_state(publisher.root, wishlist.cvmfs_repo)
         plan = make_plan(
             wishlist.wishes,

@@ -38,6 +38,8 @@ from pathlib import Path
 
 from bot.core.model import ImageConfig
 from bot.errors import PublisherError
+from bot.publisher import xattrs
+from bot.publisher.diskerrors import disk_error
 from bot.publisher.layerstream import CHUNK
 from bot.publisher.safetree import WHITEOUT, Meta, OwnerAccess, SafeTree, dispatch_marker
 from bot.publisher.unpack import LayerStats, sidecar_path
@@ -95,6 +97,29 @@ def _copier(source: str, access: OwnerAccess) -> Callable[[int], int]:
     return copy
 
 
+def readable_as_is(layerfs: Path) -> bool:
+    """Can :func:`apply_layerfs` read ``layerfs`` without changing a single mode?
+
+    Always as root. Otherwise every directory must be listable and searchable
+    and every regular file readable by us, as the modes stand (an image's
+    ``0000`` directory or ``etc/shadow`` is not).
+    """
+    if os.geteuid() == 0:
+        return True
+    pending = [os.fspath(layerfs)]
+    while pending:
+        path = pending.pop()
+        if not os.access(path, os.R_OK | os.X_OK):
+            return False
+        with os.scandir(path) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.is_file(follow_symlinks=False) and not os.access(entry.path, os.R_OK):
+                    return False
+    return True
+
+
 def apply_layerfs(
     root: Path,
     layerfs: Path,
@@ -114,11 +139,7 @@ def apply_layerfs(
         finally:
             source.restore()  # the layerfs keeps exactly its modes, whatever happened
     except OSError as exc:
-        where = f" '{exc.filename}'" if exc.filename else ""
-        raise PublisherError(
-            f"{context}: cannot apply the unpacked layer{where}: {exc.strerror or exc}",
-            hint="check the space and permissions of the publisher's disk",
-        ) from None
+        raise disk_error(exc, f"{context}: cannot apply the unpacked layer") from None
     tree.finish()
     return LayerStats(
         diff_id=diff_id,
@@ -126,6 +147,7 @@ def apply_layerfs(
         entries=entries,
         file_bytes=tree.file_bytes,
         skipped=tuple(item["path"] for item in tree.record.skipped),
+        dropped_xattrs=tree.dropped_xattrs(),
     )
 
 
@@ -169,7 +191,7 @@ def _apply_tree(
                 if child in implicit:
                     tree.resolve_dir(child, create=True, entry=child)
                 else:
-                    tree.directory(child, meta)
+                    tree.directory(child, meta, xattrs.from_file(source_path))
                 source.open_dir(source_path, st.st_mode, stat.S_IRUSR | stat.S_IXUSR)
                 subdirs.append(child)
             elif kind == stat.S_IFREG:
@@ -179,7 +201,8 @@ def _apply_tree(
                     continue
                 if st.st_nlink > 1:
                     inodes[key] = child
-                tree.regular(child, meta, _copier(source_path, source))
+                copy = _copier(source_path, source)
+                tree.regular(child, meta, copy, xattrs.from_file(source_path))
             elif kind == stat.S_IFLNK:
                 tree.symlink(child, os.readlink(source_path), meta)
             elif kind in _DEVICE_KINDS:

@@ -36,7 +36,7 @@ from pathlib import Path
 from bot.errors import PublisherError
 from bot.publisher import hooks
 from bot.publisher.backend import Publisher
-from bot.publisher.metadata import read_json, write_json
+from bot.publisher.metadata import read_json_strict, write_json
 from bot.publisher.safetree import force_rmtree
 
 STATE_DIR = ".wishbot"
@@ -86,7 +86,12 @@ class LocalPublisher(Publisher):
             self._deletes = []
             raise
         hooks.crash_point("commit")
-        write_json(self.journal_path, {"staging": staging.name, "deletes": self._deletes})
+        try:
+            write_json(self.journal_path, {"staging": staging.name, "deletes": self._deletes})
+        except BaseException:  # not journaled: not published (a full disk, a read-only tree)
+            force_rmtree(staging, ignore_errors=True)
+            self._deletes = []
+            raise
         hooks.crash_point("journal")
         self._roll_forward(staging.name, self._deletes)
         self._deletes = []
@@ -103,13 +108,20 @@ class LocalPublisher(Publisher):
         done: list[str] = []
         if not self.state_dir.is_dir():
             return done
-        journal = read_json(self.journal_path)
+        journal = read_json_strict(self.journal_path, "transaction journal")
         if isinstance(journal, dict) and isinstance(journal.get("staging"), str):
             deletes = [d for d in journal.get("deletes") or [] if isinstance(d, str)]
             self._roll_forward(journal["staging"], deletes)
             done.append(f"completed the interrupted transaction {journal['staging']}")
-        elif self.journal_path.exists():
-            self.journal_path.unlink()
+        elif journal is not None:
+            # a journal is only ever renamed into place whole: one that does not
+            # name its staging tree was damaged; rolling back could leave a
+            # half-merged transaction visible, so stop and say so
+            raise PublisherError(
+                f"the transaction journal {self.journal_path} is damaged",
+                hint="a commit was interrupted: finish it by hand from the txn-* directory "
+                "it belongs to, or restore the tree from a backup, then remove the journal",
+            )
         for entry in sorted(self.state_dir.iterdir()):
             if entry.name.startswith(("txn-", "trash-")) or ".tmp-" in entry.name:
                 if entry.is_dir() and not entry.is_symlink():

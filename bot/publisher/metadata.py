@@ -18,9 +18,11 @@ ignores unknown keys). See ``docs/layout.md``.
   image entries are manifest-shaped (``config.digest`` = image id) and every
   entry has a ``"wishbot"`` object with kind, id, scheduled time and path.
 
-Every reader is tolerant: a file that is missing or malformed yields ``None``
+Readers are tolerant: a file that is missing or malformed yields ``None``
 (or an empty value) rather than an exception, so a foreign or older tree can
-still be read.
+still be read; except where reading damage as empty would lose something:
+a damaged remove schedule (or a damaged ``origin.json`` about to be
+rewritten) is an error that names the file (:func:`read_json_strict`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 
 from bot.core.model import Platform, ScheduledRemoval
 from bot.core.reference import ImageReference, ReferenceError, parse
+from bot.errors import PublisherError
 
 FORMAT_VERSION = 1
 ORIGIN = "origin.json"
@@ -78,15 +81,38 @@ def read_json(path: Path) -> Any:
         return None
 
 
+def read_json_strict(path: Path, what: str) -> Any:
+    """The decoded file, ``None`` when it does not exist; a file that exists but
+    cannot be read or decoded is an error (fail closed: never read as empty)."""
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PublisherError(
+            f"the {what} {path} cannot be read: {reason}",
+            hint=f"restore it from a backup or repair the JSON by hand; wishbot will not "
+            f"read a damaged {what} as empty",
+        ) from None
+
+
 def write_json(path: Path, data: object) -> None:
-    """Write ``data`` next to ``path`` and rename it into place (atomic, durable)."""
+    """Write ``data`` next to ``path`` and rename it into place (atomic, durable).
+
+    A failed write (a full disk) leaves neither the file nor the temporary one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(dumps(data))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(dumps(data))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _digest(value: str) -> str:
@@ -130,9 +156,18 @@ def origin_json(image_ids: Iterable[str]) -> dict[str, object]:
     return {"origin": sorted({_digest(i) for i in image_ids})}
 
 
-def read_origin(path: Path) -> frozenset[str]:
-    data = read_json(path)
+def read_origin(path: Path, *, strict: bool = False) -> frozenset[str]:
+    """The images that use a layer; ``strict`` (before rewriting the file): a
+    damaged file is an error instead of no users."""
+    data = read_json_strict(path, "layer backlinks file") if strict else read_json(path)
+    if data is None:
+        return frozenset()
     if not isinstance(data, dict) or not isinstance(data.get("origin"), list):
+        if strict:
+            raise PublisherError(
+                f'the layer backlinks file {path} is not of the form {{"origin": [...]}}',
+                hint="restore it from a backup or repair it by hand",
+            )
         return frozenset()
     return frozenset(_digest(i) for i in data["origin"] if isinstance(i, str))
 
@@ -367,10 +402,21 @@ class ScheduleEntry:
 
 def read_schedule(path: Path, default_time: datetime | None = None) -> list[ScheduleEntry]:
     """The schedule's entries; a DUCC entry without a date gets ``default_time``
-    (the file's modification time when not given)."""
-    data = read_json(path)
-    if not isinstance(data, list):
+    (the file's modification time when not given).
+
+    A missing schedule is empty; a damaged one (truncated, not JSON, not a
+    list) is a :class:`PublisherError`: read as empty and written back, the
+    images it schedules would never be collected.
+    """
+    data = read_json_strict(path, "remove schedule")
+    if data is None:
         return []
+    if not isinstance(data, list):
+        raise PublisherError(
+            f"the remove schedule {path} is not a JSON list",
+            hint="restore it from a backup or repair it by hand; wishbot will not read "
+            "a damaged remove schedule as empty",
+        )
     if default_time is None:
         try:
             default_time = datetime.fromtimestamp(path.stat().st_mtime, UTC)

@@ -35,11 +35,16 @@ import os
 import posixpath
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.errors import UnsafeLayer
+from bot.publisher import xattrs
+from bot.publisher.tarheader import show_name
+
+#: extended attributes of an entry (name -> value), or None
+Xattrs = Mapping[str, bytes] | None
 
 MAX_SYMLINK_HOPS = 40
 OPAQUE = ".wh..wh..opq"
@@ -99,6 +104,13 @@ class OwnerAccess:
             return
         self._saved.setdefault(path, stat.S_IMODE(mode))
         lchmod(path, stat.S_IMODE(mode) | need)
+
+    def reset(self, path: str, mode: int) -> None:
+        """Directory ``path`` is to end with ``mode`` (now, or when restored)."""
+        if path in self._saved:
+            self._saved[path] = mode
+        else:
+            lchmod(path, mode)
 
     def forget(self, path: str) -> None:
         """``path`` (and everything below it) is gone: nothing to restore there."""
@@ -192,6 +204,7 @@ class _Record:
     implicit: set[str] = field(default_factory=set)
     links: list[dict[str, str]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    dropped_xattrs: list[dict[str, str]] = field(default_factory=list)
 
 
 class SafeTree:
@@ -219,7 +232,9 @@ class SafeTree:
         return f"{self.base}/{rel}" if rel else self.base
 
     def refuse(self, entry: str, why: str) -> UnsafeLayer:
-        return UnsafeLayer(f"{self.context}: entry '{entry}' {why}", hint="the layer is refused")
+        return UnsafeLayer(
+            f"{self.context}: entry '{show_name(entry)}' {why}", hint="the layer is refused"
+        )
 
     def resolve_dir(self, path: str, *, create: bool, entry: str) -> str | None:
         """Real (symlink-free) relative path of directory ``path``, or None when missing.
@@ -264,7 +279,9 @@ class SafeTree:
             else:
                 if not create:
                     return None
-                raise self.refuse(entry, f"needs '{nxt}' to be a directory, but it is a file")
+                raise self.refuse(
+                    entry, f"needs '{show_name(nxt)}' to be a directory, but it is a file"
+                )
         self._cache[path] = cur
         return cur
 
@@ -317,7 +334,23 @@ class SafeTree:
             return  # an absurd timestamp is not worth failing the image for
 
     # -- entries
-    def directory(self, name: str, meta: Meta) -> None:
+    def drop_xattrs(self, name: str, dropped: list[tuple[str, str]]) -> None:
+        """Name the extended attributes of entry ``name`` that were not applied."""
+        for attribute, why in dropped:
+            self.record.dropped_xattrs.append({"path": name, "name": attribute, "why": why})
+
+    def dropped_xattrs(self) -> tuple[str, ...]:
+        """``path: name (why)`` for each extended attribute not applied."""
+        return tuple(
+            f"{show_name(d['path'])}: {show_name(d['name'])} ({d['why']})"
+            for d in self.record.dropped_xattrs
+        )
+
+    def _xattrs(self, name: str, target: int | str, attributes: Xattrs) -> None:
+        if attributes:
+            self.drop_xattrs(name, xattrs.apply(target, attributes))
+
+    def directory(self, name: str, meta: Meta, attributes: Xattrs = None) -> None:
         if name == "":
             return  # the root belongs to the publisher: "./" entries do not change it
         real, _ = self._place(name)
@@ -330,11 +363,14 @@ class SafeTree:
         if not is_dir:
             self._remove(real)
             os.mkdir(path, 0o700)
+        self._xattrs(name, path, attributes)
         self.record.implicit.discard(real)
         self._dirs[real] = meta
         self._mark(real)
 
-    def regular(self, name: str, meta: Meta, copy: Callable[[int], int]) -> None:
+    def regular(
+        self, name: str, meta: Meta, copy: Callable[[int], int], attributes: Xattrs = None
+    ) -> None:
         """Create a regular file; ``copy(fd)`` writes its content, returns bytes."""
         if name == "":
             raise self.refuse(name, "names the root directory as a file")
@@ -347,6 +383,7 @@ class SafeTree:
         try:
             self.file_bytes += copy(fd)
             self._own(path, meta, fd=fd)
+            self._xattrs(name, fd, attributes)  # after fchown, which drops capabilities
             os.fchmod(fd, meta.mode & 0o7777)
             self._times(fd, meta)
         finally:
@@ -387,10 +424,12 @@ class SafeTree:
                 self.record.links.append({"path": real, "target": clean_target})
                 self._mark(real)
                 return
-            raise self.refuse(name, f"is a hardlink to '{target}', which is not in the image")
+            raise self.refuse(
+                name, f"is a hardlink to '{show_name(target)}', which is not in the image"
+            )
         assert treal is not None
         if stat.S_ISDIR(st.st_mode):
-            raise self.refuse(name, f"is a hardlink to the directory '{target}'")
+            raise self.refuse(name, f"is a hardlink to the directory '{show_name(target)}'")
         real, _ = self._place(name)
         if real == treal:
             self._mark(real)
@@ -400,21 +439,26 @@ class SafeTree:
         self._mark(real)
 
     def device(self, name: str, kind: str, meta: Meta, major: int, minor: int) -> None:
+        """A device node or fifo: only fifos are ever made, and only as root.
+
+        Character and block devices are never published: containers get
+        ``/dev`` from their runtime, and a device node in the published tree
+        would be raw access to the publisher's own hardware for whoever can
+        reach it (a block device ``0666`` is the host's disk). They are named
+        in :attr:`record` (``skipped``) instead, as without root.
+        """
         if name == "":
             raise self.refuse(name, "names the root directory as a device")
-        if not self.privileged:
+        del major, minor  # a device node is never made (see above)
+        if kind != "fifo" or not self.privileged:
             self.record.skipped.append({"path": name, "type": kind})
             return
         real, _ = self._place(name)
         path = self.abs(real)
         self._remove(real)
-        if kind == "fifo":
-            os.mkfifo(path, 0o600)
-        else:
-            flag = stat.S_IFCHR if kind == "char" else stat.S_IFBLK
-            os.mknod(path, flag | 0o600, os.makedev(major, minor))
+        os.mkfifo(path, 0o600)  # never more than the tar says: the mode is set below
         os.lchown(path, meta.uid, meta.gid)
-        os.chmod(path, meta.mode & 0o7777)
+        lchmod(path, meta.mode & 0o7777)
         self._times(path, meta, follow=False)
         self._mark(real)
 
@@ -428,9 +472,24 @@ class SafeTree:
         if real_parent is None:
             return
         real = _join(real_parent, victim)
-        if real in self.written:
-            return  # this layer's own entry: a whiteout only hides lower layers
+        if real in self.written or real in self._ancestors:
+            # this layer wrote it, or wrote below it: a whiteout only hides lower
+            # layers, so what they left in that directory goes and this layer's
+            # entries stay; the same tree as when the whiteout comes first
+            # (apply_layerfs handles markers first), whatever the entry order
+            if real in self._ancestors:
+                self._hide_lower(real)
+                if real not in self._dirs:
+                    self._as_implicit(real)
+            return
         self._remove(real)
+
+    def _as_implicit(self, real: str) -> None:
+        """``real`` takes the metadata of a directory this layer made implicitly."""
+        path = self.abs(real)
+        self.access.reset(path, 0o755)
+        if self.privileged:
+            os.lchown(path, os.geteuid(), os.getegid())
 
     def opaque(self, name: str) -> None:
         """``dir/.wh..wh..opq``: hide everything lower layers put in ``dir``."""
@@ -492,6 +551,7 @@ class SafeTree:
             "implicit_dirs": sorted(self.record.implicit),
             "links": self.record.links,
             "skipped": self.record.skipped,
+            "dropped_xattrs": self.record.dropped_xattrs,
         }
 
 

@@ -47,7 +47,9 @@ from pathlib import Path
 from typing import IO, cast
 
 from bot.config import Config
-from bot.errors import BadLayer, PublisherError, UnsafeLayer
+from bot.errors import BadLayer, UnsafeLayer
+from bot.publisher import xattrs
+from bot.publisher.diskerrors import disk_error
 from bot.publisher.layerstream import (
     CHUNK,
     HashingReader,
@@ -63,6 +65,7 @@ from bot.publisher.safetree import (
     is_marker,
     under_marker,
 )
+from bot.publisher.tarheader import BoundedTarInfo, check_header, show_name
 
 __all__ = [
     "UNLIMITED",
@@ -78,7 +81,9 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Limits:
-    """Ceilings per layer: uncompressed bytes and tar entries (tar bombs)."""
+    """Ceilings per layer (tar bombs): ``max_bytes`` bounds both the uncompressed
+    tar stream and the bytes its files take once written (sparse files count
+    expanded); ``max_entries`` the number of tar entries."""
 
     max_bytes: int
     max_entries: int
@@ -110,23 +115,32 @@ class LayerStats:
     skipped_links: int = 0
     skipped: tuple[str, ...] = ()
     sidecar: Path | None = None
+    dropped_xattrs: tuple[str, ...] = ()
 
 
 # --- the tar pass -------------------------------------------------------------
 
 
-def _copier(src: Readable) -> Callable[[int], int]:
+def _copier(src: Readable, room: int, refuse: Callable[[], UnsafeLayer]) -> Callable[[int], int]:
+    """Copy ``src`` into a file, at most ``room`` bytes (what may still be written).
+
+    What is *written* counts: a sparse entry of a few hundred bytes in the
+    tar expands to its full size here, holes included.
+    """
+
     def copy(fd: int) -> int:
         total = 0
         while True:
             chunk = src.read(CHUNK)
             if not chunk:
                 return total
+            total += len(chunk)
+            if total > room:
+                raise refuse()
             view = memoryview(chunk)
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            total += len(chunk)
 
     return copy
 
@@ -169,29 +183,38 @@ def _run_members(reader: HashingReader, tree: SafeTree, *, limits: Limits, conte
             fileobj=cast(IO[bytes], reader),
             encoding="utf-8",
             errors="surrogateescape",
+            tarinfo=BoundedTarInfo.for_layer(context),
         ) as tar:
-            while (member := tar.next()) is not None:
+            while (member := _next(tar, context)) is not None:
                 # forget old headers: a layer may have millions
                 tar.members.clear()  # type: ignore[attr-defined]
                 entries += 1
                 if entries > limits.max_entries:
                     raise UnsafeLayer(
                         f"{context}: layer has more than {limits.max_entries} entries "
-                        f"(at '{member.name}')",
+                        f"(at '{show_name(member.name)}')",
                         hint="raise max_layer_entries if this image is legitimate",
                     )
+                check_header(member, context)
                 try:
                     _apply_member(tree, tar, member, limits)
                 except OSError as exc:
-                    raise PublisherError(
-                        f"{context}: cannot write entry '{member.name}': {exc.strerror or exc}",
-                        hint="check the space and permissions of the publisher's disk",
+                    raise disk_error(
+                        exc, f"{context}: cannot write entry '{show_name(member.name)}'"
                     ) from None
     except (tarfile.TarError, EOFError) as exc:
         raise BadLayer(f"{context}: the layer is not a valid tar archive: {exc}") from None
-    except ValueError as exc:  # e.g. a NUL byte inside a PAX path
-        raise UnsafeLayer(f"{context}: bad entry name: {exc}") from None
+    except (ValueError, OverflowError) as exc:  # e.g. a NUL byte inside a PAX path
+        raise BadLayer(f"{context}: a tar header cannot be used: {exc}") from None
     return entries
+
+
+def _next(tar: tarfile.TarFile, context: str) -> tarfile.TarInfo | None:
+    """The next header; a stream that cannot be read on is a bad layer, not a crash."""
+    try:
+        return tar.next()
+    except OSError as exc:  # e.g. a negative size sends the reader backwards
+        raise BadLayer(f"{context}: the layer is not a valid tar archive: {exc}") from None
 
 
 def _apply_member(
@@ -204,15 +227,22 @@ def _apply_member(
     if is_marker(base) and dispatch_marker(tree, name):
         return
     meta = _meta(member)
+    attributes = xattrs.from_pax(member.pax_headers)
     if member.isdir():
-        tree.directory(name, meta)
-    elif member.isreg():
-        if member.size > limits.max_bytes:
-            raise UnsafeLayer(f"{tree.context}: entry '{member.name}' is larger than the limit")
+        tree.directory(name, meta, attributes)
+        return
+    if member.isreg():
+        room = limits.max_bytes - tree.file_bytes
+        if member.size > room:
+            raise _too_big(tree, member, limits)
         src = tar.extractfile(member)
         assert src is not None
-        tree.regular(name, meta, _copier(src))
-    elif member.issym():
+        copy = _copier(src, room, lambda: _too_big(tree, member, limits))
+        tree.regular(name, meta, copy, attributes)
+        return
+    if attributes:  # links and devices: not theirs to keep
+        tree.drop_xattrs(name, [(a, "not kept on this kind of entry") for a in attributes])
+    if member.issym():
         tree.symlink(name, member.linkname, meta)
     elif member.islnk():
         tree.hardlink(name, member.linkname)
@@ -221,9 +251,29 @@ def _apply_member(
     # other types (volume labels, unknown vendor types) carry no file: ignored
 
 
+def _too_big(tree: SafeTree, member: tarfile.TarInfo, limits: Limits) -> UnsafeLayer:
+    sparse = " (a sparse file: its holes count)" if member.sparse else ""
+    return UnsafeLayer(
+        f"{tree.context}: entry '{show_name(member.name)}' is larger than the limit: "
+        f"its {member.size} bytes{sparse} take the layer's files beyond {limits.max_bytes} bytes",
+        hint="raise max_layer_bytes if this image is legitimate",
+    )
+
+
 def sidecar_path(layerfs: Path) -> Path:
     """Where :func:`unpack_layer` records what ``layerfs`` cannot hold."""
     return layerfs.parent / ".metadata" / "layerfs.json"
+
+
+def recorded_diff_id(layerfs: Path) -> str | None:
+    """The diffID :func:`unpack_layer` recorded in the sidecar of ``layerfs``
+    (``None`` when there is no readable sidecar, e.g. a tree another tool wrote)."""
+    try:
+        data = json.loads(sidecar_path(layerfs).read_bytes())
+    except (OSError, ValueError):
+        return None
+    value = data.get("diff_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def unpack_layer(
@@ -256,6 +306,7 @@ def unpack_layer(
         file_bytes=tree.file_bytes,
         skipped_links=len(tree.record.links),
         skipped=tuple(item["path"] for item in tree.record.skipped),
+        dropped_xattrs=tree.dropped_xattrs(),
         sidecar=target,
     )
 
@@ -279,4 +330,5 @@ def apply_layer(
         entries=entries,
         file_bytes=tree.file_bytes,
         skipped=tuple(item["path"] for item in tree.record.skipped),
+        dropped_xattrs=tree.dropped_xattrs(),
     )
