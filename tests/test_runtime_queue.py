@@ -27,12 +27,12 @@ def test_put_claim_done_and_survive_reopen(tmp_path: Path) -> None:
 
 
 def test_an_expired_lease_is_claimed_again(tmp_path: Path) -> None:
-    queue = Queue(tmp_path / "q.sqlite", visibility=0.2)
+    queue = Queue(tmp_path / "q.sqlite", visibility=2.0)
     queue.put("review", "k", {})
     first = queue.claim(("review",))
     assert first is not None
     assert queue.claim(("review",)) is None
-    time.sleep(0.3)
+    time.sleep(2.2)
     again = queue.claim(("review",))
     assert again is not None and again.id == first.id and again.attempts == 2
 

@@ -79,11 +79,11 @@ def test_a_slow_job_outlives_its_lease_and_runs_once(
     tmp_path: Path, forges: Forges, caplog: pytest.LogCaptureFixture
 ) -> None:
     number, head = open_github_pull(forges)
-    pipeline = SlowPipeline(1.5)
+    pipeline = SlowPipeline(6.0)
     server = WebhookServer(
         CONFIG,
         secret=SECRET,
-        queue=Queue(tmp_path / "queue.sqlite", visibility=0.3),  # 5 leases long
+        queue=Queue(tmp_path / "queue.sqlite", visibility=1.5),  # 4 leases long; renewed every 0.5 s, so a loaded machine keeps up
         journal=Journal(tmp_path / "journal.sqlite"),
         pipeline=pipeline,
         forge_for=forges,
