@@ -6,6 +6,7 @@ import base64
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from github import Auth, Github, GithubException, GithubRetry, InputGitTreeElement
@@ -282,7 +283,13 @@ class GitHubForge(Forge):
                 elements.append(InputGitTreeElement(path, "100644", "blob", sha=blob.sha))
             tree = repo.create_git_tree(elements, base_tree=parent.tree)
             commit = repo.create_git_commit(commit_message(message), tree, [parent])
-            ref.edit(commit.sha)
+            # the documented path (REST "Git references", Update a reference:
+            # PATCH .../git/refs/{ref}), not the ref's url, which echoes how it was read
+            self._gh.requester.requestJsonAndCheck(
+                "PATCH",
+                f"{repo.url}/git/refs/heads/{quote(branch)}",
+                input={"sha": commit.sha, "force": False},
+            )
             return str(commit.sha)
 
 
