@@ -60,7 +60,12 @@ def _gitlab(env: Mapping[str, str]) -> CiJob:
     pipeline = _gitlab_pipeline(env)
     if source == "merge_request_event":
         number = _need(env, "CI_MERGE_REQUEST_IID")
-        return CiJob("gitlab", url, project, "review", number=number, pipeline=pipeline)
+        # the merge request lives in the target project; a fork's request may run its
+        # pipeline in the fork (CI_PROJECT_PATH), whose pipeline the parent cannot use
+        target = env.get("CI_MERGE_REQUEST_PROJECT_PATH", "") or project
+        if target != project:
+            pipeline = None
+        return CiJob("gitlab", url, target, "review", number=number, pipeline=pipeline)
     if source == "schedule":
         return CiJob("gitlab", url, project, "maintain", reason="scheduled pipeline")
     branch = env.get("CI_COMMIT_BRANCH", "")
