@@ -19,7 +19,9 @@ from bot.config import Config
 from bot.errors import ForgeError
 from bot.forge.github import GitHubForge
 from bot.forge.gitlab import GitLabForge
+from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import PLAN_MARKER, PUBLISH_MARKER
+from bot.runtime.watcher import Watcher
 from bot.runtime.workflow import PLAN, PUBLISH, VALIDATE, on_merge_request, on_push
 
 CONFIG = Config(catalog_dir="catalog")
@@ -268,3 +270,19 @@ def test_github_forge_error_names_the_protected_branch_hint(github: GitHubSite) 
     with pytest.raises(ForgeError, match="through a pull request") as info:
         github.forge.commit_files("main", {"catalog.json": b"{}"}, "m")
     assert "catalog_branch" in str(info.value.hint)
+
+
+# --- retargeting --------------------------------------------------------------------
+
+
+def test_watch_reviews_a_retargeted_request_again(github: GitHubSite, tmp_path: Any) -> None:
+    github.fake.repo.branch("release", "main")
+    github.branch("feature", {"wishlist.yaml": CHANGED})
+    number = github.open("feature")
+    pipeline = RecordingPipeline()
+    watcher = Watcher(github.forge, pipeline, CONFIG, Journal(), tmp_path / "watch.json")
+    assert "reviewed" in [o.action for o in watcher.poll_once()]
+    assert watcher.poll_once() == []
+    github.fake.pulls[int(number)].base_branch = "release"  # same head, new base
+    assert [o.action for o in watcher.poll_once()] == ["reviewed"]
+    assert len(pipeline.reviews) == 2
