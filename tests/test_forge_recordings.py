@@ -11,16 +11,29 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
+import hmac
 import json
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_github import FakeGitHub
+from fake_gitlab import FakeGitLab
 from fake_http import JsonServer, Reply, Request
+from forge_sites import CHANGED, WISHLIST, RecordingPipeline
 
+from bot.config import Config
+from bot.forge.base import Forge
 from bot.forge.github import GitHubForge
+from bot.forge.gitlab import GitLabForge
 from bot.runtime.events import Ignored, MergeRequestEvent, PushEvent, parse_event
+from bot.runtime.journal import Journal
+from bot.runtime.queue import Queue
+from bot.runtime.server import WebhookServer
 
 #: ../shared beside the checkout (as CI lays it out)
 RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "data" / "forge-recordings"
@@ -230,8 +243,6 @@ def test_recorded_files_branch_and_commit(recorded: tuple[RecordedGitHub, GitHub
 def test_recorded_answers_and_the_fake_agree_on_the_fields_wishbot_reads() -> None:
     """The fake GitHub answers with (at least) the fields the real answers carry
     that the adapter reads, so passing against the fake means something."""
-    from fake_github import FakeGitHub
-
     recorded = json.loads((RECORDINGS / "pygithub-replay" / "selected.json").read_text())
     fake = FakeGitHub()
     fake.repo.commit("main", {"wishlist.yaml": b"version: 1\n"}, "initial")
@@ -247,3 +258,67 @@ def test_recorded_answers_and_the_fake_agree_on_the_fields_wishbot_reads() -> No
     real_contents = recorded["contents"]["body"]
     for key in ("type", "encoding", "size", "content", "sha", "path"):
         assert key in real_contents, key
+
+
+# --- recorded deliveries through the webhook server ------------------------------
+
+
+def test_recorded_deliveries_drive_the_webhook_server(tmp_path: Path) -> None:
+    """GitHub's and GitLab's own example deliveries, byte for byte, signed as the
+    forges sign them: each queues a review that comments on the fake forge."""
+    github_body = (RECORDINGS / "github-octokit" / "pull_request__opened.payload.json").read_bytes()
+    gitlab_body = (RECORDINGS / "gitlab-docs" / "merge_request.json").read_bytes()
+    gh_repo = json.loads(github_body)["repository"]["full_name"]
+    gl_repo = json.loads(gitlab_body)["project"]["path_with_namespace"]
+    gh, gl = FakeGitHub(gh_repo), FakeGitLab(gl_repo)
+    for fake in (gh, gl):
+        fake.start()
+        fake.repo.commit("main", {"wishlist.yaml": WISHLIST}, "initial")
+        fake.repo.branch("feature", "main")
+        fake.repo.commit("feature", {"wishlist.yaml": CHANGED}, "change")
+    gh.open_pull("feature")
+    gh.open_pull("feature")  # the recorded delivery names pull request #2
+    gl.open_mr("feature")  # and merge request !1
+
+    def forge_for(kind: str, repository: str) -> Forge:
+        if kind == "github":
+            return GitHubForge(gh.api_url, repository, gh.token, write_interval=None)
+        return GitLabForge(gl.url, repository, gl.token)
+
+    secret = "recorded-secret"
+    server = WebhookServer(
+        Config(listen="127.0.0.1:0", repositories=(gh_repo, gl_repo)),
+        secret=secret,
+        queue=Queue(tmp_path / "queue.sqlite"),
+        journal=Journal(tmp_path / "journal.sqlite"),
+        pipeline=RecordingPipeline(),
+        forge_for=forge_for,
+        poll=0.05,
+        backoff=0.1,
+    )
+    server.start(workers=True)
+    try:
+        host, port = server.address
+        signature = "sha256=" + hmac.new(secret.encode(), github_body, hashlib.sha256).hexdigest()
+        deliveries = [
+            (github_body, {"X-GitHub-Event": "pull_request", "X-Hub-Signature-256": signature}),
+            (gitlab_body, {"X-Gitlab-Event": "Merge Request Hook", "X-Gitlab-Token": secret}),
+        ]
+        for body, headers in deliveries:
+            request = urllib.request.Request(
+                f"http://{host}:{port}/webhook",
+                data=body,
+                headers={"Content-Type": "application/json", **headers},
+                method="POST",
+            )
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                assert answer.status == 202
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (gh.pulls[2].comments and gl.mrs[1].notes):
+            time.sleep(0.05)
+        assert [c["body"].split("\n")[0] for c in gh.pulls[2].comments] == ["<!-- wishbot:plan -->"]
+        assert [n["body"].split("\n")[0] for n in gl.mrs[1].notes] == ["<!-- wishbot:plan -->"]
+    finally:
+        server.stop()
+        gh.stop()
+        gl.stop()
