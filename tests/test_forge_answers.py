@@ -258,11 +258,19 @@ def test_github_secondary_rate_limit_is_waited_out(github: GitHubSite) -> None:
     assert github.fake.secondary_limit_next == []
 
 
-def test_github_rate_limit_waits_are_bounded() -> None:
-    forge = GitHubForge("http://127.0.0.1:9", "o/r", None, max_rate_limit_wait=5)
-    retry = forge._gh.requester._Requester__retry  # type: ignore[attr-defined]
-    assert retry.retry_after_max == 5 and retry.max_rate_limit_wait == 5
-    assert retry.total == 10  # PyGithub's own policy, not a replacement
+def test_github_rate_limit_waits_are_bounded(github: GitHubSite) -> None:
+    """A Retry-After of 100 s is waited for at most max_rate_limit_wait (here 1 s)."""
+    forge = GitHubForge(
+        github.fake.api_url,
+        github.fake.full_name,
+        github.fake.token,
+        write_interval=None,
+        max_rate_limit_wait=1,
+    )
+    github.fake.secondary_limit_next = [100]
+    started = time.monotonic()
+    assert forge.default_branch()[0] == "main"
+    assert 1.0 <= time.monotonic() - started < 10
 
 
 def test_github_forge_error_names_the_protected_branch_hint(github: GitHubSite) -> None:

@@ -200,7 +200,7 @@ class GitHubForge(Forge):
             try:
                 self._user = str(self._gh.get_user().login)
             except GithubException as exc:
-                if exc.status not in (401, 403):
+                if exc.status != 403:  # 403: an App or Actions token; anything else is wrong
                     with self._call("finding the token's user"):
                         raise
                 return None

@@ -278,17 +278,25 @@ class GitLabForge(Forge):
         data = {**data, "ref": fork.source_branch}
         fork_project = self._gl.projects.get(fork.source_project_id, lazy=True)
         try:
-            self._post_status(fork_project, sha, data, f"{what} (in the fork)")
-        except ForgeError as exc:
-            if not any(f"HTTP {code}" in str(exc) for code in (401, 403, 404)):
+            fork_project.commits.get(sha, lazy=True).statuses.create(data)
+        except gitlab.exceptions.GitlabError as exc:
+            if _harmless_repeat(exc):
+                return
+            if exc.response_code in (401, 403, 404):
+                log.warning(
+                    "%s: no status on the fork's commit %s: HTTP %s (the token may not write "
+                    "to the fork; run fork merge-request pipelines in the parent project to "
+                    "get statuses)",
+                    self._project_path,
+                    sha[:12],
+                    exc.response_code,
+                )
+                return
+            with self._call(f"{what} (in the fork)"):
                 raise
-            log.warning(
-                "%s: no status on the fork's commit %s: %s (run fork merge-request pipelines "
-                "in the parent project to get statuses)",
-                self._project_path,
-                sha[:12],
-                exc,
-            )
+        except requests.RequestException:
+            with self._call(f"{what} (in the fork)"):
+                raise
 
     def _ensure_branch(self, branch: str) -> None:
         """Create ``branch`` from the default branch's head when it does not exist yet
