@@ -6,6 +6,8 @@ limits, and a catalog branch of the bot's own."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -294,3 +296,70 @@ def test_watch_reviews_a_retargeted_request_again(github: GitHubSite, tmp_path: 
     github.fake.pulls[int(number)].base_branch = "release"  # same head, new base
     assert [o.action for o in watcher.poll_once()] == ["reviewed"]
     assert len(pipeline.reviews) == 2
+
+
+# --- wishbot ci with the Actions token on a fork's pull request ------------------------
+
+
+def run_ci(env: dict[str, str], cwd: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "ci"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_ci_pull_request_target_from_a_fork_with_the_actions_token(
+    github: GitHubSite, tmp_path: Any
+) -> None:
+    """As the template runs it: pull_request_target, the Actions token (no /user),
+    WISHBOT_BOT_LOGIN=github-actions[bot]; two runs, one comment; a comment by
+    another account quoting the marker at its start is left alone."""
+    fake = github.fake
+    fake.bot_login = None
+    fake.token_login = "github-actions[bot]"
+    base = (
+        b"version: 1\nuser: t\ncvmfs_repo: 'unpacked.example.org'\n"
+        b"output_format: 'r.example.org/$(image)'\ninput: []\n"
+    )
+    fake.repo.commit("main", {"wishlist.yaml": base}, "a valid wishlist")
+    fake.repo.branch("evil", "main")
+    head = fake.repo.commit("evil", {"wishlist.yaml": base.replace(b"user: t", b"user: u")}, "x")
+    pull = fake.open_pull("evil", fork=True)
+    fake.human_comment(pull.number, f"{PLAN_MARKER}\nquoted by someone", "another-bot[bot]")
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"action": "opened", "pull_request": {"number": pull.number}}))
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": "pull_request_target",
+        "GITHUB_EVENT_PATH": str(event),
+        "GITHUB_REPOSITORY": fake.full_name,
+        "GITHUB_API_URL": fake.api_url,
+        "GITHUB_TOKEN": fake.token,
+        "WISHBOT_FORGE": "github",
+        "WISHBOT_BOT_LOGIN": "github-actions[bot]",
+        "WISHBOT_GITHUB_WRITE_INTERVAL": "0",
+    }
+    for _ in range(2):
+        done = run_ci(env, tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert fake.token not in done.stdout + done.stderr
+    bodies = [(c["author"], c["body"].split("\n")[0]) for c in pull.comments]
+    assert bodies == [
+        ("another-bot[bot]", PLAN_MARKER),
+        ("github-actions[bot]", PLAN_MARKER),
+    ]
+    assert pull.comments[0]["body"].endswith("quoted by someone")
+    assert fake.status_of(head, PLAN)["state"] == "success"  # type: ignore[index]
+    # without the setting the job stops with what to set, never a guess
+    env.pop("WISHBOT_BOT_LOGIN")
+    done = run_ci(env, tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "WISHBOT_BOT_LOGIN" in done.stderr
+    assert len(pull.comments) == 2
