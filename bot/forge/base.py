@@ -17,6 +17,11 @@ from typing import Literal
 
 from bot.errors import ForgeError
 
+
+class BranchRefused(ForgeError):
+    """The forge refused a commit to a branch (protected, or the token may not push)."""
+
+
 MergeRequestState = Literal["open", "merged", "closed"]
 StatusState = Literal["pending", "running", "success", "failure", "error"]
 STATUS_STATES: tuple[StatusState, ...] = ("pending", "running", "success", "failure", "error")

@@ -14,6 +14,7 @@ from github.PullRequest import PullRequest
 
 from bot.errors import ForgeError
 from bot.forge.base import (
+    BranchRefused,
     Comment,
     Forge,
     Limits,
@@ -96,14 +97,18 @@ class GitHubForge(Forge):
     # --- plumbing -----------------------------------------------------------
 
     @contextmanager
-    def _call(self, what: str) -> Iterator[None]:
+    def _call(self, what: str, *, writing_branch: bool = False) -> Iterator[None]:
+        """GitHub's errors as ForgeError; with ``writing_branch`` a 403 or 422 (protected
+        branch, required checks, no contents permission) is a :class:`BranchRefused`."""
         try:
             yield
         except GithubException as exc:
             message = ""
             if isinstance(exc.data, dict):
                 message = str(exc.data.get("message", ""))
-            raise ForgeError(
+            refused = exc.status in (403, 422) and "rate limit" not in message.lower()
+            error = BranchRefused if writing_branch and refused else ForgeError
+            raise error(
                 f"GitHub {self._name}: {what} failed: HTTP {exc.status}: {cut(message, 300)}",
                 hint=_hint(exc.status, message),
             ) from None
@@ -266,7 +271,7 @@ class GitHubForge(Forge):
 
     def commit_files(self, branch: str, files: Mapping[str, bytes], message: str) -> str:
         repo = self._repo
-        with self._call(f"committing to {branch}"):
+        with self._call(f"committing to {branch}", writing_branch=True):
             ref = self._branch_ref(branch)
             head = str(ref.object.sha)
             changed = {

@@ -15,6 +15,7 @@ import requests
 
 from bot.errors import ForgeError
 from bot.forge.base import (
+    BranchRefused,
     Comment,
     Forge,
     Limits,
@@ -107,12 +108,15 @@ class GitLabForge(Forge):
     # --- plumbing -----------------------------------------------------------
 
     @contextmanager
-    def _call(self, what: str) -> Iterator[None]:
+    def _call(self, what: str, *, writing_branch: bool = False) -> Iterator[None]:
+        """GitLab's errors as ForgeError; with ``writing_branch`` a 403 (a protected
+        branch, or a role that may not push) is a :class:`BranchRefused`."""
         try:
             yield
         except gitlab.exceptions.GitlabError as exc:
             code = f"HTTP {exc.response_code}: " if exc.response_code else ""
-            raise ForgeError(
+            error = BranchRefused if writing_branch and exc.response_code == 403 else ForgeError
+            raise error(
                 f"GitLab {self._project_path}: {what} failed: {code}{cut(str(exc.error_message), 300)}",
                 hint=_hint(exc.response_code, str(exc.error_message)),
             ) from None
@@ -308,7 +312,7 @@ class GitLabForge(Forge):
             if exc.response_code != 404:
                 with self._call(f"reading branch {branch}"):
                     raise
-        with self._call(f"creating branch {branch}"):
+        with self._call(f"creating branch {branch}", writing_branch=True):
             self._project.branches.create(
                 {"branch": branch, "ref": str(self._project.default_branch)}
             )
@@ -331,7 +335,7 @@ class GitLabForge(Forge):
         if not actions:
             with self._call(f"reading branch {branch}"):
                 return str(self._project.branches.get(branch).commit["id"])
-        with self._call(f"committing {len(actions)} file(s) to {branch}"):
+        with self._call(f"committing {len(actions)} file(s) to {branch}", writing_branch=True):
             commit = self._project.commits.create(
                 {"branch": branch, "commit_message": commit_message(message), "actions": actions}
             )

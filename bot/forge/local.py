@@ -322,10 +322,8 @@ class LocalForge(Forge):
         with self._lock:
             default, default_head = self.default_branch()
             head = self._branch_head(branch)
-            if head is None:  # a branch of the bot's own (the catalog's): start it
-                head = self.default_branch()[1]
-                with self._call(f"creating branch {branch}"):
-                    self._repo.git.update_ref(f"refs/heads/{branch}", head, "")
+            if head is None:
+                raise ForgeError(f"{self._path}: branch {branch} does not exist")
             try:
                 tree = self._repo.git.merge_tree("--write-tree", default_head, head).split()[0]
             except git.GitCommandError:

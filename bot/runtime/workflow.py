@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from bot.config import Config
 from bot.core.catalog import CATALOG_JSON
 from bot.errors import ForgeError, WishbotError
-from bot.forge.base import FINAL_STATES, Forge, MergeRequest, StatusState, cut, escape_markdown
+from bot.forge.base import (
+    FINAL_STATES,
+    BranchRefused,
+    Forge,
+    MergeRequest,
+    StatusState,
+    cut,
+    escape_markdown,
+)
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import PLAN_MARKER, PUBLISH_MARKER, Pipeline, Publication
 
@@ -305,10 +313,11 @@ def commit_catalog_or_say_why(
     forge: Forge, config: Config, default: str, head: str, publication: Publication
 ) -> tuple[str, CatalogProblem | None]:
     """:func:`commit_catalog`, but a refused commit (a protected branch: GitLab 403,
-    GitHub 422) is reported, not raised: the images *are* published."""
+    GitHub 422) is reported, not raised: the images *are* published, and trying
+    again changes nothing until someone acts. Other forge errors propagate (retry)."""
     try:
         return commit_catalog(forge, config, default, head, publication), None
-    except ForgeError as exc:
+    except BranchRefused as exc:
         branch = config.catalog_branch or default
         log.warning("catalog not committed to %s: %s", branch, exc)
         return "", CatalogProblem(
