@@ -363,3 +363,15 @@ def test_ci_pull_request_target_from_a_fork_with_the_actions_token(
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "WISHBOT_BOT_LOGIN" in done.stderr
     assert len(pull.comments) == 2
+
+
+def test_gitlab_watch_finds_the_parent_pipeline_of_a_fork_request(
+    gitlab: GitLabSite, tmp_path: Any
+) -> None:
+    """The merge-request list has no head_pipeline: the poller still joins it."""
+    head = gitlab.branch("evil", {"wishlist.yaml": CHANGED})
+    iid = gitlab.fake.open_mr("evil", fork=True).iid
+    pipeline_id = gitlab.fake.run_parent_mr_pipeline(iid)
+    watcher = Watcher(gitlab.forge, RecordingPipeline(), CONFIG, Journal(), tmp_path / "w.json")
+    assert "reviewed" in [o.action for o in watcher.poll_once()]
+    assert {s["pipeline_id"] for s in gitlab.fake.statuses[head]} == {pipeline_id}

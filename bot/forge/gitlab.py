@@ -142,7 +142,7 @@ class GitLabForge(Forge):
                 found = self._project.repository_merge_base([str(data["target_branch"]), head])
             base = str(found.get("id", "")) if isinstance(found, dict) else ""
         author = data.get("author") or {}
-        from_fork = data.get("source_project_id") != data.get("target_project_id")
+        from_fork = _from_fork(data)
         if from_fork and head:
             self._fork_heads[head] = _fork_head(data, head)
         return MergeRequest(
@@ -180,7 +180,14 @@ class GitLabForge(Forge):
     def open_merge_requests(self) -> list[MergeRequest]:
         with self._call("listing open merge requests"):
             found = list(self._project.mergerequests.list(state="opened", iterator=True))
-        return [self._merge_request(mr.attributes) for mr in found]
+        # the list has no head_pipeline: read a fork's request whole, so its statuses
+        # can join a pipeline of this project when there is one
+        return [
+            self.merge_request(str(mr.attributes["iid"]))
+            if _from_fork(mr.attributes)
+            else self._merge_request(mr.attributes)
+            for mr in found
+        ]
 
     def merge_request_for_commit(self, sha: str) -> MergeRequest | None:
         with self._call(f"finding the merge request of {sha[:12]}"):
@@ -340,6 +347,10 @@ class GitLabForge(Forge):
                 {"branch": branch, "commit_message": commit_message(message), "actions": actions}
             )
         return str(commit.id)
+
+
+def _from_fork(data: Mapping[str, Any]) -> bool:
+    return data.get("source_project_id") != data.get("target_project_id")
 
 
 def _fork_head(data: Mapping[str, Any], head: str) -> _ForkHead:
