@@ -16,7 +16,8 @@ import yaml
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 GITHUB = EXAMPLES / ".github" / "workflows" / "wishbot.yml"
 GITLAB = EXAMPLES / ".gitlab-ci.yml"
-PINNED = re.compile(r"^git\+https://\S+@[0-9a-f]{40}$|^https://\S+\.whl$")
+#: a pinned git revision, or a wheel the site hosts pinned by its sha256
+PINNED = re.compile(r"^git\+https://\S+@[0-9a-f]{40}$|^https://\S+\.whl#sha256=[0-9a-f]{64}$")
 
 
 def lint(path: Path, schema: str, *extra: str) -> subprocess.CompletedProcess[str]:
