@@ -142,3 +142,16 @@ def test_ci_job_github() -> None:
         ci_job({**base, "GITHUB_EVENT_NAME": "pull_request"}, "{}")
     with pytest.raises(UsageError, match="not running in"):
         ci_job({})
+
+
+def test_ci_job_github_edited_is_reviewed_only_when_retargeted() -> None:
+    """pull_request_target ``edited``: a new base is reviewed, a new title is not."""
+    env = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_REPOSITORY": "octo/wishlist",
+        "GITHUB_EVENT_NAME": "pull_request_target",
+    }
+    retarget = {**github_pull("edited"), "changes": {"base": {"ref": {"from": "old"}}}}
+    assert ci_job(env, json.dumps(retarget)).step == "review"
+    title = {**github_pull("edited"), "changes": {"title": {"from": "old"}}}
+    assert ci_job(env, json.dumps(title)).step == "none"

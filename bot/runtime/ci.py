@@ -89,6 +89,8 @@ def _github(env: Mapping[str, str], event_text: str | None) -> CiJob:
             number = str(event["pull_request"]["number"])
         except (ValueError, KeyError, TypeError):
             raise UsageError("the GitHub event file has no pull_request.number") from None
+        if event.get("action") == "edited" and "base" not in (event.get("changes") or {}):
+            return CiJob("github", url, repository, "none", reason="edited, not retargeted")
         return CiJob("github", url, repository, "review", number=number)
     if name == "push":
         ref = _need(env, "GITHUB_REF")
