@@ -14,7 +14,10 @@ JOBS   ?= 2
 
 .PHONY: test demo lint typecheck pytest deps install-debs venv bench screenshots clean
 
+# Debian's python3 has no venv/ensurepip until python3-venv is installed
 $(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || \
+	  $(MAKE) --no-print-directory install-debs PKGS="python3-venv"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

@@ -63,6 +63,7 @@ class Config:
     forge: str = ""  # gitlab | github | local
     forge_url: str = ""  # e.g. https://gitlab.example.org
     github_write_interval: float = 1.0  # seconds between writes to GitHub (rate limits); 0 = none
+    bot_login: str = ""  # the account the bot comments as when the token cannot say (GitHub Apps)
     repositories: tuple[str, ...] = ()  # allow-listed wishlist repositories (owner/name)
     wishlist_path: str = "wishlist.yaml"
     catalog_branch: str = ""  # default: the default branch

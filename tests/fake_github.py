@@ -3,7 +3,24 @@
 Stateful: one repository with an in-memory git (contents, branches, the git
 data API for commits), pull requests, issue comments and commit statuses.
 Responses carry the fields GitHub's REST documentation lists, including the
-``url`` fields PyGithub follows.
+``url`` fields PyGithub follows. Where GitHub answers unkindly, the fake does
+too, and says where that is written:
+
+- contents of a file over 1 MB: ``"encoding": "none"`` and empty ``content``
+  (REST "Repository contents", Get repository content: "Between 1-100 MB:
+  ... the content field will be an empty string and the encoding field will
+  be "none""); the git blob serves it (REST "Git blobs": up to 100 MB).
+- protected branches (docs "About protected branches"; REST "Git references",
+  Update a reference): a ref update on a branch with required status checks
+  or "require a pull request" is refused with 422 ("Required status check
+  "…" is expected.", "Changes must be made through a pull request.").
+- secondary rate limits (REST "Rate limits for the REST API": "you may
+  receive a 403 or 429 response ... If the retry-after response header is
+  present, you should not retry your request until after that many seconds").
+- a GitHub App or the Actions token cannot read ``/user``: 403 "Resource not
+  accessible by integration" (REST "Users", Get the authenticated user, is
+  not in the permissions an installation token has); it comments as
+  ``<app-slug>[bot]``.
 """
 
 from __future__ import annotations
@@ -42,6 +59,10 @@ class FakeGitHub(JsonServer):
         self.statuses: dict[str, list[dict[str, Any]]] = {}
         self.comment_ids = 5000
         self.bot_login: str | None = "wishbot[bot]"  # None: the token cannot read /user
+        self.token_login = "wishbot[bot]"  # who the token's comments are written by
+        # branch -> required status check contexts (protected, "Require status checks")
+        self.protected: dict[str, list[str]] = {}
+        self.secondary_limit_next: list[int] = []  # Retry-After seconds of the next answers
         self.route("GET", r"/user", self.get_user)
         r = r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)"
         self.route("GET", r, self.get_repo)
@@ -61,6 +82,8 @@ class FakeGitHub(JsonServer):
         self.route("GET", r + r"/git/refs?/heads/(?P<branch>.+)", self.get_ref)
         self.route("PATCH", r + r"/git/refs/heads/(?P<branch>.+)", self.update_ref)
         self.route("GET", r + r"/git/commits/(?P<sha>\w+)", self.get_git_commit)
+        self.route("POST", r + r"/git/refs", self.create_ref)
+        self.route("GET", r + r"/git/blobs/(?P<sha>\w+)", self.get_blob)
         self.route("POST", r + r"/git/blobs", self.create_blob)
         self.route("POST", r + r"/git/trees", self.create_tree)
         self.route("POST", r + r"/git/commits", self.create_git_commit)
@@ -102,6 +125,18 @@ class FakeGitHub(JsonServer):
     def authorized(self, headers: dict[str, str]) -> bool:
         auth = headers.get("authorization", "")
         return auth in (f"token {self.token}", f"Bearer {self.token}")
+
+    def dispatch(self, method: str, path: str, query: Any, headers: Any, body: Any) -> Reply:
+        with self.lock:
+            if self.secondary_limit_next:
+                self.requests.append((method, path))
+                wait = self.secondary_limit_next.pop(0)
+                message = (
+                    "You have exceeded a secondary rate limit. Please wait a few minutes "
+                    "before you try again."
+                )
+                return 403, {"message": message}, {"Retry-After": str(wait)}
+        return super().dispatch(method, path, query, headers, body)
 
     def _ok(self, request: Request) -> bool:
         return f"{request.match['owner']}/{request.match['name']}" == self.full_name
@@ -166,7 +201,7 @@ class FakeGitHub(JsonServer):
             "id": comment["id"],
             "body": comment["body"],
             "url": f"{self.repo_url}/issues/comments/{comment['id']}",
-            "user": {"login": comment.get("author", self.bot_login or "github-actions[bot]")},
+            "user": {"login": comment.get("author", self.token_login)},
         }
 
     # --- endpoints ---------------------------------------------------------------
@@ -187,13 +222,14 @@ class FakeGitHub(JsonServer):
         content = self.repo.file_at(ref, path) if self._ok(request) else None
         if content is None:
             return 404, {"message": "Not Found"}
+        small = len(content) <= 1024 * 1024
         return 200, {
             "type": "file",
-            "encoding": "base64",
+            "encoding": "base64" if small else "none",
             "size": len(content),
             "name": path.rsplit("/", 1)[-1],
             "path": path,
-            "content": base64.encodebytes(content).decode(),
+            "content": base64.encodebytes(content).decode() if small else "",
             "sha": self.repo.add_blob(content),
             "url": f"{self.repo_url}/contents/{path}?ref={ref}",
         }
@@ -274,7 +310,7 @@ class FakeGitHub(JsonServer):
         if len(body) > 65536:
             return 422, {"message": "Validation Failed: body is too long"}
         self.comment_ids += 1
-        comment = {"id": self.comment_ids, "body": body}
+        comment = {"id": self.comment_ids, "body": body, "author": self.token_login}
         pull.comments.append(comment)
         return 201, self._comment_json(comment)
 
@@ -295,6 +331,8 @@ class FakeGitHub(JsonServer):
         comment = self._find_comment(int(request.match["id"]))
         if comment is None:
             return 404, {"message": "Not Found"}
+        if comment["author"] != self.token_login:  # only the author (or an admin) edits
+            return 403, {"message": "Resource not accessible by integration"}
         comment["body"] = request.body["body"]
         return 200, self._comment_json(comment)
 
@@ -340,6 +378,11 @@ class FakeGitHub(JsonServer):
             return 422, {"message": "Reference does not exist"}
         if not request.body.get("force") and old not in self.repo.ancestors(new):
             return 422, {"message": "Update is not a fast forward"}
+        if branch in self.protected:
+            checks = self.protected[branch]
+            if not checks:
+                return 422, {"message": "Changes must be made through a pull request."}
+            return 422, {"message": f'Required status check "{checks[0]}" is expected.'}
         self.repo.branches[branch] = new
         return 200, self._ref_json(branch)
 
@@ -360,6 +403,29 @@ class FakeGitHub(JsonServer):
         if sha not in self.repo.commits:
             return 404, {"message": "Not Found"}
         return 200, self._git_commit_json(sha)
+
+    def create_ref(self, request: Request) -> Reply:
+        ref, sha = request.body["ref"], request.body["sha"]
+        branch = ref.removeprefix("refs/heads/")
+        if not ref.startswith("refs/heads/") or sha not in self.repo.commits:
+            return 422, {"message": "Reference update failed"}
+        if branch in self.repo.branches:
+            return 422, {"message": "Reference already exists"}
+        self.repo.branches[branch] = sha
+        return 201, self._ref_json(branch)
+
+    def get_blob(self, request: Request) -> Reply:
+        sha = request.match["sha"]
+        data = self.repo.blobs.get(sha)
+        if data is None:
+            return 404, {"message": "Not Found"}
+        return 200, {
+            "sha": sha,
+            "size": len(data),
+            "url": f"{self.repo_url}/git/blobs/{sha}",
+            "content": base64.encodebytes(data).decode(),
+            "encoding": "base64",
+        }
 
     def create_blob(self, request: Request) -> Reply:
         body = request.body

@@ -1,8 +1,27 @@
 """A loopback fake of the GitLab v4 REST endpoints wishbot's GitLab adapter uses.
 
 Stateful: one project with an in-memory git, merge requests, notes, commit
-statuses and the commits API. Responses carry the fields the GitLab API
-documentation lists (and python-gitlab reads).
+statuses and the commits API, and one fork of it (merge requests from the
+fork). Responses carry the fields the GitLab API documentation lists (and
+python-gitlab reads); where GitLab answers unkindly, the fake does too, and
+says where that is written:
+
+- commit statuses follow ``Ci::CreateCommitStatusService`` (gitlabhq
+  app/services/ci/create_commit_status_service.rb; API page "Commits API",
+  "Set the pipeline status of a commit"): without ``ref`` the ref is the
+  ``pipeline_id``'s, else the newest pipeline's for the sha, else the first
+  *branch of this project* containing the commit, else 404 "References for
+  commit Not Found" — the answer for a fork's commit, whose branch lives in
+  the fork (gitlab-org/gitlab#374133: statuses of fork merge requests go to
+  the fork, or to a pipeline of the parent project). A status still pending or
+  running is updated in place: ``pending`` again is 400 "Cannot transition
+  status via :enqueue from :pending", ``running`` again 400 "... :run from
+  :running"; a finished one is never reused, so repeating it makes a new job:
+  201.
+- protected branches (docs "Protected branches": the default branch is
+  protected when a project is created, push allowed to Maintainers): a commit
+  to one by a lower role is refused, 403 "You are not allowed to push into this
+  branch".
 """
 
 from __future__ import annotations
@@ -16,6 +35,8 @@ from fake_http import JsonServer, MemoryRepo, Reply, Request
 
 PROJECT_ID = 42
 FORK_ID = 77
+FORK_PATH = "mallory/wishlist"
+ROLES = {"guest": 10, "reporter": 20, "developer": 30, "maintainer": 40, "owner": 50}
 
 
 @dataclass
@@ -30,6 +51,7 @@ class FakeMergeRequest:
     state: str = "opened"
     merge_commit_sha: str | None = None
     notes: list[dict[str, Any]] = field(default_factory=list)
+    head_pipeline: dict[str, Any] | None = None
 
 
 class FakeGitLab(JsonServer):
@@ -43,6 +65,13 @@ class FakeGitLab(JsonServer):
         self.statuses: dict[str, list[dict[str, Any]]] = {}
         self.note_ids = 1000
         self.bot_username = "wishbot"
+        # "Protected branches": the default branch is protected on creation;
+        # the token's role in the project decides whether it may push there
+        self.protected_branches: set[str] = {self.default_branch}
+        self.role = "maintainer"
+        # the token's role in the fork (None: it cannot see the fork at all)
+        self.fork_role: str | None = None
+        self.pipelines: list[dict[str, Any]] = []
         self.route("GET", r"/api/v4/user", self.get_user)
         p = r"/api/v4/projects/(?P<project>[^/]+)"
         self.route("GET", p, self.get_project)
@@ -57,6 +86,7 @@ class FakeGitLab(JsonServer):
         self.route("GET", p + r"/repository/commits/(?P<sha>\w+)/merge_requests", self.commit_mrs)
         self.route("POST", p + r"/statuses/(?P<sha>\w+)", self.create_status)
         self.route("POST", p + r"/repository/commits", self.create_commit)
+        self.route("POST", p + r"/repository/branches", self.create_branch)
 
     # --- test helpers ----------------------------------------------------------
 
@@ -71,6 +101,30 @@ class FakeGitLab(JsonServer):
         mr = FakeMergeRequest(iid, title, branch, self.default_branch, branch, fork, draft)
         self.mrs[iid] = mr
         return mr
+
+    def run_pipeline(self, sha: str, ref: str, *, project_id: int = PROJECT_ID) -> int:
+        """A CI pipeline (what GitLab makes on a push or for a merge request)."""
+        pipeline_id = 900 + len(self.pipelines)
+        pipeline: dict[str, Any] = {
+            "id": pipeline_id,
+            "project_id": project_id,
+            "sha": sha,
+            "ref": ref,
+            "status": "running",
+            "source": "merge_request_event" if ref.startswith("refs/merge-requests/") else "push",
+        }
+        self.pipelines.append(pipeline)
+        return pipeline_id
+
+    def run_parent_mr_pipeline(self, iid: int) -> int:
+        """'Run pipelines in the parent project for merge requests from a forked
+        project' (docs: ci/pipelines/merge_request_pipelines.md): its ref is
+        refs/merge-requests/<iid>/head and it becomes the MR's head_pipeline."""
+        mr = self.mrs[iid]
+        sha = self.repo.branches[mr.head_ref]
+        pid = self.run_pipeline(sha, f"refs/merge-requests/{iid}/head")
+        mr.head_pipeline = self.pipelines[-1]
+        return pid
 
     def merge(self, iid: int) -> str:
         mr = self.mrs[iid]
@@ -102,6 +156,26 @@ class FakeGitLab(JsonServer):
         ident = unquote(request.match["project"])
         return ident in (self.project, str(PROJECT_ID))
 
+    def _project_id(self, request: Request) -> int | None:
+        """The project a request names (the parent, or the fork if the token sees it)."""
+        ident = unquote(request.match["project"])
+        if ident in (self.project, str(PROJECT_ID)):
+            return PROJECT_ID
+        if ident in (FORK_PATH, str(FORK_ID)) and self.fork_role is not None:
+            return FORK_ID
+        return None
+
+    def _branches_of(self, project_id: int) -> dict[str, str]:
+        """A project's branches: the fork's merge-request branches live in the fork only."""
+        fork_heads = {mr.head_ref for mr in self.mrs.values() if mr.from_fork}
+        if project_id == FORK_ID:
+            return {b: s for b, s in self.repo.branches.items() if b in fork_heads or b == "main"}
+        return {b: s for b, s in self.repo.branches.items() if b not in fork_heads}
+
+    def _role(self, project_id: int) -> int:
+        role = self.role if project_id == PROJECT_ID else (self.fork_role or "guest")
+        return ROLES[role]
+
     def _mr_json(self, mr: FakeMergeRequest) -> dict[str, Any]:
         head = self.repo.branches[mr.head_ref]
         target = self.repo.branches[mr.target_branch]
@@ -118,6 +192,7 @@ class FakeGitLab(JsonServer):
             "target_branch": mr.target_branch,
             "source_project_id": FORK_ID if mr.from_fork else PROJECT_ID,
             "target_project_id": PROJECT_ID,
+            "head_pipeline": mr.head_pipeline,
             "sha": head,
             "merge_commit_sha": mr.merge_commit_sha,
             "squash_commit_sha": None,
@@ -129,7 +204,7 @@ class FakeGitLab(JsonServer):
     def _mr_summary(self, mr: FakeMergeRequest) -> dict[str, Any]:
         """List endpoints do not carry diff_refs (only the single-MR endpoint does)."""
         data = self._mr_json(mr)
-        del data["diff_refs"]
+        del data["diff_refs"], data["head_pipeline"]
         return data
 
     def _mr(self, request: Request) -> FakeMergeRequest | None:
@@ -233,27 +308,89 @@ class FakeGitLab(JsonServer):
         return 200, found
 
     def create_status(self, request: Request) -> Reply:
+        """POST /projects/:id/statuses/:sha, as Ci::CreateCommitStatusService answers."""
+        project_id = self._project_id(request)
+        if project_id is None:
+            return 404, {"message": "404 Project Not Found"}
+        if self._role(project_id) < ROLES["developer"]:
+            return 403, {"message": "403 Forbidden"}
         sha = request.match["sha"]
         if sha not in self.repo.commits:
             return 404, {"message": "404 Commit Not Found"}
         body = request.body
+        if not body.get("state"):
+            return 400, {"message": "State is required"}
+        pipeline = self._matching_pipeline(project_id, sha, body)
+        ref = (
+            body.get("ref")
+            or (pipeline or {}).get("ref")
+            or self._branch_containing(project_id, sha)
+        )
+        if not ref:
+            return 404, {"message": "404 References for commit Not Found"}
+        if body.get("pipeline_id") and pipeline is None:
+            return 404, {"message": "404 Pipeline for pipeline_id, sha and ref Not Found"}
+        if pipeline is None:
+            self.run_pipeline(sha, ref, project_id=project_id)
+            pipeline = self.pipelines[-1]
+            pipeline["source"] = "external"
         name = body.get("name") or body.get("context") or "default"
-        previous = self.status_of(sha, name)
-        if previous and previous["status"] == body["state"] and body["state"] == "running":
+        return self._transition(sha, pipeline, ref, name, body)
+
+    def _matching_pipeline(self, project_id: int, sha: str, body: dict[str, Any]) -> Any:
+        for pipeline in reversed(self.pipelines):  # newest first
+            if (pipeline["project_id"], pipeline["sha"]) != (project_id, sha):
+                continue
+            if body.get("ref") and pipeline["ref"] != body["ref"]:
+                continue
+            if body.get("pipeline_id") and pipeline["id"] != int(body["pipeline_id"]):
+                continue
+            return pipeline
+        return None
+
+    def _branch_containing(self, project_id: int, sha: str) -> str | None:
+        for branch, head in sorted(self._branches_of(project_id).items()):
+            if sha in self.repo.ancestors(head):
+                return branch
+        return None
+
+    def _transition(
+        self, sha: str, pipeline: dict[str, Any], ref: str, name: str, body: dict[str, Any]
+    ) -> Reply:
+        open_job = None
+        for status in self.statuses.get(sha, []):
+            same = (status["pipeline_id"], status["ref"], status["name"]) == (
+                pipeline["id"],
+                ref,
+                name,
+            )
+            if same and status["status"] in ("pending", "running"):
+                open_job = status
+        current = open_job["status"] if open_job else "created"
+        wanted = body["state"]
+        # the state machine of CommitStatus: enqueue: created -> pending;
+        # run: pending -> running; success/drop/cancel from any open state
+        if wanted == "pending" and current != "created":
+            return 400, {"message": f"Cannot transition status via :enqueue from :{current}"}
+        if wanted == "running" and current == "running":
             return 400, {"message": "Cannot transition status via :run from :running"}
-        if previous and previous["status"] == body["state"]:
-            return 409, {"message": "Commit status exists"}
-        status = {
+        if wanted not in ("pending", "running", "success", "failed", "canceled", "skipped"):
+            return 400, {"message": "state does not have a valid value"}
+        status = open_job or {
             "id": sum(len(v) for v in self.statuses.values()) + 1,
             "sha": sha,
-            "ref": body.get("ref"),
-            "status": body["state"],
+            "ref": ref,
             "name": name,
-            "description": body.get("description"),
-            "target_url": body.get("target_url"),
-            "pipeline_id": body.get("pipeline_id"),
+            "pipeline_id": pipeline["id"],
+            "project_id": pipeline["project_id"],
         }
-        self.statuses.setdefault(sha, []).append(status)
+        status.update(
+            status=wanted,
+            description=body.get("description"),
+            target_url=body.get("target_url"),
+        )
+        if open_job is None:
+            self.statuses.setdefault(sha, []).append(status)
         return 201, status
 
     def create_commit(self, request: Request) -> Reply:
@@ -261,6 +398,8 @@ class FakeGitLab(JsonServer):
         branch = body["branch"]
         if branch not in self.repo.branches:
             return 400, {"message": "You can only create or edit files when you are on a branch"}
+        if branch in self.protected_branches and self._role(PROJECT_ID) < ROLES["maintainer"]:
+            return 403, {"message": "You are not allowed to push into this branch"}
         changes: dict[str, bytes | None] = {}
         for action in body["actions"]:
             path = action["file_path"]
@@ -282,3 +421,20 @@ class FakeGitLab(JsonServer):
             "message": body["commit_message"],
             "parent_ids": self.repo.commits[sha].parents,
         }
+
+    def create_branch(self, request: Request) -> Reply:
+        """POST /projects/:id/repository/branches (docs "Branches API")."""
+        if not self._project_ok(request):
+            return 404, {"message": "404 Project Not Found"}
+        if self._role(PROJECT_ID) < ROLES["developer"]:
+            return 403, {"message": "403 Forbidden"}
+        name, ref = request.arg("branch"), request.arg("ref")
+        if request.body:
+            name, ref = request.body.get("branch", name), request.body.get("ref", ref)
+        if name in self.repo.branches:
+            return 400, {"message": "Branch already exists"}
+        sha = self.repo.resolve(ref)
+        if sha is None:
+            return 400, {"message": "Invalid reference name"}
+        self.repo.branches[name] = sha
+        return 201, {"name": name, "commit": {"id": sha, "short_id": sha[:8]}, "default": False}

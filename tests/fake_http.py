@@ -32,7 +32,8 @@ class Request:
         return values[0] if values else default
 
 
-Reply = tuple[int, Any]
+#: (status, JSON payload) or (status, JSON payload, extra response headers)
+Reply = tuple[int, Any] | tuple[int, Any, dict[str, str]]
 Route = tuple[str, re.Pattern[str], Callable[[Request], Reply]]
 
 
@@ -59,12 +60,13 @@ class JsonServer:
                 except ValueError:
                     body = None
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                status, payload = server.dispatch(
-                    method, split.path, parse_qs(split.query), headers, body
-                )
+                reply = server.dispatch(method, split.path, parse_qs(split.query), headers, body)
+                status, payload = reply[0], reply[1]
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                for name, value in (reply[2] if len(reply) > 2 else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -80,6 +82,9 @@ class JsonServer:
 
             def do_PATCH(self) -> None:
                 self._handle("PATCH")
+
+            def do_DELETE(self) -> None:
+                self._handle("DELETE")
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -99,7 +99,6 @@ class GitLabProject:
     prefix: str
     workdir: Path
     tree: Path
-    pipelines: int = 500
 
     def push(self, name: str, tag: str, version: str) -> DemoImage:
         return push_demo_image(self.registry.url, f"{self.prefix}/{name}", tag, version, base=BASE)
@@ -110,8 +109,10 @@ class GitLabProject:
         head = self.fake.repo.commit(branch, {"wishlist.yaml": content}, f"change on {branch}")
         return self.fake.open_mr(branch).iid, head
 
-    def _common(self, sha: str) -> dict[str, str]:
-        self.pipelines += 1
+    def _common(self, sha: str, ref: str) -> dict[str, str]:
+        """The variables of a job in a new pipeline for ``sha`` on ``ref`` (GitLab
+        makes the pipeline first: the statuses join it by its id)."""
+        pipeline = self.fake.run_pipeline(sha, ref)
         return {
             "GITLAB_CI": "true",
             "CI": "true",
@@ -121,8 +122,8 @@ class GitLabProject:
             "CI_PROJECT_ID": "42",
             "CI_DEFAULT_BRANCH": "main",
             "CI_COMMIT_SHA": sha,
-            "CI_PIPELINE_ID": str(self.pipelines),
-            "CI_JOB_URL": f"{self.fake.url}/{self.fake.project}/-/jobs/{self.pipelines}",
+            "CI_PIPELINE_ID": str(pipeline),
+            "CI_JOB_URL": f"{self.fake.url}/{self.fake.project}/-/jobs/{pipeline}",
             "GITLAB_TOKEN": self.fake.token,
             "WISHBOT_FORGE": "gitlab",
             "WISHBOT_WISHLIST_PATH": "wishlist.yaml",
@@ -133,11 +134,12 @@ class GitLabProject:
 
     def review(self, iid: int, head: str, *options: str, token: str = "") -> tuple[Job, int]:
         """The plan job of a merge-request pipeline on a shared runner (no publisher)."""
-        env = self._common(head)
+        env = self._common(head, f"refs/merge-requests/{iid}/head")
         env["GITLAB_TOKEN"] = token or self.fake.token
         env |= {
             "CI_PIPELINE_SOURCE": "merge_request_event",
             "CI_MERGE_REQUEST_IID": str(iid),
+            "CI_MERGE_REQUEST_PROJECT_PATH": self.fake.project,
             "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME": self.fake.mrs[iid].source_branch,
             "CI_MERGE_REQUEST_TARGET_BRANCH_NAME": "main",
             "CI_COMMIT_REF_NAME": self.fake.mrs[iid].source_branch,
@@ -147,7 +149,7 @@ class GitLabProject:
 
     def publish(self, branch: str, sha: str, **overrides: str) -> tuple[Job, int]:
         """The publish job of a branch pipeline on the publisher's runner."""
-        env = self._common(sha)
+        env = self._common(sha, branch)
         env |= {
             "CI_PIPELINE_SOURCE": "push",
             "CI_COMMIT_BRANCH": branch,
@@ -200,7 +202,9 @@ def test_gitlab_review_publish_and_review_against_the_catalog(
     for name in (VALIDATE, PLAN):
         status = project.status(head, name)
         assert status["status"] == "success", status
-        assert status["pipeline_id"] == pipeline and status["ref"] == "add-greeter"
+        # joined to the merge-request pipeline, whose ref is the merge request's
+        assert status["pipeline_id"] == pipeline
+        assert status["ref"] == f"refs/merge-requests/{iid}/head"
         assert (
             status["target_url"] == f"{project.fake.url}/{project.fake.project}/-/jobs/{pipeline}"
         )
@@ -479,7 +483,7 @@ def test_gitlab_scheduled_pipeline_collects_and_republishes_a_moved_tag(
 
     # the tag moves upstream: no commit, no merge request; only the schedule sees it
     moved = project.push("hello", "1.0", "1.1")
-    env = project._common(project.fake.repo.branches["main"]) | {
+    env = project._common(project.fake.repo.branches["main"], "main") | {
         "CI_PIPELINE_SOURCE": "schedule",
         "CI_COMMIT_BRANCH": "main",
         "WISHBOT_PUBLISHER": f"local:{project.tree}",

@@ -203,21 +203,46 @@ def test_local_report_and_notes_live_in_the_repository(tmp_path: Path) -> None:
         site.forge.merge_request("main")
 
 
-def test_github_actions_token_without_user_access() -> None:
-    """The Actions token cannot read /user: the bot is github-actions[bot]."""
+def test_github_app_token_gets_one_comment_edited_in_place() -> None:
+    """An App (or the Actions) token cannot read /user (403): the bot's account is
+    the configured bot_login, never a guess; one comment, edited in place, and a
+    comment by another account quoting the marker is left alone."""
+    site = GitHubSite()
+    try:
+        site.fake.bot_login = None
+        site.fake.token_login = "wishlist-app[bot]"
+        forge = GitHubForge(
+            site.fake.api_url,
+            site.fake.full_name,
+            site.fake.token,
+            write_interval=None,
+            bot_login="wishlist-app[bot]",
+        )
+        site.branch("feature", {"wishlist.yaml": CHANGED})
+        number = site.open("feature")
+        mr = forge.merge_request(number)
+        site.fake.human_comment(int(number), "<!-- wishbot:plan --> pasted", "github-actions[bot]")
+        for n in range(3):
+            forge.upsert_comment(mr, "<!-- wishbot:plan -->", f"plan {n}")
+        assert site.comment_bodies(number) == [
+            "<!-- wishbot:plan --> pasted",
+            "<!-- wishbot:plan -->\nplan 2",
+        ]
+    finally:
+        site.fake.stop()
+
+
+def test_github_unknown_bot_account_is_an_error_not_a_guess() -> None:
     site = GitHubSite()
     try:
         site.fake.bot_login = None
         site.branch("feature", {"wishlist.yaml": CHANGED})
         number = site.open("feature")
         mr = site.forge.merge_request(number)
-        site.human_comment(number, "<!-- wishbot:plan --> pasted")
-        for n in range(2):
-            site.forge.upsert_comment(mr, "<!-- wishbot:plan -->", f"plan {n}")
-        assert site.comment_bodies(number) == [
-            "<!-- wishbot:plan --> pasted",
-            "<!-- wishbot:plan -->\nplan 1",
-        ]
+        with pytest.raises(ForgeError, match="cannot tell which account") as info:
+            site.forge.upsert_comment(mr, "<!-- wishbot:plan -->", "plan")
+        assert "bot_login" in str(info.value.hint)
+        assert site.comment_bodies(number) == []
     finally:
         site.fake.stop()
 
@@ -248,11 +273,16 @@ def test_gitlab_statuses_join_the_ci_pipeline_of_their_commit() -> None:
     try:
         head = site.branch("feature", {"wishlist.yaml": CHANGED})
         other = site.branch("other", {"wishlist.yaml": CHANGED + b"  - docker.io/library/x:1\n"})
-        forge = GitLabForge(site.fake.url, site.fake.project, site.fake.token, pipeline=(head, 42))
+        pipeline = site.fake.run_pipeline(head, "feature")
+        forge = GitLabForge(
+            site.fake.url, site.fake.project, site.fake.token, pipeline=(head, pipeline)
+        )
         forge.set_status(head, "wishbot/plan", "running", "planning", ref="feature")
         forge.set_status(other, "wishbot/plan", "running", "planning", ref="other")
-        assert [s["pipeline_id"] for s in site.fake.statuses[head]] == [42]
-        # another commit (e.g. a newer head published instead) is not tied to this pipeline
-        assert [s["pipeline_id"] for s in site.fake.statuses[other]] == [None]
+        assert [s["pipeline_id"] for s in site.fake.statuses[head]] == [pipeline]
+        # another commit (e.g. a newer head published instead) is not tied to this
+        # pipeline: GitLab makes an external pipeline for it
+        (status,) = site.fake.statuses[other]
+        assert status["pipeline_id"] != pipeline and status["ref"] == "other"
     finally:
         site.fake.stop()

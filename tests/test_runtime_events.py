@@ -104,6 +104,25 @@ def test_ci_job_gitlab() -> None:
         ci_job({**base, "CI_PIPELINE_SOURCE": "merge_request_event"})
 
 
+def test_ci_job_gitlab_fork_merge_request() -> None:
+    """The merge request is in CI_MERGE_REQUEST_PROJECT_PATH (the parent), also when
+    the pipeline runs in the fork (CI_PROJECT_PATH): then its pipeline is not used."""
+    fork_run = {
+        "GITLAB_CI": "true",
+        "CI_SERVER_URL": "https://gitlab.example.org",
+        "CI_PROJECT_PATH": "mallory/wishlist",
+        "CI_MERGE_REQUEST_PROJECT_PATH": "group/wishlist",
+        "CI_PIPELINE_SOURCE": "merge_request_event",
+        "CI_MERGE_REQUEST_IID": "7",
+        "CI_COMMIT_SHA": HEAD,
+        "CI_PIPELINE_ID": "93",
+    }
+    job = ci_job(fork_run)
+    assert (job.repository, job.number, job.pipeline) == ("group/wishlist", "7", None)
+    parent_run = ci_job({**fork_run, "CI_PROJECT_PATH": "group/wishlist"})
+    assert (parent_run.repository, parent_run.pipeline) == ("group/wishlist", (HEAD, 93))
+
+
 def test_ci_job_github() -> None:
     base = {
         "GITHUB_ACTIONS": "true",
@@ -123,3 +142,16 @@ def test_ci_job_github() -> None:
         ci_job({**base, "GITHUB_EVENT_NAME": "pull_request"}, "{}")
     with pytest.raises(UsageError, match="not running in"):
         ci_job({})
+
+
+def test_ci_job_github_edited_is_reviewed_only_when_retargeted() -> None:
+    """pull_request_target ``edited``: a new base is reviewed, a new title is not."""
+    env = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_REPOSITORY": "octo/wishlist",
+        "GITHUB_EVENT_NAME": "pull_request_target",
+    }
+    retarget = {**github_pull("edited"), "changes": {"base": {"ref": {"from": "old"}}}}
+    assert ci_job(env, json.dumps(retarget)).step == "review"
+    title = {**github_pull("edited"), "changes": {"title": {"from": "old"}}}
+    assert ci_job(env, json.dumps(title)).step == "none"

@@ -83,7 +83,9 @@ def test_a_slow_job_outlives_its_lease_and_runs_once(
     server = WebhookServer(
         CONFIG,
         secret=SECRET,
-        queue=Queue(tmp_path / "queue.sqlite", visibility=1.5),  # 4 leases long; renewed every 0.5 s, so a loaded machine keeps up
+        queue=Queue(
+            tmp_path / "queue.sqlite", visibility=1.5
+        ),  # 4 leases long; renewed every 0.5 s, so a loaded machine keeps up
         journal=Journal(tmp_path / "journal.sqlite"),
         pipeline=pipeline,
         forge_for=forges,

@@ -246,7 +246,9 @@ def test_a_final_status_the_forge_refused_stays_in_the_journal(
             trusted: bool,
             catalog: bytes | None = None,
         ) -> Review:
-            fake.fail_next.extend([502] * 20)  # every following request fails
+            fake.fail_next.extend(
+                [502] * 200
+            )  # every following request fails (PyGithub retries 10x)
             return super().review(base, head, path, trusted=trusted)
 
     with pytest.raises(ForgeError):

@@ -27,9 +27,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
-
-import git
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.config import Config
 from bot.core.catalog import CATALOG_MD
@@ -38,7 +36,6 @@ from bot.core.recipe import load_wishlist
 from bot.core.render import render_text
 from bot.errors import UsageError
 from bot.forge.base import MergeRequest
-from bot.forge.local import COMMENTS_REF, STATUSES_REF, LocalForge
 from bot.publisher.backend import open_publisher
 from bot.publisher.gc import GcReport, collect
 from bot.publisher.safetree import force_rmtree
@@ -50,6 +47,9 @@ from bot.runtime.pipeline_api import PLAN_MARKER, PUBLISH_MARKER
 from bot.runtime.workflow import PLAN, PUBLISH, VALIDATE, on_merge_request, on_push
 from bot.sandbox.demo_images import DemoImage, base_layer, push_demo_image
 from bot.sandbox.registry_server import LocalRegistry, SandboxError
+
+if TYPE_CHECKING:  # GitPython needs a git binary at import: only the demo imports it
+    import git
 
 DEFAULT_DIR = "demo-output"
 MARKER = ".wishbot-demo"
@@ -137,6 +137,8 @@ class Demo:
         self.pipeline = WishbotPipeline(self.config)
         self.journal = Journal.in_state_dir(self.config.state_dir)
         self.repo = self.create_repository()
+        from bot.forge.local import LocalForge
+
         self.forge = LocalForge(self.repo_dir, default="main")
 
     # --- output ---------------------------------------------------------------
@@ -229,6 +231,8 @@ class Demo:
 
     def create_repository(self) -> git.Repo:
         """The wishlist repository: an empty wishlist on main, main checked out."""
+        import git
+
         self.repo_dir.mkdir()
         repo = git.Repo.init(self.repo_dir, initial_branch="main")
         repo.git.update_environment(**_IDENTITY)
@@ -404,6 +408,8 @@ class Demo:
         self.block(done.stdout, indent="  ")
 
     def where_to_look(self) -> None:
+        from bot.forge.local import COMMENTS_REF, STATUSES_REF
+
         repo = self.repo_dir
         self.say(f"the published tree:      {self.tree}")
         self.say(f"the wishlist repository: {repo}")

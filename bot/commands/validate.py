@@ -65,6 +65,13 @@ def validate_file(path: str) -> tuple[Wishlist | None, list[Problem]]:
     return load_wishlist(data, path)
 
 
+def _reference_converter_problems(path: str) -> list[Problem]:
+    from bot.core.ducc_compat import reference_converter_problems
+
+    data, _ = read_wishlist_file(path)
+    return reference_converter_problems(data or b"", path)
+
+
 def render(problems: Sequence[Problem], fmt: str, out: TextIO) -> None:
     if fmt == "json":
         payload: list[dict[str, Any]] = [problem.to_json() for problem in problems]
@@ -101,6 +108,14 @@ def register(subparsers: Any) -> None:
         "--check-registry",
         action="store_true",
         help="also resolve every wish in its registry (network; see WISHBOT_* settings)",
+    )
+    parser.add_argument(
+        "--ducc-compatible",
+        action="store_true",
+        help=(
+            "also refuse what the reference converter (cvmfs ducc) cannot read: per-image "
+            "mapping entries (- image: ...; platforms: [...]); top-level platforms are fine"
+        ),
     )
     parser.add_argument(
         "--base",
@@ -152,6 +167,9 @@ def run(args: argparse.Namespace) -> int:
     wishes = 0
     for path in args.files:
         wishlist, found = validate_file(path)
+        if wishlist is not None and args.ducc_compatible:
+            found += _reference_converter_problems(path)
+            wishlist = None if any(p.severity == "error" for p in found) else wishlist
         problems.extend(found)
         if wishlist is None:
             invalid += 1

@@ -15,8 +15,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-# one escaper for everything rendered (re-exported for the adapters)
+# one escaper and one cut for everything rendered (re-exported for the adapters)
+from bot.core.text import cut as cut
 from bot.core.text import escape_markdown as escape_markdown
+from bot.errors import ForgeError
+
+
+class BranchRefused(ForgeError):
+    """The forge refused a commit to a branch (protected, or the token may not push)."""
+
 
 MergeRequestState = Literal["open", "merged", "closed"]
 StatusState = Literal["pending", "running", "success", "failure", "error"]
@@ -139,14 +146,23 @@ class Forge(abc.ABC):
     def upsert_comment(self, mr: MergeRequest, marker: str, body: str) -> str:
         """Edit the bot's comment carrying ``marker`` or create it: one comment per marker.
 
-        Only the bot's own comments are candidates (when the forge says who
-        the bot is), so a user who pastes the marker cannot capture the
-        bot's comment. The marker is added to the body when missing.
+        Only comments the bot itself wrote that *start* with the marker are
+        candidates, so a user who pastes or quotes the marker cannot capture
+        the bot's comment. The bot's account must be known (never guessed):
+        when the forge cannot tell, this is a :class:`ForgeError`. The marker
+        is put first in the body when it is not.
         """
-        if marker not in body:
+        if not body.startswith(marker):
             body = f"{marker}\n{body}"
         body = fit_comment(body, self.limits.comment_chars)
-        existing = find_marked(self.comments(mr), marker, self.bot_user())
+        author = self.bot_user()
+        if not author:
+            raise ForgeError(
+                f"{self.kind} {self.repository}: cannot tell which account the bot comments as",
+                hint="set bot_login (WISHBOT_BOT_LOGIN): github-actions[bot] for the Actions "
+                "token, <app-slug>[bot] for a GitHub App, the bot user's name otherwise",
+            )
+        existing = find_marked(self.comments(mr), marker, author)
         if existing is None:
             return self.add_comment(mr, body)
         if existing.body != body:
@@ -157,20 +173,12 @@ class Forge(abc.ABC):
 # --- pure helpers shared by the adapters -------------------------------------
 
 
-def find_marked(comments: Iterable[Comment], marker: str, author: str | None) -> Comment | None:
-    """The first comment containing ``marker`` (written by ``author``, when given)."""
+def find_marked(comments: Iterable[Comment], marker: str, author: str) -> Comment | None:
+    """The first comment written by ``author`` whose body starts with ``marker``."""
     for comment in comments:
-        if marker in comment.body and (author is None or comment.author == author):
+        if comment.body.startswith(marker) and comment.author == author:
             return comment
     return None
-
-
-def cut(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, ending in an ellipsis when cut."""
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    return text[: max(limit - 1, 0)].rstrip() + "…"
 
 
 def fit_comment(body: str, limit: int) -> str:

@@ -62,7 +62,13 @@ def make_forge(
 
         interval = config.github_write_interval if config.github_write_interval > 0 else None
         return GitHubForge(
-            url or API_URL, name, token, timeout=config.timeout, write_interval=interval
+            url or API_URL,
+            name,
+            token,
+            timeout=config.timeout,
+            write_interval=interval,
+            max_rate_limit_wait=config.max_retry_after,
+            bot_login=config.bot_login,
         )
     raise ConfigError(
         f"unknown forge {kind!r}" if kind else "no forge configured",

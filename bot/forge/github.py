@@ -6,13 +6,15 @@ import base64
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import requests
-from github import Auth, Github, GithubException, InputGitTreeElement
+from github import Auth, Github, GithubException, GithubRetry, InputGitTreeElement
 from github.PullRequest import PullRequest
 
 from bot.errors import ForgeError
 from bot.forge.base import (
+    BranchRefused,
     Comment,
     Forge,
     Limits,
@@ -33,13 +35,23 @@ _STATES: dict[StatusState, str] = {
 
 API_URL = "https://api.github.com"
 ACTIONS_BOT = "github-actions[bot]"
+#: the contents API serves files up to 1 MB; above, "encoding": "none" and no content
+#: (docs: REST "Get repository content", "Notes" on file sizes) -- read the git blob
+CONTENTS_LIMIT = 1024 * 1024
 
 
 class GitHubForge(Forge):
     """One GitHub repository, e.g. ``GitHubForge(API_URL, "owner/wishlist", token)``.
 
     ``write_interval`` is the pause between writes PyGithub keeps to respect
-    GitHub's secondary rate limits (its default is one second).
+    GitHub's secondary rate limits (its default is one second). Rate limits
+    are PyGithub's own retry policy (``GithubRetry``: a 403 or 429 with
+    ``Retry-After`` is waited out, a secondary limit without it waits a
+    minute), bounded: no single wait longer than ``max_rate_limit_wait``.
+
+    ``bot_login`` is the account the bot comments as, when ``/user`` cannot
+    say (a GitHub App or the Actions token: ``<app-slug>[bot]``,
+    ``github-actions[bot]``); it is never guessed.
     """
 
     kind = "github"
@@ -54,19 +66,26 @@ class GitHubForge(Forge):
         *,
         timeout: float = 30.0,
         write_interval: float | None = 1.0,
+        max_rate_limit_wait: float = 120.0,
+        bot_login: str = "",
     ):
         self._api_url = (api_url or API_URL).rstrip("/")
         self._name = repository
+        wait = max(float(max_rate_limit_wait), 1.0)
         self._gh = Github(
             base_url=self._api_url,
             auth=Auth.Token(token) if token else None,
             timeout=int(timeout),
             seconds_between_requests=None,
             seconds_between_writes=write_interval,
-            retry=3,
+            retry=GithubRetry(
+                secondary_rate_wait=min(60.0, wait),
+                max_rate_limit_wait=wait,
+                retry_after_max=int(wait),
+            ),
         )
         self._repo_obj: Any = None
-        self._user: str | None = None
+        self._user: str | None = bot_login.strip() or None
 
     def __repr__(self) -> str:
         return f"GitHubForge({self._api_url!r}, {self._name!r})"
@@ -78,16 +97,20 @@ class GitHubForge(Forge):
     # --- plumbing -----------------------------------------------------------
 
     @contextmanager
-    def _call(self, what: str) -> Iterator[None]:
+    def _call(self, what: str, *, writing_branch: bool = False) -> Iterator[None]:
+        """GitHub's errors as ForgeError; with ``writing_branch`` a 403 or 422 (protected
+        branch, required checks, no contents permission) is a :class:`BranchRefused`."""
         try:
             yield
         except GithubException as exc:
             message = ""
             if isinstance(exc.data, dict):
                 message = str(exc.data.get("message", ""))
-            raise ForgeError(
+            refused = exc.status in (403, 422) and "rate limit" not in message.lower()
+            error = BranchRefused if writing_branch and refused else ForgeError
+            raise error(
                 f"GitHub {self._name}: {what} failed: HTTP {exc.status}: {cut(message, 300)}",
-                hint=_hint(exc.status),
+                hint=_hint(exc.status, message),
                 retryable=exc.status >= 500
                 or exc.status in (408, 409, 429)
                 or "rate limit" in message.lower(),
@@ -146,6 +169,10 @@ class GitHubForge(Forge):
                 raise
             if isinstance(found, list):
                 return None
+            if found.encoding == "none" or found.size > CONTENTS_LIMIT:
+                # too big for the contents API: the same bytes as a git blob (up to 100 MB)
+                blob = self._repo.get_git_blob(found.sha)
+                return base64.b64decode(blob.content)
             return bytes(found.decoded_content)
 
     def merge_request(self, number: str) -> MergeRequest:
@@ -172,16 +199,23 @@ class GitHubForge(Forge):
             return name, str(branch.commit.sha)
 
     def bot_user(self) -> str | None:
+        """The configured ``bot_login``, else the token's user from ``/user``.
+
+        App and Actions tokens cannot read ``/user`` (403): then the identity
+        is unknown and None is returned -- never a guess.
+        """
         if self._user is None:
             try:
                 self._user = str(self._gh.get_user().login)
-            except GithubException:
-                # the Actions GITHUB_TOKEN cannot read /user; it comments as this bot
-                self._user = ACTIONS_BOT
+            except GithubException as exc:
+                if exc.status != 403:  # 403: an App or Actions token; anything else is wrong
+                    with self._call("finding the token's user"):
+                        raise
+                return None
             except requests.RequestException:
                 with self._call("finding the token's user"):
                     raise
-        return self._user or None
+        return self._user
 
     def comments(self, mr: MergeRequest) -> list[Comment]:
         with self._call(f"reading the comments of #{mr.number}"):
@@ -226,10 +260,22 @@ class GitHubForge(Forge):
                     context=cut(context, self.limits.context_chars),
                 )
 
+    def _branch_ref(self, branch: str) -> Any:
+        """The branch's git ref; a missing branch is created from the default branch's
+        head (a catalog branch the bot owns)."""
+        repo = self._repo
+        try:
+            return repo.get_git_ref(f"heads/{branch}")
+        except GithubException as exc:
+            if exc.status != 404:
+                raise
+        _, head = self.default_branch()
+        return repo.create_git_ref(f"refs/heads/{branch}", head)
+
     def commit_files(self, branch: str, files: Mapping[str, bytes], message: str) -> str:
         repo = self._repo
-        with self._call(f"committing to {branch}"):
-            ref = repo.get_git_ref(f"heads/{branch}")
+        with self._call(f"committing to {branch}", writing_branch=True):
+            ref = self._branch_ref(branch)
             head = str(ref.object.sha)
             changed = {
                 path: content
@@ -245,11 +291,25 @@ class GitHubForge(Forge):
                 elements.append(InputGitTreeElement(path, "100644", "blob", sha=blob.sha))
             tree = repo.create_git_tree(elements, base_tree=parent.tree)
             commit = repo.create_git_commit(commit_message(message), tree, [parent])
-            ref.edit(commit.sha)
+            # the documented path (REST "Git references", Update a reference:
+            # PATCH .../git/refs/{ref}), not the ref's url, which echoes how it was read
+            self._gh.requester.requestJsonAndCheck(
+                "PATCH",
+                f"{repo.url}/git/refs/heads/{quote(branch)}",
+                input={"sha": commit.sha, "force": False},
+            )
             return str(commit.sha)
 
 
-def _hint(status: int) -> str:
+PROTECTED_WORDS = ("protected branch", "required status check", "through a pull request")
+
+
+def _hint(status: int, message: str = "") -> str:
+    if status in (403, 422) and any(w in message.lower() for w in PROTECTED_WORDS):
+        return (
+            "a protected branch refuses direct commits: let the bot commit to a branch of "
+            "its own (catalog_branch, e.g. wishbot-catalog), see docs/operating.md"
+        )
     if status in (401, 403):
         return "check the token in GITHUB_TOKEN or WISHBOT_FORGE_TOKEN and its permissions"
     if status == 404:

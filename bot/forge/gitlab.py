@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import gitlab
@@ -13,6 +15,7 @@ import requests
 
 from bot.errors import ForgeError
 from bot.forge.base import (
+    BranchRefused,
     Comment,
     Forge,
     Limits,
@@ -38,9 +41,30 @@ _MR_STATES: dict[str, MergeRequestState] = {
 }
 
 
+log = logging.getLogger(__name__)
+
+
 def _harmless_repeat(exc: gitlab.exceptions.GitlabError) -> bool:
-    text = str(exc.error_message)
-    return exc.response_code == 409 or "Cannot transition status" in text
+    """GitLab answers 400 "Cannot transition status via :enqueue from :pending" (or
+    ":run from :running") when a status is repeated while still open; the status
+    already is what we asked for. (A 409 is a concurrent update: not harmless.)"""
+    return exc.response_code == 400 and "Cannot transition status" in str(exc.error_message)
+
+
+@dataclass(frozen=True)
+class _ForkHead:
+    """Where the statuses of a fork merge request's head go.
+
+    GitLab sets a status only on a pipeline of the project it is posted to; the
+    fork's commit is in no branch of the parent, so without a pipeline the parent
+    answers 404 "References for commit Not Found" (gitlab-org/gitlab#374133).
+    With a pipeline of the parent project (a merge-request pipeline run there,
+    ``head_pipeline``) the status joins it; else it goes to the fork's branch.
+    """
+
+    source_project_id: int
+    source_branch: str
+    parent_pipeline_id: int | None
 
 
 class _Gitlab(gitlab.Gitlab):
@@ -82,6 +106,7 @@ class GitLabForge(Forge):
         )
         self._project_obj: Any = None
         self._user: str | None = None
+        self._fork_heads: dict[str, _ForkHead] = {}
 
     def __repr__(self) -> str:
         return f"GitLabForge({self._url!r}, {self._project_path!r})"
@@ -93,14 +118,17 @@ class GitLabForge(Forge):
     # --- plumbing -----------------------------------------------------------
 
     @contextmanager
-    def _call(self, what: str) -> Iterator[None]:
+    def _call(self, what: str, *, writing_branch: bool = False) -> Iterator[None]:
+        """GitLab's errors as ForgeError; with ``writing_branch`` a 403 (a protected
+        branch, or a role that may not push) is a :class:`BranchRefused`."""
         try:
             yield
         except gitlab.exceptions.GitlabError as exc:
             code = f"HTTP {exc.response_code}: " if exc.response_code else ""
-            raise ForgeError(
+            error = BranchRefused if writing_branch and exc.response_code == 403 else ForgeError
+            raise error(
                 f"GitLab {self._project_path}: {what} failed: {code}{cut(str(exc.error_message), 300)}",
-                hint=_hint(exc.response_code),
+                hint=_hint(exc.response_code, str(exc.error_message)),
                 retryable=_retryable(exc.response_code),
             ) from None
         except requests.RequestException as exc:
@@ -125,6 +153,9 @@ class GitLabForge(Forge):
                 found = self._project.repository_merge_base([str(data["target_branch"]), head])
             base = str(found.get("id", "")) if isinstance(found, dict) else ""
         author = data.get("author") or {}
+        from_fork = _from_fork(data)
+        if from_fork and head:
+            self._fork_heads[head] = _fork_head(data, head)
         return MergeRequest(
             id=str(data.get("id", "")),
             number=str(data["iid"]),
@@ -133,7 +164,7 @@ class GitLabForge(Forge):
             target_branch=str(data.get("target_branch", "")),
             head_sha=head,
             base_sha=base,
-            from_fork=data.get("source_project_id") != data.get("target_project_id"),
+            from_fork=from_fork,
             draft=bool(data.get("draft", data.get("work_in_progress", False))),
             state=_MR_STATES.get(str(data.get("state")), "closed"),
             web_url=str(data.get("web_url", "")),
@@ -160,7 +191,14 @@ class GitLabForge(Forge):
     def open_merge_requests(self) -> list[MergeRequest]:
         with self._call("listing open merge requests"):
             found = list(self._project.mergerequests.list(state="opened", iterator=True))
-        return [self._merge_request(mr.attributes) for mr in found]
+        # the list has no head_pipeline: read a fork's request whole, so its statuses
+        # can join a pipeline of this project when there is one
+        return [
+            self.merge_request(str(mr.attributes["iid"]))
+            if _from_fork(mr.attributes)
+            else self._merge_request(mr.attributes)
+            for mr in found
+        ]
 
     def merge_request_for_commit(self, sha: str) -> MergeRequest | None:
         with self._call(f"finding the merge request of {sha[:12]}"):
@@ -228,24 +266,77 @@ class GitLabForge(Forge):
             "name": cut(context, self.limits.context_chars),
             "description": cut(description, self.limits.description_chars),
         }
-        if ref:
-            data["ref"] = ref
-        if self._pipeline is not None and self._pipeline[0] == sha:
-            data["pipeline_id"] = self._pipeline[1]
         if target_url:
             data["target_url"] = target_url
+        what = f"setting status {context} on {sha[:12]}"
+        fork = self._fork_heads.get(sha)
+        if self._pipeline is not None and self._pipeline[0] == sha:
+            data["pipeline_id"] = self._pipeline[1]
+        elif fork is not None and fork.parent_pipeline_id is not None:
+            data["pipeline_id"] = fork.parent_pipeline_id
+        elif fork is not None:
+            self._fork_status(fork, sha, data, what)
+            return
+        if ref and "pipeline_id" not in data:
+            data["ref"] = ref
+        self._post_status(self._project, sha, data, what)
+
+    def _post_status(self, project: Any, sha: str, data: dict[str, Any], what: str) -> None:
         try:
-            self._project.commits.get(sha, lazy=True).statuses.create(data)
+            project.commits.get(sha, lazy=True).statuses.create(data)
         except gitlab.exceptions.GitlabError as exc:
             if _harmless_repeat(exc):
                 return
-            with self._call(f"setting status {context} on {sha[:12]}"):
+            with self._call(what):
                 raise
         except requests.RequestException:
-            with self._call(f"setting status {context} on {sha[:12]}"):
+            with self._call(what):
                 raise
 
+    def _fork_status(self, fork: _ForkHead, sha: str, data: dict[str, Any], what: str) -> None:
+        """A status on the fork's branch (the merge request shows the fork's
+        pipelines). A bot that may not write to the fork sets none: logged, and
+        the review goes on (its comment is on the parent project)."""
+        data = {**data, "ref": fork.source_branch}
+        fork_project = self._gl.projects.get(fork.source_project_id, lazy=True)
+        try:
+            fork_project.commits.get(sha, lazy=True).statuses.create(data)
+        except gitlab.exceptions.GitlabError as exc:
+            if _harmless_repeat(exc):
+                return
+            if exc.response_code in (401, 403, 404):
+                log.warning(
+                    "%s: no status on the fork's commit %s: HTTP %s (the token may not write "
+                    "to the fork; run fork merge-request pipelines in the parent project to "
+                    "get statuses)",
+                    self._project_path,
+                    sha[:12],
+                    exc.response_code,
+                )
+                return
+            with self._call(f"{what} (in the fork)"):
+                raise
+        except requests.RequestException:
+            with self._call(f"{what} (in the fork)"):
+                raise
+
+    def _ensure_branch(self, branch: str) -> None:
+        """Create ``branch`` from the default branch's head when it does not exist yet
+        (a catalog branch the bot owns)."""
+        try:
+            self._project.branches.get(branch)
+            return
+        except gitlab.exceptions.GitlabGetError as exc:
+            if exc.response_code != 404:
+                with self._call(f"reading branch {branch}"):
+                    raise
+        with self._call(f"creating branch {branch}", writing_branch=True):
+            self._project.branches.create(
+                {"branch": branch, "ref": str(self._project.default_branch)}
+            )
+
     def commit_files(self, branch: str, files: Mapping[str, bytes], message: str) -> str:
+        self._ensure_branch(branch)
         actions: list[dict[str, str]] = []
         for path, content in sorted(files.items()):
             current = self.read_file(path, branch)
@@ -262,7 +353,7 @@ class GitLabForge(Forge):
         if not actions:
             with self._call(f"reading branch {branch}"):
                 return str(self._project.branches.get(branch).commit["id"])
-        with self._call(f"committing {len(actions)} file(s) to {branch}"):
+        with self._call(f"committing {len(actions)} file(s) to {branch}", writing_branch=True):
             commit = self._project.commits.create(
                 {"branch": branch, "commit_message": commit_message(message), "actions": actions}
             )
@@ -274,7 +365,24 @@ def _retryable(code: int | None) -> bool:
     return code is None or code >= 500 or code in (408, 409, 429)
 
 
-def _hint(code: int | None) -> str:
+def _from_fork(data: Mapping[str, Any]) -> bool:
+    return data.get("source_project_id") != data.get("target_project_id")
+
+
+def _fork_head(data: Mapping[str, Any], head: str) -> _ForkHead:
+    pipeline = data.get("head_pipeline") or {}
+    parent = None
+    if pipeline.get("project_id") == data.get("target_project_id") and pipeline.get("sha") == head:
+        parent = int(pipeline["id"])
+    return _ForkHead(int(data["source_project_id"]), str(data.get("source_branch", "")), parent)
+
+
+def _hint(code: int | None, message: str = "") -> str:
+    if code == 403 and "not allowed to push" in message:
+        return (
+            "the branch is protected: let the bot commit to a branch of its own "
+            "(catalog_branch, e.g. wishbot-catalog), see docs/operating.md"
+        )
     if code in (401, 403):
         return "check the token in GITLAB_TOKEN or WISHBOT_FORGE_TOKEN and its scopes (api)"
     if code == 404:

@@ -148,6 +148,11 @@ class LocalForge(Forge):
     # --- the Forge interface ---------------------------------------------------
 
     def read_file(self, path: str, ref: str) -> bytes | None:
+        if not _is_sha(ref) and self._branch_head(ref) is None:
+            try:
+                self._repo.rev_parse(f"{ref}^{{commit}}")
+            except (git.BadName, ValueError):
+                return None  # like the forges' 404: no such branch, no such file
         commit = self._repo.commit(self._rev(ref))
         try:
             blob = commit.tree / path
@@ -274,8 +279,10 @@ class LocalForge(Forge):
     def commit_files(self, branch: str, files: Mapping[str, bytes], message: str) -> str:
         with self._lock:
             head = self._branch_head(branch)
-            if head is None:
-                raise ForgeError(f"{self._path}: branch {branch} does not exist")
+            if head is None:  # a branch of the bot's own (the catalog's): start it
+                head = self.default_branch()[1]
+                with self._call(f"creating branch {branch}"):
+                    self._repo.git.update_ref(f"refs/heads/{branch}", head, "")
             changed = {p: c for p, c in sorted(files.items()) if self.read_file(p, head) != c}
             if not changed:
                 return head
@@ -343,3 +350,7 @@ class LocalForge(Forge):
             lines.append(f"  comment {comment.id} by {comment.author}:")
             lines.extend(f"    {line}" for line in comment.body.splitlines())
         return "\n".join(lines)
+
+
+def _is_sha(ref: str) -> bool:
+    return len(ref) == 40 and all(c in "0123456789abcdef" for c in ref)

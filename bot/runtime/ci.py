@@ -75,7 +75,12 @@ def _gitlab(env: Mapping[str, str]) -> CiJob:
     pipeline = _gitlab_pipeline(env)
     if source == "merge_request_event":
         number = _need(env, "CI_MERGE_REQUEST_IID")
-        return CiJob("gitlab", url, project, "review", number=number, pipeline=pipeline)
+        # the merge request lives in the target project; a fork's request may run its
+        # pipeline in the fork (CI_PROJECT_PATH), whose pipeline the parent cannot use
+        target = env.get("CI_MERGE_REQUEST_PROJECT_PATH", "") or project
+        if target != project:
+            pipeline = None
+        return CiJob("gitlab", url, target, "review", number=number, pipeline=pipeline)
     if source == "schedule":
         return CiJob("gitlab", url, project, "maintain", reason="scheduled pipeline")
     branch = env.get("CI_COMMIT_BRANCH", "")
@@ -99,6 +104,8 @@ def _github(env: Mapping[str, str], event_text: str | None) -> CiJob:
             number = str(event["pull_request"]["number"])
         except (ValueError, KeyError, TypeError):
             raise UsageError("the GitHub event file has no pull_request.number") from None
+        if event.get("action") == "edited" and "base" not in (event.get("changes") or {}):
+            return CiJob("github", url, repository, "none", reason="edited, not retargeted")
         return CiJob("github", url, repository, "review", number=number)
     if name == "push":
         ref = _need(env, "GITHUB_REF")

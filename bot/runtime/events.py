@@ -98,7 +98,9 @@ def _gitlab(kind: str, payload: dict[str, Any]) -> Event | Ignored:
         if action == "update":
             changes = payload.get("changes") or {}
             ready = "draft" in changes or "work_in_progress" in changes
-            if not attrs.get("oldrev") and not ready:
+            # a new target branch (changes.target_branch) changes the diff: review again
+            retarget = "target_branch" in changes
+            if not attrs.get("oldrev") and not ready and not retarget:
                 return Ignored("merge request update without new commits")
             return MergeRequestEvent("gitlab", project, number, action, head)
         if action == "merge":
@@ -130,6 +132,9 @@ def _github(kind: str, payload: dict[str, Any]) -> Event | Ignored:
         number = str(pr.get("number", payload.get("number")))
         head = str(pr["head"]["sha"])
         if action in ("opened", "reopened", "synchronize", "ready_for_review"):
+            return MergeRequestEvent("github", repository, number, action, head)
+        if action == "edited" and "base" in (payload.get("changes") or {}):
+            # retargeted: the base branch changed (changes.base.ref.from), so does the diff
             return MergeRequestEvent("github", repository, number, action, head)
         if action == "closed" and pr.get("merged"):
             merged = str(pr.get("merge_commit_sha") or "")

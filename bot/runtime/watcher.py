@@ -62,7 +62,9 @@ class Watcher:
         outcomes: list[Outcome] = []
         for mr in self.forge.open_merge_requests():
             key = f"mr:{mr.number}"
-            if self.seen.get(key) == mr.head_sha:
+            # a retargeted request (new base branch, same head) is reviewed again
+            target = self.seen.get(f"{key}:target", mr.target_branch)
+            if self.seen.get(key) == mr.head_sha and target == mr.target_branch:
                 continue
             try:
                 outcomes.append(
@@ -72,6 +74,7 @@ class Watcher:
                 log.warning("review of %s failed: %s (will retry)", mr.number, exc)
                 continue
             self.seen[key] = mr.head_sha
+            self.seen[f"{key}:target"] = mr.target_branch
             self._save()
         outcomes += self._maintain()
         branch, head = self.forge.default_branch()

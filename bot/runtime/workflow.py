@@ -23,9 +23,15 @@ from bot.core.comment import (
     render_markdown,
     safe_url,
 )
-from bot.core.text import cut
+from bot.core.text import cut, escape_markdown
 from bot.errors import ForgeError, WishbotError
-from bot.forge.base import FINAL_STATES, Forge, MergeRequest, StatusState
+from bot.forge.base import (
+    FINAL_STATES,
+    BranchRefused,
+    Forge,
+    MergeRequest,
+    StatusState,
+)
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import PLAN_MARKER, PUBLISH_MARKER, Pipeline, Publication
 
@@ -171,7 +177,10 @@ def on_merge_request(
             statuses.set(PLAN, "failure", "nothing to plan")
             return Outcome("reviewed", f"{path} is missing", mr.head_sha, ok=False)
         base = forge.read_file(path, mr.base_sha) if mr.base_sha else None
-        catalog = forge.read_file(catalog_path(config, CATALOG_JSON), mr.base_sha or mr.head_sha)
+        catalog = forge.read_file(
+            catalog_path(config, CATALOG_JSON),
+            config.catalog_branch or mr.base_sha or mr.head_sha,
+        )
         review = pipeline.review(base, head, path, trusted=not mr.from_fork, catalog=catalog)
         comment = review.comment
         if review.plan is not None:
@@ -243,11 +252,15 @@ def on_push(
             publication = Publication(
                 ok=False, description="publishing failed", failure=_failure_text(exc)
             )
-        catalog_commit = commit_catalog(forge, config, default, head, publication)
-        state: StatusState = "success" if publication.ok else "failure"
+        catalog_commit, catalog_problem = commit_catalog_or_say_why(
+            forge, config, default, head, publication
+        )
+        state: StatusState = "success" if publication.ok and not catalog_problem else "failure"
         text = publication.description
         if not publication.ok:
             text = publication.failure or publication.description
+        elif catalog_problem:
+            text = catalog_problem.status
         statuses.set(PUBLISH, state, text)
         commits = [head]
         if _pushed_commit_too(forge, path, sha, head, wishlist, publication, catalog_commit):
@@ -269,7 +282,11 @@ def on_push(
                     retried=retried,
                     links=links,
                 )
+                if catalog_problem:
+                    comment += f"\n{escape_markdown(catalog_problem.detail)}\n"
                 forge.upsert_comment(mr, PUBLISH_MARKER, comment)
+        if publication.ok and catalog_problem:
+            return Outcome("published", catalog_problem.detail, head, False, "", ok=False)
         if publication.ok:
             return Outcome("published", publication.description, head, False, catalog_commit)
         failure = publication.failure or publication.description
@@ -306,6 +323,36 @@ def _pushed_commit_too(
     if publication.ok and catalog_commit in ("", head):
         return False
     return forge.read_file(path, sha) == wishlist
+
+
+@dataclass(frozen=True)
+class CatalogProblem:
+    """The catalog could not be committed: ``status`` is short (a commit status),
+    ``detail`` says why and what to do."""
+
+    status: str
+    detail: str
+
+
+def commit_catalog_or_say_why(
+    forge: Forge, config: Config, default: str, head: str, publication: Publication
+) -> tuple[str, CatalogProblem | None]:
+    """:func:`commit_catalog`, but a refused commit (a protected branch: GitLab 403,
+    GitHub 422) is reported, not raised: the images *are* published, and trying
+    again changes nothing until someone acts. Other forge errors propagate (retry)."""
+    try:
+        return commit_catalog(forge, config, default, head, publication), None
+    except BranchRefused as exc:
+        branch = config.catalog_branch or default
+        log.warning("catalog not committed to %s: %s", branch, exc)
+        return "", CatalogProblem(
+            status=f"images published, catalog not committed: {branch} refused the commit; "
+            "see the job log",
+            detail=f"The images are published, but the catalog was not committed to {branch}: "
+            f"{exc}. Let the bot commit to a branch of its own (catalog_branch = "
+            '"wishbot-catalog", see docs/operating.md) or allow it to push to '
+            f"{branch}; the next publication commits the catalog.",
+        )
 
 
 def commit_catalog(
@@ -351,15 +398,20 @@ def on_schedule(
         publication = Publication(
             ok=False, description="periodic re-publication failed", failure=_failure_text(exc)
         )
-    catalog_commit = commit_catalog(forge, config, default, head, publication)
-    if not publication.ok:
+    catalog_commit, catalog_problem = commit_catalog_or_say_why(
+        forge, config, default, head, publication
+    )
+    if not publication.ok or catalog_problem:
+        why = publication.failure or publication.description
         statuses = StatusSet(forge, journal or Journal(), head, default)
         statuses.set(
             PUBLISH,
             "failure",
-            f"periodic re-publication: {publication.failure or publication.description}",
+            f"periodic re-publication: {catalog_problem.status if catalog_problem else why}",
         )
     detail = f"{collected}; {publication.description}"
+    if catalog_problem:
+        return Outcome("maintained", f"{detail}; {catalog_problem.detail}", head, ok=False)
     if publication.ok:
         return Outcome("maintained", detail, head, False, catalog_commit)
     return Outcome("failed", detail, head, True, catalog_commit, ok=False)
