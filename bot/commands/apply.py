@@ -14,11 +14,11 @@ import sys
 from typing import Any, TextIO
 
 from bot.commands.options import add_publisher_arguments, parse_time
+from bot.commands.progress import apply_display, write_lines
 from bot.config import Config
 from bot.core.recipe import load_wishlist
-from bot.core.render import human_size
 from bot.errors import UsageError
-from bot.publisher.apply import ApplyReport, Meter, Progress, failing_wishes
+from bot.publisher.apply import ApplyReport, failing_wishes
 from bot.publisher.backend import open_publisher
 from bot.publisher.converge import converge
 
@@ -34,38 +34,6 @@ def register(subparsers: Any) -> None:
     add_publisher_arguments(parser)
     parser.add_argument("--no-thin", action="store_true", help="do not push thin images")
     parser.set_defaults(func=run)
-
-
-def progress_printer(out: TextIO) -> tuple[Progress, Meter | None]:
-    """A line per step; on a terminal the line is rewritten in place and layer
-    downloads get a progress bar (``None`` as the meter elsewhere: logs stay clean)."""
-    tty = out.isatty()
-
-    def say(line: str) -> None:
-        if tty and "FAILED" not in line:
-            out.write(f"\r\033[K{line[:160]}")
-        else:
-            out.write(("\r\033[K" if tty else "") + line + "\n")
-        out.flush()
-
-    if not tty:
-        return say, None
-    shown: dict[str, int] = {}
-
-    def meter(label: str, done: int, total: int) -> None:
-        percent = 100 * done // total if total else 100
-        if shown.get(label) == percent:
-            return
-        shown[label] = percent
-        filled = percent * 30 // 100
-        bar = "#" * filled + "." * (30 - filled)
-        out.write(
-            f"\r\033[K  layer {label} [{bar}] {percent:3d}% "
-            f"{human_size(done)} of {human_size(total)}"
-        )
-        out.flush()
-
-    return say, meter
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,10 +64,16 @@ def run(args: argparse.Namespace) -> int:
             f"the wishlist is for {wishlist.cvmfs_repo}, the publisher is {publisher.target}",
             where=args.wishlist,
         )
-    say, meter = progress_printer(sys.stderr)
-    with RegistryClient(config) as client:
+    with apply_display(sys.stderr) as display, RegistryClient(config) as client:
         _plan, report = converge(
-            wishlist, publisher, client, config=config, now=now, progress=say, meter=meter
+            wishlist,
+            publisher,
+            client,
+            config=config,
+            now=now,
+            progress=display.step,
+            meter=display.meter,
+            watch=display,
         )
     render(report, args.format, sys.stdout)
     if report.ok:
@@ -120,9 +94,14 @@ def render(report: ApplyReport, fmt: str, out: TextIO) -> None:
         json.dump(report.to_json(), out, indent=2)
         out.write("\n")
         return
+    write_lines(report_lines(report), out)
+
+
+def report_lines(report: ApplyReport) -> list[str]:
+    """The text report: a line per image, then the totals."""
     if not report.results:
-        out.write("apply: nothing to do, the publisher already serves the wishlist\n")
-        return
+        return ["apply: nothing to do, the publisher already serves the wishlist"]
+    lines = []
     for result in report.results:
         mark = "ok  " if result.ok else "FAIL"
         line = f"{mark} {result.action:<7} {result.path}"
@@ -132,9 +111,10 @@ def render(report: ApplyReport, fmt: str, out: TextIO) -> None:
             line += f" thin: {result.thin_image}"
         if not result.ok:
             line += f": {result.message}"
-        out.write(line + "\n")
+        lines.append(line)
     failed = len(report.failures)
-    out.write(
+    lines.append(
         f"apply: {len(report.results) - failed} image(s) converged, {failed} failed, "
-        f"{report.downloaded_layers} layer(s) downloaded, {report.transactions} transaction(s)\n"
+        f"{report.downloaded_layers} layer(s) downloaded, {report.transactions} transaction(s)"
     )
+    return lines

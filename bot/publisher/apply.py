@@ -72,6 +72,20 @@ Progress = Callable[[str], None]
 #: ``(label, bytes done, bytes total)`` while a layer downloads (for progress bars)
 Meter = Callable[[str, int, int], None]
 
+
+class Watch(Protocol):
+    """Where an apply run is, for a progress display (besides the step lines)."""
+
+    def planned(self, plan: Plan) -> None:
+        """Before the first image: what is to be done (images, bytes to download)."""
+
+    def image(self, number: int, count: int, change: ImageChange) -> None:
+        """Image ``number`` of ``count`` (the images with work to do) starts."""
+
+    def finished(self, result: ImageResult) -> None:
+        """An image is done, published or failed."""
+
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -165,22 +179,44 @@ def apply_plan(
     progress: Progress | None = None,
     output_format: str | None = None,
     meter: Meter | None = None,
+    watch: Watch | None = None,
 ) -> ApplyReport:
     """Converge the publisher to ``plan``; every image in its own transaction.
 
     ``output_format`` names the thin images (``$(image)`` placeholders); with
     ``None`` or ``config.thin`` false no thin image is pushed. ``progress``
-    gets a line per step, ``meter`` the bytes of each layer download.
+    gets a line per step, ``meter`` the bytes of each layer download,
+    ``watch`` the plan, each image as it starts ("image N of M") and ends.
     """
     say = progress or _quiet
     report = ApplyReport()
     opened = publisher.transactions_opened
+    if watch is not None:
+        watch.planned(plan)
+    count = sum(1 for change in plan.images if has_work(plan, change))
+    number = 0
     for change in plan.images:
+        if watch is not None and has_work(plan, change):
+            number += 1
+            watch.image(number, count, change)
         result = _apply_change(plan, change, publisher, client, config, say, output_format, meter)
         if result is not None:
             report.results.append(result)
+            if watch is not None:
+                watch.finished(result)
     report.transactions = publisher.transactions_opened - opened
     return report
+
+
+def has_work(plan: Plan, change: ImageChange) -> bool:
+    """Does executing ``change`` write to the publisher (an "image N of M")?"""
+    if change.action in ("add", "update", "remove"):
+        return True
+    return (
+        change.action == "unchanged"
+        and change.old is not None
+        and change.old.image_id in plan.unscheduled
+    )
 
 
 def _apply_change(

@@ -13,7 +13,7 @@ from bot.config import Config
 from bot.core.model import Wishlist
 from bot.core.plan import Plan, make_plan
 from bot.errors import UsageError
-from bot.publisher.apply import ApplyReport, Meter, Progress, apply_plan
+from bot.publisher.apply import ApplyReport, Meter, Progress, Watch, apply_plan
 from bot.publisher.backend import Publisher
 from bot.publisher.state import read_state
 
@@ -27,6 +27,7 @@ def converge(
     now: datetime,
     progress: Progress | None = None,
     meter: Meter | None = None,
+    watch: Watch | None = None,
 ) -> tuple[Plan, ApplyReport]:
     """Resolve, lock, recover, read the state, plan and apply: one ``apply`` run.
 
@@ -67,5 +68,6 @@ def converge(
             progress=say,
             output_format=wishlist.output_format,
             meter=meter,
+            watch=watch,
         )
     return plan, report
