@@ -15,11 +15,10 @@ from typing import Any, TextIO
 
 from bot.commands.options import add_publisher_arguments, parse_time
 from bot.commands.progress import apply_display, write_lines
+from bot.commands.target import publisher_of, require_writable
 from bot.config import Config
 from bot.core.recipe import load_wishlist
-from bot.errors import UsageError
 from bot.publisher.apply import ApplyReport, failing_wishes
-from bot.publisher.backend import open_publisher
 from bot.publisher.converge import converge
 
 
@@ -41,16 +40,14 @@ def run(args: argparse.Namespace) -> int:
     from bot.registry.client import RegistryClient
 
     config = Config.load()
-    target = args.publisher or config.publisher
-    if not target:
-        raise UsageError("no publisher given", hint="pass --publisher local:DIR or cvmfs:REPO")
+    publisher = publisher_of(args.publisher, config)
     now = parse_time(args.now)
     if args.no_thin:
         config = _without_thin(config)
 
     data, problem = read_wishlist_file(args.wishlist)
     if data is None:
-        print(f"wishbot: error: {problem}", file=sys.stderr)
+        print(problem, file=sys.stderr)
         return 1
     wishlist, problems = load_wishlist(data, args.wishlist)
     if wishlist is None:
@@ -58,12 +55,9 @@ def run(args: argparse.Namespace) -> int:
             print(item, file=sys.stderr)
         return 1
 
-    publisher = open_publisher(target)
-    if publisher.cvmfs_repo and publisher.cvmfs_repo != wishlist.cvmfs_repo.split("/")[0]:
-        raise UsageError(
-            f"the wishlist is for {wishlist.cvmfs_repo}, the publisher is {publisher.target}",
-            where=args.wishlist,
-        )
+    require_writable(publisher)
+    if not publisher.cvmfs_repo and not publisher.root.exists():
+        write_lines([f"wishbot: creating the publisher tree {publisher.root}"], sys.stderr)
     with apply_display(sys.stderr) as display, RegistryClient(config) as client:
         _plan, report = converge(
             wishlist,

@@ -96,19 +96,42 @@ def read_catalog(path: str) -> CurrentState:
 
 
 def current_state(args: argparse.Namespace, config: Config, cvmfs_repo: str) -> CurrentState:
+    """What the publisher serves now; an error when it is not the wishlist's repository."""
+    from bot.publisher.repoinfo import check_repository
+
     if args.catalog:
-        return read_catalog(args.catalog)
+        state = read_catalog(args.catalog)
+        what = f"the catalog {args.catalog}"
+        check_repository(cvmfs_repo, state.cvmfs_repo, what, where=args.wishlist)
+        return state
     target = args.publisher or config.publisher
     if not target:
         print("wishbot: no publisher given: planning against an empty one", file=sys.stderr)
         return CurrentState(cvmfs_repo)
-    from bot.publisher.backend import open_publisher
+    root, known = _tree(target)
+    check_repository(cvmfs_repo, known, f"the publisher {target}", where=args.wishlist)
     from bot.publisher.state import read_state
 
-    if target.startswith("/") and Path(target).is_dir():
+    return read_state(root, cvmfs_repo)
+
+
+def _tree(target: str) -> tuple[Path, str | None]:
+    """The tree to read for ``--publisher`` and the repository name it is known by."""
+    from bot.commands.target import require_mount, require_tree
+    from bot.publisher.backend import open_publisher
+    from bot.publisher.repoinfo import recorded_repository, tree_repository
+
+    if target.startswith("/"):
         # a read-only mount such as /cvmfs/unpacked.cern.ch: read it, touch nothing
-        return read_state(Path(target), cvmfs_repo)
-    return read_state(open_publisher(target).root, cvmfs_repo)
+        require_mount(Path(target))
+        return Path(target), recorded_repository(Path(target))
+    publisher = open_publisher(target)
+    require_tree(
+        publisher,
+        hint="check the path; to plan for a new publisher leave out --publisher "
+        "(wishbot apply creates the tree)",
+    )
+    return publisher.root, tree_repository(publisher)
 
 
 def resolve(

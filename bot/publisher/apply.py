@@ -9,7 +9,8 @@ For an image that is added or moved, inside one transaction:
 2. the flat image ``.flat/xx/<id>`` is built from the layers' ``layerfs``
    (fresh in this transaction or published before) with the
    Apptainer/Singularity metadata, unless it exists already;
-3. backlinks (``origin.json``), ``.cvmfscatalog`` markers, ``manifest.json``;
+3. backlinks (``origin.json``), ``.cvmfscatalog`` markers, ``manifest.json``
+   (and the tree's repository name, :mod:`bot.publisher.repoinfo`);
 4. the public symlink (re-pointed atomically; a non-symlink is never
    replaced), or for a multi-platform wish the per-architecture symlink plus
    the CernVM-FS variant symlink;
@@ -64,6 +65,7 @@ from bot.publisher.metadata import (
     schedule_json,
     write_json,
 )
+from bot.publisher.repoinfo import record_repository
 from bot.publisher.retiring import revive, serving_links
 from bot.publisher.state import ARCH_VARIABLE
 from bot.publisher.unpack import Limits, unpack_layer
@@ -368,6 +370,7 @@ class _Converter:
             self._backlinks(view)
             self._markers(view)
             self._manifest(view, link, thin)
+            record_repository(view, self.root, self.plan.cvmfs_repo)
             self._links(view, path, link)
             if self.config.podman_store:
                 podman.publish(view, self.root, image, path, self.client, self.plan.now)

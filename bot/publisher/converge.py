@@ -15,6 +15,7 @@ from bot.core.plan import Plan, make_plan
 from bot.errors import UsageError
 from bot.publisher.apply import ApplyReport, Meter, Progress, Watch, apply_plan
 from bot.publisher.backend import Publisher
+from bot.publisher.repoinfo import check_repository, tree_repository
 from bot.publisher.state import read_state
 
 
@@ -45,6 +46,12 @@ def converge(
             where=wishlist.path,
             hint="publish into the repository root (cvmfs_repo: REPO)",
         )
+    check_repository(
+        wishlist.cvmfs_repo,
+        tree_repository(publisher),
+        f"the publisher {publisher.target}",
+        where=wishlist.path,
+    )
     say = progress or (lambda _line: None)
     say(f"resolving {len(wishlist.wishes)} wish(es)")
     resolutions = client.resolve_all(wishlist.wishes)
