@@ -75,13 +75,17 @@ def _plain_help(parser: argparse.ArgumentParser) -> None:
 
 
 def error_text(exc: WishbotError) -> str:
-    """``wishbot: error: …`` once, even when the message already says ``error:``."""
-    text = str(exc)
+    """``wishbot: error: where: what — what to do``, with ``error:`` said once."""
+    text = exc.message
     for prefix in ("wishbot: error: ", "error: "):
         text = text.removeprefix(prefix)
     where, sep, rest = text.partition(": error: ")
     if sep and " " not in where:
         text = f"{where}: {rest}"  # "x.yaml: error: …" (a Problem) -> "x.yaml: …"
+    if exc.where:
+        text = f"{exc.where}: {text}"
+    if exc.hint:
+        text += f" — {exc.hint}"
     return f"wishbot: error: {text}"
 
 

@@ -128,8 +128,8 @@ def _tree(target: str) -> tuple[Path, str | None]:
     publisher = open_publisher(target)
     require_tree(
         publisher,
-        hint="check the path; to plan for a new publisher leave out --publisher "
-        "(wishbot apply creates the tree)",
+        hint="check the path; to plan for a new publisher leave out --publisher, "
+        "or create the empty directory (wishbot apply creates the tree)",
     )
     return publisher.root, tree_repository(publisher)
 

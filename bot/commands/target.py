@@ -35,8 +35,9 @@ def require_tree(publisher: Publisher, *, hint: str) -> None:
         raise PublisherError(
             f"the CernVM-FS repository {publisher.cvmfs_repo} is not mounted: "
             f"{root} is not a directory",
-            hint="check the name; on the release manager mount it (cvmfs_server mount "
-            f"{publisher.cvmfs_repo}); WISHBOT_CVMFS_ROOT says where repositories are mounted",
+            hint="check the name; on the release manager, mount it with "
+            f"'cvmfs_server mount {publisher.cvmfs_repo}'; WISHBOT_CVMFS_ROOT says where "
+            "repositories are mounted",
         )
     what = "is not a directory" if os.path.lexists(root) else "does not exist"
     raise UsageError(f"the publisher tree {root} {what}", hint=hint)
