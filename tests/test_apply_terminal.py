@@ -127,3 +127,40 @@ def test_apply_in_a_terminal_fits_its_width(
     assert not any("image 3 of 3" in line for line in lines)
     assert sum(line.startswith("ok   add     ") for line in lines) == 3
     assert any(line.startswith("apply: 3 image(s) converged, 0 failed") for line in lines)
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_the_live_block_fits_any_width(width: int) -> None:
+    """The block itself, driven through apply's hooks on a console of a given width."""
+    import io
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
+    from bot.commands.progress import TerminalDisplay
+    from bot.core.plan import ImageChange, LayerChange, Plan
+    from bot.core.reference import parse
+
+    digest = "sha256:" + "ab" * 32
+    path = f"registry.example.org/{LONG}:v1.0.0-with-a-long-tag"
+    plan = Plan(
+        cvmfs_repo=REPO,
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+        grace_days=30,
+        layers=(LayerChange(action="ingest", digest=digest, compressed_size=3_000_000),),
+    )
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=width, height=20)
+    with TerminalDisplay(out, console) as display:
+        display.step(f"resolving 3 wish(es) of {path}")
+        display.planned(plan)
+        display.image(1, 3, ImageChange(action="add", path=path, reference=parse(path)))
+        display.step(f"{path}: downloading layer {digest} (3.0 MB)")
+        for done in range(0, 3_000_001, 250_000):
+            display.meter(digest[7:19], done, 3_000_000)
+            display.block.refresh()
+        display.step(f"{path}: FAILED: the layer {digest} is corrupt")
+    text = out.getvalue()
+    assert "image 1 of 3" in text and "3.0/3.0 MB" in text
+    assert f"FAILED: the layer {digest[7:19]} is corrupt" in text.replace("\n", "")
+    assert widest(text) <= width

@@ -72,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
     render(report, args.format, sys.stdout)
     if report.ok:
         return 0
-    for wish in failing_wishes(report):
-        print(f"wishbot: not converged: {wish}", file=sys.stderr)
+    write_lines([f"wishbot: not converged: {wish}" for wish in failing_wishes(report)], sys.stderr)
     return 1
 
 

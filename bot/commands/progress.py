@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import TextIO
+from typing import Self, TextIO
 
 from rich.console import Console, RenderableType
 from rich.progress import (
@@ -101,7 +101,7 @@ class ApplyDisplay:
     def _stop(self) -> None:
         return None
 
-    def __enter__(self) -> ApplyDisplay:
+    def __enter__(self) -> Self:
         self._start()
         return self
 
@@ -178,9 +178,10 @@ class TerminalDisplay(ApplyDisplay):
             return
         prefix = f"{self.path}: "
         status = line[len(prefix) :] if self.path and line.startswith(prefix) else line
-        self.block.status = _line(short_digests(status), "dim")
-        if not self.count:
-            self.block.header = _line(status)
+        if self.count:
+            self.block.status = _line(short_digests(status), "dim")
+        else:  # before the first image: resolving, recovering
+            self.block.header = _line(short_digests(status))
         self.block.refresh()
 
     def planned(self, plan: Plan) -> None:

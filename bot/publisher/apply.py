@@ -49,6 +49,7 @@ from bot.core import layout
 from bot.core.model import PublishedImage, ResolvedImage, ScheduledRemoval
 from bot.core.plan import ImageChange, Plan, public_path
 from bot.core.reference import ImageReference, ReferenceError, parse
+from bot.core.render import human_size
 from bot.errors import IntegrityError, PublisherError, WishbotError
 from bot.publisher import hooks, podman
 from bot.publisher.backend import Publisher
@@ -396,7 +397,9 @@ class _Converter:
                 continue
             hex_digest = layout.hex_of(layer.digest)
             blob = tmp / hex_digest
-            self.say(f"{self.change.path}: downloading layer {layer.digest} ({layer.size} bytes)")
+            self.say(
+                f"{self.change.path}: downloading layer {layer.digest} ({human_size(layer.size)})"
+            )
             self.client.download_blob(
                 self.image.reference,
                 layer.digest,
