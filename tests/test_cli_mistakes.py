@@ -309,3 +309,27 @@ def test_help_is_plain_text() -> None:
     assert len(helps) > 10
     for text in helps:
         assert "``" not in text and ":class:" not in text and ":mod:" not in text, text
+
+
+def test_apply_to_an_unmounted_repository_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "cvmfs").mkdir()
+    env = {"WISHBOT_CVMFS_ROOT": str(tmp_path / "cvmfs")}
+    wishlist = recipe(tmp_path / "w.yaml", REPO, "registry.example.org/x:1")
+    done = wishbot("apply", wishlist, "--publisher", f"cvmfs:{REPO}", env=env)
+    assert done.returncode == 1
+    assert f"the CernVM-FS repository {REPO} is not mounted" in done.stderr
+    assert not (tmp_path / "cvmfs" / REPO).exists()
+
+
+def test_a_directory_without_the_layout_is_read_with_a_warning(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("not a publisher")
+    done = wishbot("plan", recipe(tmp_path / "w.yaml"), "--publisher", f"local:{home}")
+    assert done.returncode == 0, done.stderr
+    assert f"wishbot: warning: {home} holds no published images" in done.stderr
+    (tmp_path / "empty").mkdir()
+    done = wishbot(
+        "plan", recipe(tmp_path / "w.yaml"), "--publisher", f"local:{tmp_path / 'empty'}"
+    )
+    assert done.returncode == 0 and "warning" not in done.stderr

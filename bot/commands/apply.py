@@ -15,11 +15,12 @@ from typing import Any, TextIO
 
 from bot.commands.options import add_publisher_arguments, parse_time
 from bot.commands.progress import apply_display, write_lines
-from bot.commands.target import publisher_of, require_writable
+from bot.commands.target import publisher_of, require_tree, require_writable
 from bot.config import Config
 from bot.core.recipe import load_wishlist
 from bot.publisher.apply import ApplyReport, failing_wishes
 from bot.publisher.converge import converge
+from bot.publisher.repoinfo import check_repository, tree_repository
 
 
 def register(subparsers: Any) -> None:
@@ -55,8 +56,12 @@ def run(args: argparse.Namespace) -> int:
             print(item, file=sys.stderr)
         return 1
 
+    what = f"the publisher {publisher.target}"
+    check_repository(wishlist.cvmfs_repo, tree_repository(publisher), what, where=args.wishlist)
+    if publisher.cvmfs_repo:  # a repository is made by cvmfs_server mkfs, never by apply
+        require_tree(publisher)
     require_writable(publisher)
-    if not publisher.cvmfs_repo and not publisher.root.exists():
+    if not publisher.root.exists():
         write_lines([f"wishbot: creating the publisher tree {publisher.root}"], sys.stderr)
     with apply_display(sys.stderr) as display, RegistryClient(config) as client:
         _plan, report = converge(

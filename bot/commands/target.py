@@ -11,9 +11,11 @@ an empty publisher.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from bot.config import Config
+from bot.core import layout
 from bot.errors import PublisherError, UsageError
 from bot.publisher.backend import Publisher, open_publisher
 
@@ -26,10 +28,19 @@ def publisher_of(target: str | None, config: Config) -> Publisher:
     return open_publisher(chosen)
 
 
-def require_tree(publisher: Publisher, *, hint: str) -> None:
-    """The publisher's tree must exist (``hint``: what to do when it does not)."""
+#: what every tree wishbot or the reference converter wrote has at its top
+_LAYOUT = (layout.FLAT, layout.LAYERS, layout.METADATA, ".wishbot")
+
+
+def require_tree(publisher: Publisher, *, hint: str = "") -> None:
+    """The publisher's tree must exist (``hint``: what to do when a ``local:`` one does not).
+
+    A directory that holds files but none of the layout is read as an empty
+    publisher, with a warning: it is more likely the wrong directory.
+    """
     root = publisher.root
     if root.is_dir():
+        warn_if_foreign(root)
         return
     if publisher.cvmfs_repo:
         raise PublisherError(
@@ -43,6 +54,20 @@ def require_tree(publisher: Publisher, *, hint: str) -> None:
     raise UsageError(f"the publisher tree {root} {what}", hint=hint)
 
 
+def warn_if_foreign(root: Path) -> None:
+    """Warn when ``root`` holds something, but no published layout."""
+    try:
+        entries = {entry.name for entry in os.scandir(root)}
+    except OSError:
+        return
+    if entries and not entries.intersection(_LAYOUT):
+        print(
+            f"wishbot: warning: {root} holds no published images (no .flat, .layers or "
+            ".metadata): reading it as an empty publisher; is it the right directory?",
+            file=sys.stderr,
+        )
+
+
 def require_mount(path: Path) -> None:
     """A read-only tree named by its path (``/cvmfs/REPO``) must be a directory."""
     if not path.is_dir():
@@ -51,6 +76,7 @@ def require_mount(path: Path) -> None:
             hint="name a mounted repository such as /cvmfs/unpacked.cern.ch, "
             "or local:DIR / cvmfs:REPO",
         )
+    warn_if_foreign(path)
 
 
 def require_writable(publisher: Publisher) -> None:
