@@ -188,45 +188,76 @@ def _bad(name: str, value: object, expected: str) -> None:
 def _coerce(name: str, value: Any, origin: str) -> Any:
     default = getattr(Config(), name)
     try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered in ("1", "true", "yes", "on"):
-                    return True
-                if lowered in ("0", "false", "no", "off", ""):
-                    return False
-                raise ValueError(value)
-            if isinstance(value, bool):
-                return value
-            raise ValueError(value)
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, tuple):
-            if isinstance(value, str):
-                return _split(value)
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                return tuple(value)
-            raise ValueError(value)
-        if isinstance(default, Mapping):
-            if isinstance(value, str):
-                pairs = [item.split("=", 1) for item in _split(value)]
-                if any(len(pair) != 2 for pair in pairs):
-                    raise ValueError(value)
-                return {k.strip(): v.strip() for k, v in pairs}
-            if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
-                return dict(value)
-            raise ValueError(value)
-        if isinstance(value, str):
-            return value
-        raise ValueError(value)
+        return _converter(default)(value)
     except ValueError:
         kind = type(default).__name__ if not isinstance(default, Mapping) else "mapping"
         raise ConfigError(
             f"{origin}: '{name}' has a bad value {value!r} (expected {kind})",
             hint="see the configuration reference in docs/operating.md",
         ) from None
+
+
+def _converter(default: object) -> Any:
+    """The function that turns a TOML value or an environment string into a setting."""
+    if isinstance(default, bool):
+        return _to_bool
+    if isinstance(default, int):
+        return _to_int
+    if isinstance(default, float):
+        return _to_float
+    if isinstance(default, tuple):
+        return _to_tuple
+    if isinstance(default, Mapping):
+        return _to_mapping
+    return _to_str
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower() if isinstance(value, str) else None
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(value)
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(value)
+    return int(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(value)
+    return float(value)
+
+
+def _to_tuple(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return _split(value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(value)
+
+
+def _to_mapping(value: Any) -> dict[str, str]:
+    if isinstance(value, str):
+        pairs = [item.split("=", 1) for item in _split(value)]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError(value)
+        return {k.strip(): v.strip() for k, v in pairs}
+    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        return dict(value)
+    raise ValueError(value)
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(value)
 
 
 def _from_toml(raw: Mapping[str, Any], path: str) -> dict[str, Any]:

@@ -2,8 +2,13 @@
 
 Load the wishlist, resolve every wish against its registry, read what the
 publisher serves, plan, and execute the plan (one transaction per image).
-Exit status 0 only when every wish converged; 1 otherwise, naming each
-failing wish; 2 for a wrong command line.
+A local:DIR that does not exist yet is created (apply is the only command
+that creates a tree) and the repository name is recorded in it, so catalog
+needs no --cvmfs-repo. On a terminal a live block shows image N of M,
+bytes, speed and time left; in logs and pipes, plain step lines. Exit status
+0 only when every wish converged; 1 otherwise, naming each failing wish; 2
+for a wrong command line, a bad setting, or a wishlist for another repository
+than the publisher.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Only what nobody uses any more is deleted, each after its grace period:
 retiring paths (wishes removed from the wishlist) with their images,
 scheduled images no other path points at, and layers no remaining image
 refers to; at most ``max_deletions`` per run. ``--dry-run`` only says what
-would go.
+would go. The publisher tree must exist: gc never creates one.
 """
 
 from __future__ import annotations

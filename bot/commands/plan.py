@@ -6,9 +6,13 @@ WISHLIST: new and changed wishes are resolved, removed wishes have their
 images scheduled, unchanged wishes are not contacted at all.
 
 The current state comes from ``--catalog catalog.json``, from
-``--publisher TARGET`` (or the ``publisher`` setting), or is empty. Exit
-status: 0 when the plan has no errors, 1 when it has (a wish that cannot be
-resolved, an invalid wishlist), 2 for a wrong command line.
+``--publisher TARGET`` (or the ``publisher`` setting), or is empty when
+neither is given. A publisher tree that does not exist (a local:DIR typo, an
+unmounted cvmfs:REPO) is an error, not an empty publisher; an existing empty
+directory is one. Exit status: 0 when the plan has no errors, 1 when it has
+(a wish that cannot be resolved, an invalid wishlist, an unmounted
+repository), 2 for a wrong command line, a missing local tree, a bad setting,
+or a catalog or tree of another repository than the wishlist's.
 """
 
 from __future__ import annotations
