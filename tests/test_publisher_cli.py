@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bot.publisher.state import read_state
 from bot.sandbox.image_builder import push_image
 from bot.sandbox.layers import build_layer, file, with_parents
@@ -168,3 +170,25 @@ def test_plain_progress_when_not_a_terminal() -> None:
         "image 2 of 7: r.example.org/x:1 (5.0 kB of 10 kB downloaded)\n"
         "r.example.org/x:1: done\n"
     )
+
+
+def test_plain_progress_tells_speed_and_time_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.commands import progress
+
+    clock = iter([100.0, 110.0])  # made, then the image starts 10 s later
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    out = io.StringIO()
+    display = progress.PlainDisplay(out)
+    display.total_bytes = 50_000_000
+    display.meter("abc123", 10_000_000, 20_000_000)
+    display.number, display.count, display.path = 2, 3, "r.example.org/x:1"
+    display._image()
+    assert out.getvalue() == (
+        "image 2 of 3: r.example.org/x:1 (10 MB of 50 MB downloaded, 1.0 MB/s, about 40 s left)\n"
+    )
+    assert [progress._duration(s) for s in (0.2, 89, 600, 7_500)] == [
+        "1 s",
+        "89 s",
+        "10 min",
+        "2 h 5 min",
+    ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Self, TextIO
@@ -115,17 +116,41 @@ class ApplyDisplay:
 
 
 class PlainDisplay(ApplyDisplay):
-    """A line per step, and one per image with what is downloaded so far (for logs)."""
+    """A line per step, and one per image with what is downloaded so far, the speed
+    and the time left (for logs)."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(out)
+        self.started = time.monotonic()
 
     def _say(self, line: str) -> None:
         self.out.write(line + "\n")
         self.out.flush()
 
+    def planned(self, plan: Plan) -> None:
+        super().planned(plan)
+        self.started = time.monotonic()
+
     def _image(self) -> None:
         line = f"image {self.number} of {self.count}: {self.path}"
         if self.total_bytes:
-            line += f" ({human_size(self.downloaded)} of {human_size(self.total_bytes)} downloaded)"
+            done = self.downloaded
+            line += f" ({human_size(done)} of {human_size(self.total_bytes)} downloaded"
+            elapsed = time.monotonic() - self.started
+            if done and elapsed >= 1:
+                speed = done / elapsed
+                left = max(0.0, (self.total_bytes - done) / speed)
+                line += f", {human_size(int(speed))}/s, about {_duration(left)} left"
+            line += ")"
         self._say(line)
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``3 min``, ``2 h 5 min``."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60} min"
 
 
 class _Block(Progress):
