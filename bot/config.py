@@ -146,10 +146,16 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
                 f"WISHBOT_REGISTRY_{family[1]}_{k}" for k in ("HOST", "USER", "PASSWORD")
             ]
         # compare what follows WISHBOT_: the shared prefix would make anything look close
-        close = difflib.get_close_matches(name[8:], [c[8:] for c in candidates], n=1, cutoff=0.6)
-        hint = f"did you mean WISHBOT_{close[0]}?" if close else "see docs/operating.md"
+        close = _closest(name[8:], [c[8:] for c in candidates])
+        hint = f"did you mean WISHBOT_{close}?" if close else "see docs/operating.md"
         out.append(f"{name} is not a wishbot setting and is ignored ({hint})")
     return out
+
+
+def _closest(name: str, candidates: list[str]) -> str | None:
+    """The candidate ``name`` was most likely meant to be, if any is close."""
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def check(config: Config) -> None:
@@ -265,7 +271,9 @@ def _from_toml(raw: Mapping[str, Any], path: str) -> dict[str, Any]:
     for key, value in raw.items():
         name = key.replace("-", "_")
         if name not in _FIELDS:
-            raise ConfigError(f"{path}: unknown setting '{key}'", hint="see docs/operating.md")
+            close = _closest(name, list(_FIELDS))
+            hint = f"did you mean '{close}'?" if close else "see docs/operating.md"
+            raise ConfigError(f"{path}: unknown setting '{key}'", hint=hint)
         out[name] = _coerce(name, value, path)
     return out
 

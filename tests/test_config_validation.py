@@ -122,3 +122,11 @@ def test_the_warning_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
         "WISHBOT_POLL_INTERVALL is not a wishbot setting and is ignored "
         "(did you mean WISHBOT_POLL_INTERVAL?)"
     ) == 1
+
+
+def test_an_unknown_toml_key_names_the_closest_setting(tmp_path: Path) -> None:
+    path = tmp_path / "wishbot.toml"
+    path.write_text("grace_day = 7\n")
+    with pytest.raises(ConfigError) as error:
+        Config.load({"WISHBOT_CONFIG": str(path)})
+    assert str(error.value) == f"{path}: unknown setting 'grace_day' (did you mean 'grace_days'?)"
