@@ -164,6 +164,10 @@ def check(config: Config) -> None:
         _in_range(name, getattr(config, name), low, high, low_open=False)
     for name, high in _POSITIVE.items():
         _in_range(name, getattr(config, name), 0, high, low_open=True)
+    _check_words(config)
+
+
+def _check_words(config: Config) -> None:
     if config.forge not in _FORGES:
         _bad("forge", config.forge, "gitlab, github or local")
     if config.publisher and not config.publisher.startswith(("local:", "cvmfs:")):
@@ -174,6 +178,10 @@ def check(config: Config) -> None:
     for registry, url in config.mirrors.items():
         if not url.startswith(("https://", "http://")):
             _bad("mirrors", f"{registry}={url}", "registry=https://mirror.example.org")
+    for platform in config.platforms:
+        parts = platform.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            _bad("platforms", platform, "os/architecture[/variant], e.g. linux/amd64")
 
 
 def _in_range(name: str, value: float, low: float, high: float, *, low_open: bool) -> None:

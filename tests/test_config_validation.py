@@ -38,6 +38,7 @@ from bot.errors import ConfigError
         ("WISHBOT_TIMEOUT", "ten"),
         ("WISHBOT_WORKERS", "2.5"),
         ("WISHBOT_THIN", "maybe"),
+        ("WISHBOT_PLATFORMS", "linux/amd64,amd64"),
     ],
 )
 def test_out_of_range_or_malformed_settings_are_refused(variable: str, value: str) -> None:
@@ -60,6 +61,7 @@ def test_out_of_range_or_malformed_settings_are_refused(variable: str, value: st
         ("WISHBOT_LISTEN", "0.0.0.0:0"),
         ("WISHBOT_PUBLISHER", "cvmfs:unpacked.cern.ch"),
         ("WISHBOT_FORGE", "local"),
+        ("WISHBOT_PLATFORMS", "linux/amd64,linux/arm64/v8"),
     ],
 )
 def test_the_edges_of_each_range_are_allowed(variable: str, value: str) -> None:
