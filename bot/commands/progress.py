@@ -35,7 +35,6 @@ from rich.text import Text
 
 from bot.core.plan import ImageChange, Plan
 from bot.core.render import human_size
-from bot.publisher.apply import ImageResult
 
 _DIGEST = re.compile(r"sha256:([0-9a-f]{12})[0-9a-f]{52}")
 #: step lines that stay on screen (the live block shows the others only while current)
@@ -69,7 +68,7 @@ class ApplyDisplay:
 
     def meter(self, label: str, done: int, total: int) -> None:
         self._layer_bytes[label] = done
-        self._bytes(sum(self._layer_bytes.values()))
+        self._bytes(self.downloaded)
 
     def planned(self, plan: Plan) -> None:
         self.total_bytes = plan.download_bytes
@@ -77,9 +76,6 @@ class ApplyDisplay:
     def image(self, number: int, count: int, change: ImageChange) -> None:
         self.number, self.count, self.path = number, count, change.path
         self._image()
-
-    def finished(self, result: ImageResult) -> None:
-        return None
 
     @property
     def downloaded(self) -> int:

@@ -85,9 +85,6 @@ class Watch(Protocol):
     def image(self, number: int, count: int, change: ImageChange) -> None:
         """Image ``number`` of ``count`` (the images with work to do) starts."""
 
-    def finished(self, result: ImageResult) -> None:
-        """An image is done, published or failed."""
-
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -189,7 +186,7 @@ def apply_plan(
     ``output_format`` names the thin images (``$(image)`` placeholders); with
     ``None`` or ``config.thin`` false no thin image is pushed. ``progress``
     gets a line per step, ``meter`` the bytes of each layer download,
-    ``watch`` the plan, each image as it starts ("image N of M") and ends.
+    ``watch`` the plan and each image as it starts ("image N of M").
     """
     say = progress or _quiet
     report = ApplyReport()
@@ -205,8 +202,6 @@ def apply_plan(
         result = _apply_change(plan, change, publisher, client, config, say, output_format, meter)
         if result is not None:
             report.results.append(result)
-            if watch is not None:
-                watch.finished(result)
     report.transactions = publisher.transactions_opened - opened
     return report
 
