@@ -1,8 +1,8 @@
 """Mistakes that used to pass in silence: each is said plainly, with its exit code.
 
-Every case runs the real command in a process of its own (the way people
-and CI run it) and checks the message, the exit status and that no traceback
-escapes: a publisher path with a typo, an unmounted repository, a catalog of
+Every case runs the real command (``main``, in this process for speed; in a
+process of its own where logging or the user matter) and checks the message,
+the exit status and that no exception escapes: a publisher path with a typo, an unmounted repository, a catalog of
 a missing tree, a wishlist for another repository, a setting out of range or
 mistyped, an unwritable tree, "error:" said twice, reST markup in ``--help``.
 """
@@ -15,11 +15,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from bot.cli import main
 from bot.sandbox.image_builder import push_image
 from bot.sandbox.layers import build_layer, file, with_parents
 from bot.sandbox.registry_server import LocalRegistry
@@ -29,12 +30,14 @@ OTHER = "other.example.org"
 SETPRIV = shutil.which("setpriv")
 NOBODY = 65534
 PYTHON = (sys.executable, "-m", "bot")
+Done = subprocess.CompletedProcess[str]
 
 
-def wishbot(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def wishbot_process(*args: str, env: dict[str, str] | None = None) -> Done:
+    """The command in a process of its own, as people and CI run it."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WISHBOT_")}
     done = subprocess.run(
-        [sys.executable, "-m", "bot", *args],
+        [*PYTHON, *args],
         env={**clean, **(env or {})},
         capture_output=True,
         text=True,
@@ -43,6 +46,25 @@ def wishbot(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
     assert "Traceback" not in done.stderr, done.stderr
     return done
+
+
+Wishbot = Callable[..., Done]
+
+
+@pytest.fixture
+def wishbot(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Wishbot:
+    """The command run in this process (faster); an escaping exception fails the test."""
+
+    def run(*args: str, env: dict[str, str] | None = None) -> Done:
+        for name in [name for name in os.environ if name.startswith("WISHBOT_")]:
+            monkeypatch.delenv(name)
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out, err)
+
+    return run
 
 
 def recipe(path: Path, repo: str = REPO, *inputs: str) -> str:
@@ -64,7 +86,7 @@ def recorded_tree(path: Path, repo: str) -> Path:
 # --- a publisher that is not there ---------------------------------------------
 
 
-def test_plan_against_a_mistyped_publisher_is_an_error(tmp_path: Path) -> None:
+def test_plan_against_a_mistyped_publisher_is_an_error(wishbot: Wishbot, tmp_path: Path) -> None:
     wishlist = recipe(tmp_path / "w.yaml", REPO, "registry.example.org/x:1")
     typo = tmp_path / "typo"
     done = wishbot("plan", wishlist, "--publisher", f"local:{typo}")
@@ -76,7 +98,7 @@ def test_plan_against_a_mistyped_publisher_is_an_error(tmp_path: Path) -> None:
     assert done.returncode == 2 and f"{typo} is not a directory" in done.stderr
 
 
-def test_plan_against_an_unmounted_repository_is_an_error(tmp_path: Path) -> None:
+def test_plan_against_an_unmounted_repository_is_an_error(wishbot: Wishbot, tmp_path: Path) -> None:
     wishlist = recipe(tmp_path / "w.yaml", REPO, "registry.example.org/x:1")
     (tmp_path / "cvmfs").mkdir()
     env = {"WISHBOT_CVMFS_ROOT": str(tmp_path / "cvmfs")}
@@ -86,14 +108,16 @@ def test_plan_against_an_unmounted_repository_is_an_error(tmp_path: Path) -> Non
     assert f"'cvmfs_server mount {REPO}'" in done.stderr and "to add" not in done.stdout
 
 
-def test_an_existing_empty_directory_is_an_empty_publisher(tmp_path: Path) -> None:
+def test_an_existing_empty_directory_is_an_empty_publisher(
+    wishbot: Wishbot, tmp_path: Path
+) -> None:
     (tmp_path / "tree").mkdir()
     done = wishbot("plan", recipe(tmp_path / "w.yaml"), "--publisher", f"local:{tmp_path / 'tree'}")
     assert done.returncode == 0, done.stderr
     assert "No changes" in done.stdout or "no changes" in done.stdout.lower()
 
 
-def test_catalog_of_a_missing_tree_writes_nothing(tmp_path: Path) -> None:
+def test_catalog_of_a_missing_tree_writes_nothing(wishbot: Wishbot, tmp_path: Path) -> None:
     out = tmp_path / "catalog"
     typo = tmp_path / "typo"
     done = wishbot(
@@ -109,7 +133,7 @@ def test_catalog_of_a_missing_tree_writes_nothing(tmp_path: Path) -> None:
     assert done.returncode == 1 and "is not mounted" in done.stderr and not out.exists()
 
 
-def test_gc_of_a_mistyped_publisher_creates_nothing(tmp_path: Path) -> None:
+def test_gc_of_a_mistyped_publisher_creates_nothing(wishbot: Wishbot, tmp_path: Path) -> None:
     typo = tmp_path / "typo"
     for extra in ((), ("--dry-run",)):
         done = wishbot("gc", "--publisher", f"local:{typo}", *extra)
@@ -122,7 +146,7 @@ def test_gc_of_a_mistyped_publisher_creates_nothing(tmp_path: Path) -> None:
 
 
 def test_apply_records_the_repository_and_catalog_needs_no_option(
-    registry: LocalRegistry, unique_repo: str, tmp_path: Path
+    wishbot: Wishbot, registry: LocalRegistry, unique_repo: str, tmp_path: Path
 ) -> None:
     push_image(registry.url, unique_repo, "1", [build_layer(with_parents([file("etc/a", "a")]))])
     tree = tmp_path / "tree"
@@ -149,7 +173,9 @@ def test_apply_records_the_repository_and_catalog_needs_no_option(
     assert f"the wishlist is for {OTHER}, but the publisher local:{tree} is {REPO}" in done.stderr
 
 
-def test_a_wishlist_for_another_repository_does_not_plan_no_changes(tmp_path: Path) -> None:
+def test_a_wishlist_for_another_repository_does_not_plan_no_changes(
+    wishbot: Wishbot, tmp_path: Path
+) -> None:
     tree = recorded_tree(tmp_path / "tree", OTHER)
     catalog = tmp_path / "catalog.json"
     done = wishbot("catalog", "--publisher", f"local:{tree}", "--json", str(catalog))
@@ -181,7 +207,7 @@ def test_a_wishlist_for_another_repository_does_not_plan_no_changes(tmp_path: Pa
     ],
 )
 def test_a_setting_out_of_range_is_a_configuration_error(
-    tmp_path: Path, variable: str, value: str, expected: str
+    wishbot: Wishbot, tmp_path: Path, variable: str, value: str, expected: str
 ) -> None:
     (tmp_path / "tree").mkdir()
     done = wishbot("gc", "--publisher", f"local:{tmp_path / 'tree'}", env={variable: value})
@@ -198,7 +224,8 @@ def test_a_mistyped_variable_is_named_with_the_closest_setting(tmp_path: Path) -
         "WISHBOT_REGISTRY_PUSH_HOST": "r.example.org",  # a credential family: no warning
         "WISHBOT_CVMFS_ROOT": "/cvmfs",  # read by the cvmfs backend: no warning
     }
-    done = wishbot("gc", "--publisher", f"local:{tmp_path / 'tree'}", "--dry-run", env=env)
+    # a process of its own: logging is set up once per process
+    done = wishbot_process("gc", "--publisher", f"local:{tmp_path / 'tree'}", "--dry-run", env=env)
     assert done.returncode == 0, done.stderr
     assert "WISHBOT_TIMEOUTS is not a wishbot setting" in done.stderr
     assert "did you mean WISHBOT_TIMEOUT?" in done.stderr
@@ -207,7 +234,9 @@ def test_a_mistyped_variable_is_named_with_the_closest_setting(tmp_path: Path) -
     assert "PUSH_HOST" not in done.stderr and "CVMFS_ROOT" not in done.stderr
 
 
-def test_every_setting_is_range_checked_in_the_toml_file_too(tmp_path: Path) -> None:
+def test_every_setting_is_range_checked_in_the_toml_file_too(
+    wishbot: Wishbot, tmp_path: Path
+) -> None:
     config = tmp_path / "wishbot.toml"
     config.write_text("timeout = 0\n")
     (tmp_path / "tree").mkdir()
@@ -275,7 +304,7 @@ def test_an_os_error_that_escapes_is_printed_plainly() -> None:
 # --- how errors and help read --------------------------------------------------------
 
 
-def test_an_unreadable_wishlist_says_error_once(tmp_path: Path) -> None:
+def test_an_unreadable_wishlist_says_error_once(wishbot: Wishbot, tmp_path: Path) -> None:
     (tmp_path / "tree").mkdir()
     missing = tmp_path / "missing.yaml"
     done = wishbot("apply", str(missing), "--publisher", f"local:{tmp_path / 'tree'}")
@@ -311,7 +340,7 @@ def test_help_is_plain_text() -> None:
         assert "``" not in text and ":class:" not in text and ":mod:" not in text, text
 
 
-def test_apply_to_an_unmounted_repository_is_an_error(tmp_path: Path) -> None:
+def test_apply_to_an_unmounted_repository_is_an_error(wishbot: Wishbot, tmp_path: Path) -> None:
     (tmp_path / "cvmfs").mkdir()
     env = {"WISHBOT_CVMFS_ROOT": str(tmp_path / "cvmfs")}
     wishlist = recipe(tmp_path / "w.yaml", REPO, "registry.example.org/x:1")
@@ -321,7 +350,9 @@ def test_apply_to_an_unmounted_repository_is_an_error(tmp_path: Path) -> None:
     assert not (tmp_path / "cvmfs" / REPO).exists()
 
 
-def test_a_directory_without_the_layout_is_read_with_a_warning(tmp_path: Path) -> None:
+def test_a_directory_without_the_layout_is_read_with_a_warning(
+    wishbot: Wishbot, tmp_path: Path
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
     (home / "notes.txt").write_text("not a publisher")
