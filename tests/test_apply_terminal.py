@@ -164,3 +164,25 @@ def test_the_live_block_fits_any_width(width: int) -> None:
     assert "image 1 of 3" in text and "3.0/3.0 MB" in text
     assert f"FAILED: the layer {digest[7:19]} is corrupt" in text.replace("\n", "")
     assert widest(text) <= width
+
+
+def test_a_dumb_terminal_or_a_pipe_gets_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from bot.commands.progress import PlainDisplay, TerminalDisplay, apply_display
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("TERM_PROGRAM", raising=False)
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    assert isinstance(apply_display(Tty()), TerminalDisplay)
+    assert isinstance(apply_display(io.StringIO()), PlainDisplay)
+    monkeypatch.setenv("FORCE_COLOR", "1")  # CI systems set it: a log still gets plain lines
+    assert isinstance(apply_display(io.StringIO()), PlainDisplay)
+    monkeypatch.setenv("TERM", "dumb")
+    monkeypatch.delenv("FORCE_COLOR")
+    assert isinstance(apply_display(Tty()), PlainDisplay)

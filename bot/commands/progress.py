@@ -235,7 +235,16 @@ def _follow_logging(
 
 
 def _terminal(out: TextIO) -> Console | None:
-    """A console for ``out`` if it is a terminal rich can draw on (not a pipe, not dumb)."""
+    """A console for ``out`` if it is a terminal rich can draw on (not a pipe, not dumb).
+
+    A pipe stays plain even when ``FORCE_COLOR`` is set (as some CI systems do):
+    a log must not get a live display.
+    """
+    try:
+        if not out.isatty():
+            return None
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return None
     console = Console(file=out, highlight=False, soft_wrap=False)
     return console if console.is_terminal and not console.is_dumb_terminal else None
 
