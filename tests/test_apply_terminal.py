@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,9 +48,9 @@ def slow_registry(registry: LocalRegistry) -> Iterator[tuple[FaultProxy, list[st
         yield proxy, refs
 
 
-def _tmux(socket: str, *args: str, env: dict[str, str] | None = None) -> str:
+def _tmux(socket: Path, *args: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
-        ["tmux", "-L", socket, "-f", "/dev/null", *args],
+        ["tmux", "-S", str(socket), "-f", "/dev/null", *args],
         capture_output=True,
         text=True,
         check=True,
@@ -62,7 +63,9 @@ def run_in_tmux(
     tmp_path: Path, columns: int, command: list[str], env: dict[str, str]
 ) -> tuple[str, str]:
     """Run ``command`` in a ``columns``-wide tmux pane; (pane text with rows joined, raw output)."""
-    socket = f"wishbot-test-{os.getpid()}-{columns}"
+    # a server of our own on a socket of our own (short path: sockets have a length limit)
+    sockets = Path(tempfile.mkdtemp(prefix="wishbot-tmux-"))
+    socket = sockets / "s"
     raw = tmp_path / f"raw-{columns}.log"
     go = tmp_path / f"go-{columns}"
     done = tmp_path / f"done-{columns}"
@@ -91,7 +94,8 @@ def run_in_tmux(
         assert done.exists(), f"wishbot apply did not finish within 2 minutes:\n{rows}"
         assert done.read_text().strip() == "exit=0", rows
     finally:
-        subprocess.run(["tmux", "-L", socket, "kill-server"], check=False, capture_output=True)
+        subprocess.run(["tmux", "-S", str(socket), "kill-server"], check=False, capture_output=True)
+        shutil.rmtree(sockets, ignore_errors=True)
     return pane, raw.read_bytes().decode("utf-8", "replace")
 
 
