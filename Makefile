@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEBS   := docker-registry skopeo umoci apache2-utils bubblewrap git podman chromium
+DEBS   := docker-registry skopeo umoci apache2-utils bubblewrap git podman chromium tmux
 # only for `make bench`: a real Debian root file system and peak-memory figures
 BENCH_DEBS := debootstrap time
 # only for `make screenshots`: emoji as people's browsers show them

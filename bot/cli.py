@@ -2,9 +2,11 @@
 
 Each subcommand lives in ``bot/commands/<name>.py`` and exposes
 ``register(subparsers)``; it sets ``func`` on its parser, a callable taking the
-parsed arguments and returning the exit code. Only :class:`WishbotError` is
-caught here: it is printed without a traceback (``--debug`` shows one); so
-is an ``OSError`` (a read-only or full disk), with the path and what to do.
+parsed arguments and returning the exit code. :class:`WishbotError` is printed
+without a traceback (``--debug`` shows one); so is an :class:`OSError` that
+escaped a command (a file or directory it could not use), naming the path.
+Help texts come from docstrings: their reStructuredText markup
+(````literal````, ``:class:`X```) is shown as plain text.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -52,7 +55,40 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers)
+    for command in subparsers.choices.values():
+        _plain_help(command)
     return parser
+
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+
+
+def plain(text: str) -> str:
+    """Docstring markup as plain text: ````--base```` -> ``--base``, ``:class:`X``` -> ``X``."""
+    return _ROLE.sub(r"\1", text).replace("``", "")
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    if parser.description:
+        parser.description = plain(parser.description)
+    for action in parser._actions:
+        if isinstance(action.help, str):
+            action.help = plain(action.help)
+
+
+def error_text(exc: WishbotError) -> str:
+    """``wishbot: error: where: what — what to do``, with ``error:`` said once."""
+    text = exc.message
+    for prefix in ("wishbot: error: ", "error: "):
+        text = text.removeprefix(prefix)
+    where, sep, rest = text.partition(": error: ")
+    if sep and " " not in where:
+        text = f"{where}: {rest}"  # "x.yaml: error: …" (a Problem) -> "x.yaml: …"
+    if exc.where:
+        text = f"{exc.where}: {text}"
+    if exc.hint:
+        text += f" — {exc.hint}"
+    return f"wishbot: error: {text}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,15 +106,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WishbotError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"wishbot: error: {exc}", file=sys.stderr)
+        print(error_text(exc), file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # the disk under a command (read-only, not ours, full)
-        from bot.publisher.diskerrors import disk_error
-
         if args.debug:
             traceback.print_exc()
-        print(f"wishbot: error: {disk_error(exc, 'cannot go on')}", file=sys.stderr)
+        print(os_error_text(exc), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("wishbot: interrupted", file=sys.stderr)
         return 130
+
+
+def os_error_text(exc: OSError) -> str:
+    """``wishbot: error: cannot use '/srv/tree/.wishbot': Permission denied — what to do``
+    from an OSError that escaped a command (one rule: :func:`disk_error`)."""
+    from bot.publisher.diskerrors import disk_error
+
+    return error_text(disk_error(exc, "cannot use"))

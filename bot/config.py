@@ -10,7 +10,11 @@ environment by the adapter that needs them, and never logged.
 
 from __future__ import annotations
 
+import difflib
+import logging
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -106,48 +110,127 @@ class Config:
                 raise ConfigError(f"{path}: {exc}") from exc
             values.update(_from_toml(raw, path))
         values.update(_from_env(env))
-        return replace(cls(), **values)
+        for message in unknown_variables(env):
+            if message not in _warned:
+                _warned.add(message)
+                _log.warning(message)
+        config = replace(cls(), **values)
+        check(config)
+        return config
 
 
 _FIELDS = {f.name: f for f in fields(Config)}
+_log = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+#: ``WISHBOT_*`` variables that are not settings: each is read where it is used
+OTHER_VARIABLES = (
+    "WISHBOT_CONFIG",  # the TOML file
+    "WISHBOT_CVMFS_ROOT",  # where cvmfs: repositories are mounted
+    "WISHBOT_LOCK_DIR",  # the cvmfs backend's lock and transaction marker
+    "WISHBOT_FORGE_TOKEN",  # secret: the forge token
+    "WISHBOT_WEBHOOK_SECRET",  # secret: the webhook's shared secret
+    "WISHBOT_TEST_CRASH_AT",  # tests: crash the publisher at a named point
+    "WISHBOT_UPDATE_GOLDEN",  # tests: rewrite the golden files
+)
+#: credential families: ``WISHBOT_REGISTRY_<N>_HOST`` / ``_USER`` / ``_PASSWORD``
+_REGISTRY_FAMILY = re.compile(r"^WISHBOT_REGISTRY_([A-Za-z0-9]+)_(HOST|USER|PASSWORD)$")
+_REGISTRY_PREFIX = re.compile(r"^WISHBOT_REGISTRY_([A-Za-z0-9]+)_")
+
+#: (lowest, highest) allowed for each number
+_RANGES: dict[str, tuple[float, float]] = {
+    "concurrency": (1, 256),
+    "workers": (1, 1024),
+    "retries": (0, 20),
+    "backoff": (0, 600),
+    "max_retry_after": (0, 86_400),
+    "grace_days": (0, 3_650),
+    "max_deletions": (0, 10_000_000),
+    "max_layer_bytes": (1, 2**50),
+    "max_layer_entries": (1, 2**32),
+    "github_write_interval": (0, 3_600),
+    "reapply_interval": (0, 30 * 86_400),
+}
+#: numbers that must be above zero (zero would mean "never wait" where waiting is needed)
+_POSITIVE: dict[str, float] = {"timeout": 3_600, "poll_interval": 86_400}
+_FORGES = ("", "gitlab", "github", "local")
+
+
+def variable(name: str) -> str:
+    return f"WISHBOT_{name.upper()}"
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """A warning for each ``WISHBOT_*`` variable wishbot does not read, with the likely name."""
+    known = [variable(name) for name in _FIELDS] + list(OTHER_VARIABLES)
+    out = []
+    for name in sorted(env):
+        if not name.startswith("WISHBOT_") or name in known or _REGISTRY_FAMILY.match(name):
+            continue
+        candidates = list(known)
+        family = _REGISTRY_PREFIX.match(name)
+        if family:
+            candidates += [
+                f"WISHBOT_REGISTRY_{family[1]}_{k}" for k in ("HOST", "USER", "PASSWORD")
+            ]
+        # compare what follows WISHBOT_: the shared prefix would make anything look close
+        close = _closest(name[8:], [c[8:] for c in candidates])
+        hint = f"did you mean WISHBOT_{close}?" if close else "see docs/operating.md"
+        out.append(f"{name} is not a wishbot setting and is ignored ({hint})")
+    return out
+
+
+def _closest(name: str, candidates: list[str]) -> str | None:
+    """The candidate ``name`` was most likely meant to be, if any is close."""
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def check(config: Config) -> None:
+    """Every setting in its range: a :class:`ConfigError` naming the first that is not."""
+    for name, (low, high) in _RANGES.items():
+        _in_range(name, getattr(config, name), low, high, low_open=False)
+    for name, high in _POSITIVE.items():
+        _in_range(name, getattr(config, name), 0, high, low_open=True)
+    _check_words(config)
+
+
+def _check_words(config: Config) -> None:
+    if config.forge not in _FORGES:
+        _bad("forge", config.forge, "gitlab, github or local")
+    if config.publisher and not config.publisher.startswith(("local:", "cvmfs:")):
+        _bad("publisher", config.publisher, "local:DIR or cvmfs:REPO")
+    host, colon, port = config.listen.rpartition(":")
+    if not colon or not host or not port.isdigit() or int(port) > 65_535:
+        _bad("listen", config.listen, "HOST:PORT, e.g. 127.0.0.1:8080")
+    for registry, url in config.mirrors.items():
+        if not url.startswith(("https://", "http://")):
+            _bad("mirrors", f"{registry}={url}", "registry=https://mirror.example.org")
+    for platform in config.platforms:
+        parts = platform.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            _bad("platforms", platform, "os/architecture[/variant], e.g. linux/amd64")
+
+
+def _in_range(name: str, value: float, low: float, high: float, *, low_open: bool) -> None:
+    too_low = value <= low if low_open else value < low
+    if math.isfinite(value) and not too_low and value <= high:
+        return
+    lowest = f"above {low:g}" if low_open else f"at least {low:g}"
+    _bad(name, value, f"a number {lowest} and at most {high:g}")
+
+
+def _bad(name: str, value: object, expected: str) -> None:
+    raise ConfigError(
+        f"setting '{name}' ({variable(name)}) is {value!r}; expected {expected}",
+        hint="see the configuration reference in docs/operating.md",
+    )
 
 
 def _coerce(name: str, value: Any, origin: str) -> Any:
     default = getattr(Config(), name)
     try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered in ("1", "true", "yes", "on"):
-                    return True
-                if lowered in ("0", "false", "no", "off", ""):
-                    return False
-                raise ValueError(value)
-            if isinstance(value, bool):
-                return value
-            raise ValueError(value)
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, tuple):
-            if isinstance(value, str):
-                return _split(value)
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                return tuple(value)
-            raise ValueError(value)
-        if isinstance(default, Mapping):
-            if isinstance(value, str):
-                pairs = [item.split("=", 1) for item in _split(value)]
-                if any(len(pair) != 2 for pair in pairs):
-                    raise ValueError(value)
-                return {k.strip(): v.strip() for k, v in pairs}
-            if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
-                return dict(value)
-            raise ValueError(value)
-        if isinstance(value, str):
-            return value
-        raise ValueError(value)
+        return _converter(default)(value)
     except ValueError:
         kind = type(default).__name__ if not isinstance(default, Mapping) else "mapping"
         raise ConfigError(
@@ -156,12 +239,77 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         ) from None
 
 
+def _converter(default: object) -> Any:
+    """The function that turns a TOML value or an environment string into a setting."""
+    if isinstance(default, bool):
+        return _to_bool
+    if isinstance(default, int):
+        return _to_int
+    if isinstance(default, float):
+        return _to_float
+    if isinstance(default, tuple):
+        return _to_tuple
+    if isinstance(default, Mapping):
+        return _to_mapping
+    return _to_str
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower() if isinstance(value, str) else None
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(value)
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(value)
+    return int(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(value)
+    return float(value)
+
+
+def _to_tuple(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return _split(value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(value)
+
+
+def _to_mapping(value: Any) -> dict[str, str]:
+    if isinstance(value, str):
+        pairs = [item.split("=", 1) for item in _split(value)]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError(value)
+        return {k.strip(): v.strip() for k, v in pairs}
+    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        return dict(value)
+    raise ValueError(value)
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(value)
+
+
 def _from_toml(raw: Mapping[str, Any], path: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
         if name not in _FIELDS:
-            raise ConfigError(f"{path}: unknown setting '{key}'", hint="see docs/operating.md")
+            close = _closest(name, list(_FIELDS))
+            hint = f"did you mean '{close}'?" if close else "see docs/operating.md"
+            raise ConfigError(f"{path}: unknown setting '{key}'", hint=hint)
         out[name] = _coerce(name, value, path)
     return out
 

@@ -53,6 +53,7 @@ class Rule:
     content_type: str | None = None
     no_ranges: bool = False  # drop Range from the request and Accept-Ranges from the answer
     delay: float = 0.0  # seconds to wait before answering
+    rate: int = 0  # send the body at this many bytes per second (0: at once)
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -234,4 +235,16 @@ class FaultProxy:
             return
         request.end_headers()
         if request.command != "HEAD":
-            request.wfile.write(body)
+            _send(request, body, rule.rate if rule is not None else 0)
+
+
+def _send(request: BaseHTTPRequestHandler, body: bytes, rate: int) -> None:
+    """Write ``body``, at ``rate`` bytes per second when given (a slow registry)."""
+    if not rate:
+        request.wfile.write(body)
+        return
+    chunk = max(1, rate // 20)
+    for start in range(0, len(body), chunk):
+        request.wfile.write(body[start : start + chunk])
+        request.wfile.flush()
+        time.sleep(chunk / rate)

@@ -59,6 +59,7 @@ def setup(
         {"linux/amd64": [BASE, V1], "linux/arm64": [BASE, ARM]},
     )
     tree = tmp_path / "tree"
+    tree.mkdir()  # a new publisher: an existing, empty directory (plan refuses a missing one)
     return {
         "registry": registry,
         "name": f"{registry.host}/{unique_repo}",

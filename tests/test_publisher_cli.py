@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bot.publisher.state import read_state
 from bot.sandbox.image_builder import push_image
 from bot.sandbox.layers import build_layer, file, with_parents
@@ -148,22 +150,45 @@ def test_apply_refuses_a_repository_subdirectory(tmp_path: Path) -> None:
     assert not (tmp_path / "tree").exists() or not any((tmp_path / "tree").iterdir())
 
 
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
+def test_plain_progress_when_not_a_terminal() -> None:
+    """A pipe or log gets plain lines: no carriage return, no escape sequence, no bar."""
+    from bot.commands.progress import PlainDisplay, apply_display
+
+    out = io.StringIO()
+    display = apply_display(out)
+    assert isinstance(display, PlainDisplay)
+    with display:
+        display.step("resolving 2 wish(es)")
+        display.total_bytes = 10_000
+        display.meter("abc123", 5_000, 10_000)
+        display.number, display.count, display.path = 2, 7, "r.example.org/x:1"
+        display._image()
+        display.step("r.example.org/x:1: done")
+    text = out.getvalue()
+    assert text == (
+        "resolving 2 wish(es)\n"
+        "image 2 of 7: r.example.org/x:1 (5.0 kB of 10 kB downloaded)\n"
+        "r.example.org/x:1: done\n"
+    )
 
 
-def test_progress_bar_on_a_terminal_only() -> None:
-    from bot.commands.apply import progress_printer
+def test_plain_progress_tells_speed_and_time_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.commands import progress
 
-    _say, meter = progress_printer(io.StringIO())
-    assert meter is None  # logs get plain lines, no bars
-    terminal = _Terminal()
-    _say, meter = progress_printer(terminal)
-    assert meter is not None
-    for done in (0, 1, 2_000, 5_000, 5_001, 10_000):
-        meter("abc123", done, 10_000)
-    text = terminal.getvalue()
-    assert text.count("\r\033[K") == 4  # 0%, 20%, 50%, 100%: a repeated percentage is not redrawn
-    assert "[" + "#" * 30 + "] 100% 10 kB of 10 kB" in text
-    assert "[" + "#" * 15 + "." * 15 + "]  50%" in text
+    clock = iter([100.0, 110.0])  # made, then the image starts 10 s later
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    out = io.StringIO()
+    display = progress.PlainDisplay(out)
+    display.total_bytes = 50_000_000
+    display.meter("abc123", 10_000_000, 20_000_000)
+    display.number, display.count, display.path = 2, 3, "r.example.org/x:1"
+    display._image()
+    assert out.getvalue() == (
+        "image 2 of 3: r.example.org/x:1 (10 MB of 50 MB downloaded, 1.0 MB/s, about 40 s left)\n"
+    )
+    assert [progress._duration(s) for s in (0.2, 89, 600, 7_500)] == [
+        "1 s",
+        "89 s",
+        "10 min",
+        "2 h 5 min",
+    ]

@@ -2,8 +2,13 @@
 
 Load the wishlist, resolve every wish against its registry, read what the
 publisher serves, plan, and execute the plan (one transaction per image).
-Exit status 0 only when every wish converged; 1 otherwise, naming each
-failing wish; 2 for a wrong command line.
+A local:DIR that does not exist yet is created (apply is the only command
+that creates a tree) and the repository name is recorded in it, so catalog
+needs no --cvmfs-repo. On a terminal a live block shows image N of M,
+bytes, speed and time left; in logs and pipes, plain step lines. Exit status
+0 only when every wish converged; 1 otherwise, naming each failing wish; 2
+for a wrong command line, a bad setting, or a wishlist for another repository
+than the publisher.
 """
 
 from __future__ import annotations
@@ -14,13 +19,13 @@ import sys
 from typing import Any, TextIO
 
 from bot.commands.options import add_publisher_arguments, parse_time
+from bot.commands.progress import apply_display, write_lines
+from bot.commands.target import publisher_of, require_tree, require_writable
 from bot.config import Config
 from bot.core.recipe import load_wishlist
-from bot.core.render import human_size
-from bot.errors import UsageError
-from bot.publisher.apply import ApplyReport, Meter, Progress, failing_wishes
-from bot.publisher.backend import open_publisher
+from bot.publisher.apply import ApplyReport, failing_wishes
 from bot.publisher.converge import converge
+from bot.publisher.repoinfo import check_repository, tree_repository
 
 
 def register(subparsers: Any) -> None:
@@ -36,53 +41,19 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def progress_printer(out: TextIO) -> tuple[Progress, Meter | None]:
-    """A line per step; on a terminal the line is rewritten in place and layer
-    downloads get a progress bar (``None`` as the meter elsewhere: logs stay clean)."""
-    tty = out.isatty()
-
-    def say(line: str) -> None:
-        if tty and "FAILED" not in line:
-            out.write(f"\r\033[K{line[:160]}")
-        else:
-            out.write(("\r\033[K" if tty else "") + line + "\n")
-        out.flush()
-
-    if not tty:
-        return say, None
-    shown: dict[str, int] = {}
-
-    def meter(label: str, done: int, total: int) -> None:
-        percent = 100 * done // total if total else 100
-        if shown.get(label) == percent:
-            return
-        shown[label] = percent
-        filled = percent * 30 // 100
-        bar = "#" * filled + "." * (30 - filled)
-        out.write(
-            f"\r\033[K  layer {label} [{bar}] {percent:3d}% "
-            f"{human_size(done)} of {human_size(total)}"
-        )
-        out.flush()
-
-    return say, meter
-
-
 def run(args: argparse.Namespace) -> int:
     from bot.commands.validate import read_wishlist_file
     from bot.registry.client import RegistryClient
 
     config = Config.load()
-    target = args.publisher or config.publisher
-    if not target:
-        raise UsageError("no publisher given", hint="pass --publisher local:DIR or cvmfs:REPO")
+    publisher = publisher_of(args.publisher, config)
     now = parse_time(args.now)
     if args.no_thin:
         config = _without_thin(config)
 
     data, problem = read_wishlist_file(args.wishlist)
     if data is None:
-        print(f"wishbot: error: {problem}", file=sys.stderr)
+        print(problem, file=sys.stderr)
         return 1
     wishlist, problems = load_wishlist(data, args.wishlist)
     if wishlist is None:
@@ -90,22 +61,28 @@ def run(args: argparse.Namespace) -> int:
             print(item, file=sys.stderr)
         return 1
 
-    publisher = open_publisher(target)
-    if publisher.cvmfs_repo and publisher.cvmfs_repo != wishlist.cvmfs_repo.split("/")[0]:
-        raise UsageError(
-            f"the wishlist is for {wishlist.cvmfs_repo}, the publisher is {publisher.target}",
-            where=args.wishlist,
-        )
-    say, meter = progress_printer(sys.stderr)
-    with RegistryClient(config) as client:
+    what = f"the publisher {publisher.target}"
+    check_repository(wishlist.cvmfs_repo, tree_repository(publisher), what, where=args.wishlist)
+    if publisher.cvmfs_repo:  # a repository is made by cvmfs_server mkfs, never by apply
+        require_tree(publisher)
+    require_writable(publisher)
+    if not publisher.root.exists():
+        write_lines([f"wishbot: creating the publisher tree {publisher.root}"], sys.stderr)
+    with apply_display(sys.stderr) as display, RegistryClient(config) as client:
         _plan, report = converge(
-            wishlist, publisher, client, config=config, now=now, progress=say, meter=meter
+            wishlist,
+            publisher,
+            client,
+            config=config,
+            now=now,
+            progress=display.step,
+            meter=display.meter,
+            watch=display,
         )
     render(report, args.format, sys.stdout)
     if report.ok:
         return 0
-    for wish in failing_wishes(report):
-        print(f"wishbot: not converged: {wish}", file=sys.stderr)
+    write_lines([f"wishbot: not converged: {wish}" for wish in failing_wishes(report)], sys.stderr)
     return 1
 
 
@@ -120,9 +97,14 @@ def render(report: ApplyReport, fmt: str, out: TextIO) -> None:
         json.dump(report.to_json(), out, indent=2)
         out.write("\n")
         return
+    write_lines(report_lines(report), out)
+
+
+def report_lines(report: ApplyReport) -> list[str]:
+    """The text report: a line per image, then the totals."""
     if not report.results:
-        out.write("apply: nothing to do, the publisher already serves the wishlist\n")
-        return
+        return ["apply: nothing to do, the publisher already serves the wishlist"]
+    lines = []
     for result in report.results:
         mark = "ok  " if result.ok else "FAIL"
         line = f"{mark} {result.action:<7} {result.path}"
@@ -132,9 +114,10 @@ def render(report: ApplyReport, fmt: str, out: TextIO) -> None:
             line += f" thin: {result.thin_image}"
         if not result.ok:
             line += f": {result.message}"
-        out.write(line + "\n")
+        lines.append(line)
     failed = len(report.failures)
-    out.write(
+    lines.append(
         f"apply: {len(report.results) - failed} image(s) converged, {failed} failed, "
-        f"{report.downloaded_layers} layer(s) downloaded, {report.transactions} transaction(s)\n"
+        f"{report.downloaded_layers} layer(s) downloaded, {report.transactions} transaction(s)"
     )
+    return lines

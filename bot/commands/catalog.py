@@ -35,7 +35,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--cvmfs-repo",
         metavar="REPO",
-        help="the CernVM-FS repository name (default: what the publisher knows)",
+        help="the CernVM-FS repository name (default: the cvmfs: name, or the one apply "
+        "recorded in the tree)",
     )
     parser.add_argument("--markdown", metavar="FILE", help="write the Markdown catalog to FILE")
     parser.add_argument("--json", metavar="FILE", help="write catalog.json to FILE")
@@ -54,19 +55,22 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bot.commands.options import parse_time
-    from bot.publisher.backend import open_publisher
+    from bot.commands.target import publisher_of, require_tree
+    from bot.publisher.repoinfo import tree_repository
     from bot.publisher.state import read_state
     from bot.publisher.verify import read_status
 
     config = Config.load()
-    target = args.publisher or config.publisher
-    if not target:
-        raise UsageError("no publisher given", hint="pass --publisher local:DIR or cvmfs:REPO")
-    publisher = open_publisher(target)
-    cvmfs_repo = args.cvmfs_repo or publisher.cvmfs_repo
+    publisher = publisher_of(args.publisher, config)
+    require_tree(publisher, hint="check the path; wishbot apply creates the tree on its first run")
+    known = tree_repository(publisher)
+    if args.cvmfs_repo and known and args.cvmfs_repo != known:
+        raise UsageError(f"--cvmfs-repo {args.cvmfs_repo}, but {publisher.target} is {known}")
+    cvmfs_repo = args.cvmfs_repo or known
     if not cvmfs_repo:
         raise UsageError(
-            f"the repository name of {publisher.target} is not known",
+            f"the repository name of {publisher.target} is not known (apply records it "
+            "when it publishes)",
             hint="pass --cvmfs-repo REPO (e.g. unpacked.cern.ch)",
         )
     generated = parse_time(args.generated, "--generated") if args.generated else None

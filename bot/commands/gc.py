@@ -4,7 +4,7 @@ Only what nobody uses any more is deleted, each after its grace period:
 retiring paths (wishes removed from the wishlist) with their images,
 scheduled images no other path points at, and layers no remaining image
 refers to; at most ``max_deletions`` per run. ``--dry-run`` only says what
-would go.
+would go. The publisher tree must exist: gc never creates one.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import sys
 from typing import Any
 
 from bot.commands.options import add_publisher_arguments, parse_time
+from bot.commands.target import publisher_of, require_tree, require_writable
 from bot.config import Config
 from bot.errors import UsageError
-from bot.publisher.backend import open_publisher
 from bot.publisher.gc import collect
 
 
@@ -41,14 +41,13 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = Config.load()
-    target = args.publisher or config.publisher
-    if not target:
-        raise UsageError("no publisher given", hint="pass --publisher local:DIR or cvmfs:REPO")
+    publisher = publisher_of(args.publisher, config)
     grace = config.grace_days if args.grace_days is None else args.grace_days
     if grace < 0:
         raise UsageError("--grace-days must not be negative")
     cap = config.max_deletions if args.max_deletions is None else args.max_deletions
-    publisher = open_publisher(target)
+    require_tree(publisher, hint="check the path; gc never creates a publisher tree")
+    require_writable(publisher)
     with publisher.lock():
         if not args.dry_run:
             for line in publisher.recover():

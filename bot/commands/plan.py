@@ -6,9 +6,13 @@ WISHLIST: new and changed wishes are resolved, removed wishes have their
 images scheduled, unchanged wishes are not contacted at all.
 
 The current state comes from ``--catalog catalog.json``, from
-``--publisher TARGET`` (or the ``publisher`` setting), or is empty. Exit
-status: 0 when the plan has no errors, 1 when it has (a wish that cannot be
-resolved, an invalid wishlist), 2 for a wrong command line. An error about an
+``--publisher TARGET`` (or the ``publisher`` setting), or is empty when
+neither is given. A publisher tree that does not exist (a local:DIR typo, an
+unmounted cvmfs:REPO) is an error, not an empty publisher; an existing empty
+directory is one. Exit status: 0 when the plan has no errors, 1 when it has
+(a wish that cannot be resolved, an invalid wishlist, an unmounted
+repository), 2 for a wrong command line, a missing local tree, a bad setting,
+or a catalog or tree of another repository than the wishlist's. An error about an
 image that ``ignoreErrors`` matches is a warning, as in ``validate``.
 """
 
@@ -97,19 +101,42 @@ def read_catalog(path: str) -> CurrentState:
 
 
 def current_state(args: argparse.Namespace, config: Config, cvmfs_repo: str) -> CurrentState:
+    """What the publisher serves now; an error when it is not the wishlist's repository."""
+    from bot.publisher.repoinfo import check_repository
+
     if args.catalog:
-        return read_catalog(args.catalog)
+        state = read_catalog(args.catalog)
+        what = f"the catalog {args.catalog}"
+        check_repository(cvmfs_repo, state.cvmfs_repo, what, where=args.wishlist)
+        return state
     target = args.publisher or config.publisher
     if not target:
         print("wishbot: no publisher given: planning against an empty one", file=sys.stderr)
         return CurrentState(cvmfs_repo)
-    from bot.publisher.backend import open_publisher
+    root, known = _tree(target)
+    check_repository(cvmfs_repo, known, f"the publisher {target}", where=args.wishlist)
     from bot.publisher.state import read_state
 
-    if target.startswith("/") and Path(target).is_dir():
+    return read_state(root, cvmfs_repo)
+
+
+def _tree(target: str) -> tuple[Path, str | None]:
+    """The tree to read for ``--publisher`` and the repository name it is known by."""
+    from bot.commands.target import require_mount, require_tree
+    from bot.publisher.backend import open_publisher
+    from bot.publisher.repoinfo import recorded_repository, tree_repository
+
+    if target.startswith("/"):
         # a read-only mount such as /cvmfs/unpacked.cern.ch: read it, touch nothing
-        return read_state(Path(target), cvmfs_repo)
-    return read_state(open_publisher(target).root, cvmfs_repo)
+        require_mount(Path(target))
+        return Path(target), recorded_repository(Path(target))
+    publisher = open_publisher(target)
+    require_tree(
+        publisher,
+        hint="check the path; to plan for a new publisher leave out --publisher, "
+        "or create the empty directory (wishbot apply creates the tree)",
+    )
+    return publisher.root, tree_repository(publisher)
 
 
 def resolve(

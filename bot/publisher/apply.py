@@ -11,7 +11,8 @@ For an image that is added or moved, inside one transaction:
    Apptainer/Singularity metadata, unless it exists already, and checked
    (:func:`bot.publisher.verify.check_flat`: its Singularity files are
    there, no whiteout marker is left);
-3. backlinks (``origin.json``), ``.cvmfscatalog`` markers, ``manifest.json``;
+3. backlinks (``origin.json``), ``.cvmfscatalog`` markers, ``manifest.json``
+   (and the tree's repository name, :mod:`bot.publisher.repoinfo`);
 4. the public symlink (re-pointed atomically; a non-symlink is never
    replaced), or for a multi-platform wish the per-architecture symlink plus
    the CernVM-FS variant symlink;
@@ -50,6 +51,7 @@ from bot.core import layout
 from bot.core.model import Layer, PublishedImage, ResolvedImage, ScheduledRemoval
 from bot.core.plan import ImageChange, Plan, public_path
 from bot.core.reference import ImageReference, ReferenceError, parse
+from bot.core.render import human_size
 from bot.errors import IntegrityError, PublisherError, WishbotError
 from bot.publisher import adopt, hooks, podman
 from bot.publisher.backend import Publisher
@@ -68,6 +70,7 @@ from bot.publisher.metadata import (
     schedule_json,
     write_json,
 )
+from bot.publisher.repoinfo import record_repository
 from bot.publisher.retiring import revive, serving_links
 from bot.publisher.scratch import blob_dir
 from bot.publisher.state import ARCH_VARIABLE
@@ -79,6 +82,17 @@ _log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 #: ``(label, bytes done, bytes total)`` while a layer downloads (for progress bars)
 Meter = Callable[[str, int, int], None]
+
+
+class Watch(Protocol):
+    """Where an apply run is, for a progress display (besides the step lines)."""
+
+    def planned(self, plan: Plan) -> None:
+        """Before the first image: what is to be done (images, bytes to download)."""
+
+    def image(self, number: int, count: int, change: ImageChange) -> None:
+        """Image ``number`` of ``count`` (the images with work to do) starts."""
+
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -173,22 +187,42 @@ def apply_plan(
     progress: Progress | None = None,
     output_format: str | None = None,
     meter: Meter | None = None,
+    watch: Watch | None = None,
 ) -> ApplyReport:
     """Converge the publisher to ``plan``; every image in its own transaction.
 
     ``output_format`` names the thin images (``$(image)`` placeholders); with
     ``None`` or ``config.thin`` false no thin image is pushed. ``progress``
-    gets a line per step, ``meter`` the bytes of each layer download.
+    gets a line per step, ``meter`` the bytes of each layer download,
+    ``watch`` the plan and each image as it starts ("image N of M").
     """
     say = progress or _quiet
     report = ApplyReport()
     opened = publisher.transactions_opened
+    if watch is not None:
+        watch.planned(plan)
+    count = sum(1 for change in plan.images if has_work(plan, change))
+    number = 0
     for change in plan.images:
+        if watch is not None and has_work(plan, change):
+            number += 1
+            watch.image(number, count, change)
         result = _apply_change(plan, change, publisher, client, config, say, output_format, meter)
         if result is not None:
             report.results.append(result)
     report.transactions = publisher.transactions_opened - opened
     return report
+
+
+def has_work(plan: Plan, change: ImageChange) -> bool:
+    """Does executing ``change`` write to the publisher (an "image N of M")?"""
+    if change.action in ("add", "update", "remove"):
+        return True
+    return (
+        change.action == "unchanged"
+        and change.old is not None
+        and change.old.image_id in plan.unscheduled
+    )
 
 
 def _apply_change(
@@ -356,6 +390,7 @@ class _Converter:
             self._backlinks(view)
             self._markers(view)
             self._manifest(view, link, thin)
+            record_repository(view, self.root, self.plan.cvmfs_repo)
             self._links(view, path, link)
             if self.config.podman_store:
                 podman.publish(view, self.root, image, path, self.client, self.plan.now)
@@ -378,7 +413,9 @@ class _Converter:
                 continue
             hex_digest = layout.hex_of(layer.digest)
             blob = tmp / hex_digest
-            self.say(f"{self.change.path}: downloading layer {layer.digest} ({layer.size} bytes)")
+            self.say(
+                f"{self.change.path}: downloading layer {layer.digest} ({human_size(layer.size)})"
+            )
             self.client.download_blob(
                 self.image.reference,
                 layer.digest,

@@ -17,9 +17,10 @@ from bot.core.model import Wishlist
 from bot.core.plan import Plan, make_plan
 from bot.core.recipe import ignored_by
 from bot.errors import UsageError
-from bot.publisher.apply import ApplyReport, Meter, Progress, apply_plan
+from bot.publisher.apply import ApplyReport, Meter, Progress, Watch, apply_plan
 from bot.publisher.backend import Publisher
 from bot.publisher.diskerrors import disk_errors
+from bot.publisher.repoinfo import check_repository, tree_repository
 from bot.publisher.scratch import clean_stale
 from bot.publisher.state import read_state
 
@@ -33,6 +34,7 @@ def converge(
     now: datetime,
     progress: Progress | None = None,
     meter: Meter | None = None,
+    watch: Watch | None = None,
 ) -> tuple[Plan, ApplyReport]:
     """Resolve, lock, recover, read the state, plan and apply: one ``apply`` run.
 
@@ -50,6 +52,12 @@ def converge(
             where=wishlist.path,
             hint="publish into the repository root (cvmfs_repo: REPO)",
         )
+    check_repository(
+        wishlist.cvmfs_repo,
+        tree_repository(publisher),
+        f"the publisher {publisher.target}",
+        where=wishlist.path,
+    )
     say = progress or (lambda _line: None)
     say(f"resolving {len(wishlist.wishes)} wish(es)")
     resolutions = client.resolve_all(wishlist.wishes)
@@ -75,6 +83,7 @@ def converge(
             progress=say,
             output_format=wishlist.output_format,
             meter=meter,
+            watch=watch,
         )
     return plan, honour_ignore_errors(report, wishlist)
 
