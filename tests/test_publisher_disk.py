@@ -165,7 +165,7 @@ def test_read_only_target_is_a_clear_error(
     assert "Traceback" not in done.stderr
     assert "wishbot: error: " in done.stderr
     assert "Read-only file system" in done.stderr
-    assert str(tree / ".wishbot") in done.stderr
+    assert str(tree) in done.stderr  # the tree, refused before anything is resolved
     assert "remount it read-write" in done.stderr
 
 

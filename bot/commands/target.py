@@ -94,6 +94,12 @@ def require_writable(publisher: Publisher) -> None:
         if not state.is_dir() or os.access(state, os.W_OK | os.X_OK):
             return
         path = state
+    if path.is_dir() and os.statvfs(path).f_flag & os.ST_RDONLY:
+        raise PublisherError(
+            f"cannot write to the publisher tree: {path} is on a read-only file system "
+            "(Read-only file system)",
+            hint="remount it read-write, or name the writable tree (for CernVM-FS: cvmfs:REPO)",
+        )
     raise PublisherError(
         f"cannot write to the publisher tree: {path} is not writable by this user"
         if path.is_dir()
