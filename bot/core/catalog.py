@@ -15,9 +15,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from bot.core.lifecycle import deletion_date, public_path, retires_at, retiring, serving
 from bot.core.model import (
     CurrentState,
     Platform,
@@ -25,7 +26,6 @@ from bot.core.model import (
     PublishedLayer,
     ScheduledRemoval,
 )
-from bot.core.plan import public_path, retiring
 from bot.core.reference import ImageReference, ReferenceError, parse
 from bot.core.render import iso
 from bot.core.schemas import schema_errors
@@ -59,19 +59,7 @@ def canonical_state(state: CurrentState) -> CurrentState:
     )
 
 
-def deletion_date(removal: ScheduledRemoval, grace_days: int) -> datetime:
-    return removal.scheduled + timedelta(days=grace_days)
-
-
 # --- JSON -------------------------------------------------------------------------
-
-
-def _retiring_deletion(
-    image: PublishedImage, paths: Mapping[tuple[str, str], datetime], grace_days: int
-) -> datetime | None:
-    """When gc deletes ``image``'s path (removed from the wishlist), or None while wished."""
-    since = paths.get((public_path(image.path), image.image_id))
-    return since + timedelta(days=grace_days) if since is not None else None
 
 
 def _image_json(
@@ -119,7 +107,7 @@ def catalog_json(
                 state.cvmfs_repo,
                 image,
                 state.layers,
-                _retiring_deletion(image, paths, grace_days),
+                retires_at(image, paths, grace_days),
             )
             for image in state.images
         ],
@@ -146,13 +134,6 @@ def catalog_json(
         ],
         "flat_images": sorted(state.flat_images),
     }
-
-
-def serving(removal: ScheduledRemoval, paths: Mapping[tuple[str, str], datetime]) -> bool:
-    """Does this entry's path still serve its image (a retiring path)?"""
-    if removal.kind != "image" or not removal.path:
-        return False
-    return (public_path(removal.path), removal.id) in paths
 
 
 def _time(text: str, where: str) -> datetime:
@@ -300,7 +281,7 @@ def catalog_entries(state: CurrentState, *, grace_days: int) -> list[CatalogEntr
     entries = []
     for path, images in by_path.items():
         ref = images[0].reference.normalized()
-        deletions = [_retiring_deletion(i, retiring_paths, grace_days) for i in images]
+        deletions = [retires_at(i, retiring_paths, grace_days) for i in images]
         entries.append(
             CatalogEntry(
                 path=path,
