@@ -35,7 +35,9 @@ from bot.core.text import (
     short_digest,
 )
 
-MARKER = "<!-- wishbot:plan -->"
+#: the markers of the bot's two comments: one comment per marker and merge request
+PLAN_MARKER = "<!-- wishbot:plan -->"
+MARKER = PLAN_MARKER
 PUBLISH_MARKER = "<!-- wishbot:publish -->"
 DEFAULT_TITLE = "wishbot plan"
 FULL_PLAN_COMMAND = "wishbot plan --format json"

@@ -1,4 +1,10 @@
-"""Manifest, config and layer media types the client knows."""
+"""The OCI and Docker media types, defined once (manifests, configs, layers).
+
+The registry client accepts and checks them, the publisher writes them into
+the image metadata and the thin images it pushes, the sandbox builds images
+with them. See the OCI image spec (``media-types.md``) and Docker's image
+manifest v2, schema 2.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,19 @@ DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyj
 
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+#: an attestation (in an index next to the platform images; never a platform)
+IN_TOTO = "application/vnd.in-toto+json"
+
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_LAYER_ZSTD = "application/vnd.docker.image.rootfs.diff.tar.zstd"
+DOCKER_FOREIGN_LAYER_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+OCI_NONDISTRIBUTABLE_LAYER = "application/vnd.oci.image.layer.nondistributable.v1.tar"
+OCI_NONDISTRIBUTABLE_LAYER_GZIP = f"{OCI_NONDISTRIBUTABLE_LAYER}+gzip"
+OCI_NONDISTRIBUTABLE_LAYER_ZSTD = f"{OCI_NONDISTRIBUTABLE_LAYER}+zstd"
 
 #: every manifest type we accept, most specific first (always sent in Accept)
 MANIFEST_TYPES = (OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
@@ -23,16 +42,16 @@ CONFIG_TYPES = frozenset({DOCKER_CONFIG, OCI_CONFIG})
 
 LAYER_TYPES = frozenset(
     {
-        "application/vnd.docker.image.rootfs.diff.tar.gzip",
-        "application/vnd.docker.image.rootfs.diff.tar",
-        "application/vnd.docker.image.rootfs.diff.tar.zstd",
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-        "application/vnd.oci.image.layer.v1.tar",
-        "application/vnd.oci.image.layer.v1.tar+gzip",
-        "application/vnd.oci.image.layer.v1.tar+zstd",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+        DOCKER_LAYER_GZIP,
+        DOCKER_LAYER,
+        DOCKER_LAYER_ZSTD,
+        DOCKER_FOREIGN_LAYER_GZIP,
+        OCI_LAYER,
+        OCI_LAYER_GZIP,
+        OCI_LAYER_ZSTD,
+        OCI_NONDISTRIBUTABLE_LAYER,
+        OCI_NONDISTRIBUTABLE_LAYER_GZIP,
+        OCI_NONDISTRIBUTABLE_LAYER_ZSTD,
     }
 )
 

@@ -29,6 +29,7 @@ from typing import Any, BinaryIO, TypeVar
 import requests
 
 from bot.config import Config
+from bot.core import mediatypes as mt
 from bot.core.model import (
     DEFAULT_PLATFORM,
     ImageConfig,
@@ -48,7 +49,6 @@ from bot.errors import (
     Unavailable,
     Unsupported,
 )
-from bot.registry import mediatypes as mt
 from bot.registry import safejson
 from bot.registry.auth import CredentialStore
 from bot.registry.manifest import (

@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.core import mediatypes as mt
 from bot.core.model import ImageConfig, Layer, Platform
 from bot.errors import IntegrityError, Unsupported
-from bot.registry import mediatypes as mt
 from bot.registry import safejson
 
 MAX_MANIFEST_BYTES = 4 * 2**20
