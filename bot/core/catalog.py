@@ -305,14 +305,32 @@ def catalog_markdown(
     platforms, size, updated); digests and thin images follow in ``<details>``.
     """
     state = canonical_state(state)
-    repo = state.cvmfs_repo
     entries = catalog_entries(state, grace_days=grace_days)
-    groups: dict[str, dict[str, list[CatalogEntry]]] = {}
+    groups: Groups = {}
     for entry in entries:
         groups.setdefault(entry.registry, {}).setdefault(entry.repository, []).append(entry)
+    lines = _summary(state, entries, groups, grace_days)
+    if generated is not None:
+        lines += ["", f"Generated {iso(generated)}."]
+    lines += _contents(state, groups)
+    for registry in sorted(groups):
+        lines += [f"## {escape_markdown(registry)}", ""]
+        for repository in sorted(groups[registry]):
+            lines += _repository_section(f"{registry}/{repository}", groups[registry][repository])
+    lines += _schedule_section(state, grace_days)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+Groups = dict[str, dict[str, list[CatalogEntry]]]  # registry -> repository -> paths
+
+
+def _summary(
+    state: CurrentState, entries: list[CatalogEntry], groups: Groups, grace_days: int
+) -> list[str]:
+    """The title and what the catalog holds, with the paths that are leaving."""
+    repo = state.cvmfs_repo
     total_compressed = sum(layer.compressed_size for layer in state.layers.values())
     leaving = [entry for entry in entries if entry.deletion is not None]
-
     lines = [f"# Container images in {escape_markdown(repo)}", ""]
     lines.append(
         f"{plural(len(entries), 'image path')} in "
@@ -329,9 +347,11 @@ def catalog_markdown(
             f"{grace_days} days is over; then gc deletes "
             f"{'it' if len(leaving) == 1 else 'them'}.",
         ]
-    if generated is not None:
-        lines += ["", f"Generated {iso(generated)}."]
-    lines += ["", "## Contents", ""]
+    return lines
+
+
+def _contents(state: CurrentState, groups: Groups) -> list[str]:
+    lines = ["", "## Contents", ""]
     for registry in sorted(groups):
         lines.append(f"- **{escape_markdown(registry)}**")
         for repository in sorted(groups[registry]):
@@ -344,13 +364,7 @@ def catalog_markdown(
     if state.schedule:
         lines.append(f"- [Waiting for removal](#{anchor('.metadata/remove-schedule.json')})")
     lines.append("")
-
-    for registry in sorted(groups):
-        lines += [f"## {escape_markdown(registry)}", ""]
-        for repository in sorted(groups[registry]):
-            lines += _repository_section(f"{registry}/{repository}", groups[registry][repository])
-    lines += _schedule_section(state, grace_days)
-    return "\n".join(lines).rstrip("\n") + "\n"
+    return lines
 
 
 def _repository_section(name: str, entries: list[CatalogEntry]) -> list[str]:
