@@ -417,23 +417,30 @@ class _Checker:
         self.alternatives_error(error, path, what, where)
         return True
 
+    def read_as_mapping(self, instance: Any, what: str, where: Location) -> bool:
+        """``- image:tag: `` or ``- host:5000/x:`` is YAML for a one-key mapping: say so."""
+        if not isinstance(instance, dict) or len(instance) != 1:
+            return False
+        ((key, value),) = instance.items()
+        if value is not None or key in ("image", "platforms"):
+            return False
+        self.add(
+            "error",
+            f"{what} was read as a mapping because '{_short(str(key))}' is followed "
+            "by ': ' or ends with ':'",
+            where,
+            "wrong-type",
+            "put the image reference in quotes, and check that a tag follows the ':'",
+            image=str(key),
+        )
+        return True
+
     def alternatives_error(
         self, error: jsonschema.ValidationError, path: JsonPath, what: str, where: Location
     ) -> None:
         instance = error.instance
-        if isinstance(instance, dict) and len(instance) == 1:
-            ((key, value),) = instance.items()
-            if value is None and key not in ("image", "platforms"):
-                self.add(
-                    "error",
-                    f"{what} was read as a mapping because '{_short(str(key))}' is followed "
-                    "by ': ' or ends with ':'",
-                    where,
-                    "wrong-type",
-                    "put the image reference in quotes, and check that a tag follows the ':'",
-                    image=str(key),
-                )
-                return
+        if self.read_as_mapping(instance, what, where):
+            return
         wanted = "object" if isinstance(instance, dict) else "string"
         branch_errors = [sub for sub in error.context or () if _branch_type(sub) == wanted]
         if isinstance(instance, str | dict) and branch_errors:
@@ -477,22 +484,11 @@ class _Checker:
         output_format = document.get("output_format")
         format_ok = isinstance(output_format, str) and self.check_output_format(output_format)
         global_platforms = self.platforms(document.get("platforms"), ("platforms",))
-        inputs = document.get("input")
-        wishes: list[Wish] = []
-        if isinstance(inputs, list):
-            if not inputs:
-                self.add(
-                    "warning",
-                    "the input list is empty: every image this wishlist published "
-                    "would be scheduled for removal",
-                    self.at_value(("input",)),
-                    "empty-input",
-                )
-            wishes = self.check_inputs(
-                inputs,
-                global_platforms or (DEFAULT_PLATFORM,),
-                output_format if format_ok and isinstance(output_format, str) else None,
-            )
+        wishes = self.wishes(
+            document.get("input"),
+            global_platforms or (DEFAULT_PLATFORM,),
+            output_format if format_ok and isinstance(output_format, str) else None,
+        )
         if any(p.severity == "error" for p in self.problems):
             return None
         ignore = document.get("ignoreErrors") or []
@@ -506,6 +502,25 @@ class _Checker:
             ignore_errors=tuple(str(glob) for glob in ignore),
             platforms=global_platforms or (DEFAULT_PLATFORM,),
         )
+
+    def wishes(
+        self,
+        inputs: Any,
+        default_platforms: tuple[Platform, ...],
+        output_format: str | None,
+    ) -> list[Wish]:
+        """The wishes of ``input`` (a warning when it is empty: it would remove everything)."""
+        if not isinstance(inputs, list):
+            return []
+        if not inputs:
+            self.add(
+                "warning",
+                "the input list is empty: every image this wishlist published "
+                "would be scheduled for removal",
+                self.at_value(("input",)),
+                "empty-input",
+            )
+        return self.check_inputs(inputs, default_platforms, output_format)
 
     def check_output_format(self, output_format: str) -> bool:
         where = self.at_value(("output_format",))
@@ -790,15 +805,20 @@ class WishlistDiff:
         return not (self.added or self.removed or self.changed_settings)
 
 
-def diff_wishlists(old: Wishlist | None, new: Wishlist) -> WishlistDiff:
-    """``old`` None (no base, or an unreadable one): every wish is added, none removed."""
-    if old is None:
-        return WishlistDiff(added=new.wishes)
-    settings = tuple(
+def _changed_settings(old: Wishlist, new: Wishlist) -> tuple[str, ...]:
+    """The settings that affect every wish and differ between ``old`` and ``new``."""
+    return tuple(
         name
         for name in ("cvmfs_repo", "output_format", "platforms")
         if getattr(old, name) != getattr(new, name)
     )
+
+
+def diff_wishlists(old: Wishlist | None, new: Wishlist) -> WishlistDiff:
+    """``old`` None (no base, or an unreadable one): every wish is added, none removed."""
+    if old is None:
+        return WishlistDiff(added=new.wishes)
+    settings = _changed_settings(old, new)
     old_keys = {wish.key for wish in old.wishes}
     new_keys = {wish.key for wish in new.wishes}
     removed = tuple(wish for wish in old.wishes if wish.key not in new_keys)
