@@ -282,7 +282,12 @@ def headline(plan: Plan) -> str:
     what = effect(plan)
     if broken or unchecked:
         return _trouble(broken, unchecked, f"{doing.lower()} {what}" if what else "")
-    text = f"✅ {doing} {what}" if what else "✅ No changes to the publisher"
+    return _good(plan, f"{doing} {what}" if what else "")
+
+
+def _good(plan: Plan, effect: str) -> str:
+    """✅ what the change does (or no changes), and how many warnings."""
+    text = f"✅ {effect}" if effect else "✅ No changes to the publisher"
     if plan.warnings:
         text += f"; {plural(len(plan.warnings), 'warning')}"
     return text

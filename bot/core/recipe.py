@@ -819,14 +819,21 @@ def diff_wishlists(old: Wishlist | None, new: Wishlist) -> WishlistDiff:
     if old is None:
         return WishlistDiff(added=new.wishes)
     settings = _changed_settings(old, new)
-    old_keys = {wish.key for wish in old.wishes}
-    new_keys = {wish.key for wish in new.wishes}
-    removed = tuple(wish for wish in old.wishes if wish.key not in new_keys)
+    _kept, removed = _partition(old.wishes, {wish.key for wish in new.wishes})
     if settings:
         return WishlistDiff(added=new.wishes, removed=removed, changed_settings=settings)
-    added = tuple(wish for wish in new.wishes if wish.key not in old_keys)
-    unchanged = tuple(wish for wish in new.wishes if wish.key in old_keys)
+    unchanged, added = _partition(new.wishes, {wish.key for wish in old.wishes})
     return WishlistDiff(added=added, removed=removed, unchanged=unchanged)
+
+
+def _partition(
+    wishes: Sequence[Wish], keys: set[object]
+) -> tuple[tuple[Wish, ...], tuple[Wish, ...]]:
+    """(the wishes whose key is in ``keys``, the others), each in order."""
+    return (
+        tuple(wish for wish in wishes if wish.key in keys),
+        tuple(wish for wish in wishes if wish.key not in keys),
+    )
 
 
 # --- ignoreErrors ---------------------------------------------------------

@@ -513,13 +513,7 @@ class Transport:
         Credentials only ever go to the endpoint's own origin: a full URL
         elsewhere is refused, and a 401 from a server a redirect led to never
         decides where they go."""
-        url = path if path.startswith(("http://", "https://")) else endpoint.base_url + path
-        if not same_origin(url, endpoint.base_url):
-            raise RegistryRefused(
-                f"{who}: registry {endpoint.registry} sends us on to {origin(url)}, "
-                f"which is not {origin(endpoint.base_url)}; not followed",
-                hint="credentials and requests for a registry only go to its own scheme, host and port",
-            )
+        url = _own_url(endpoint, path, who)
         scope = f"repository:{repository}:{actions}"
         guard = self.slot(endpoint.registry) if limit else contextlib.nullcontext()
         with guard:
@@ -541,14 +535,7 @@ class Transport:
                     return response
                 challenge_header = response.headers.get("WWW-Authenticate", "")
                 response.close()
-                if not same_origin(response.url, endpoint.base_url):
-                    raise Unauthorized(
-                        f"{who}: {origin(response.url)}, where registry {endpoint.registry} "
-                        f"redirected us, answers HTTP {response.status_code}; the registry's "
-                        "credentials are not sent there",
-                        hint="tell the registry's operators: what they redirect to must "
-                        "serve the request without the registry's credentials",
-                    )
+                _refuse_elsewhere(response, endpoint, who)
                 authorised = "Authorization" in all_headers
                 if response.status_code == 401 and attempt == 0:
                     self._authenticate(
@@ -658,6 +645,30 @@ def _bad_location(who: str, registry: str) -> RegistryRefused:
         f"{who}: registry {registry} redirects to a Location that is not a valid URL; not followed",
         hint="the registry is misconfigured or hostile; tell its operators",
     )
+
+
+def _own_url(endpoint: Endpoint, path: str, who: str) -> str:
+    """``path`` on ``endpoint``; a full URL must be on its scheme, host and port."""
+    url = path if path.startswith(("http://", "https://")) else endpoint.base_url + path
+    if not same_origin(url, endpoint.base_url):
+        raise RegistryRefused(
+            f"{who}: registry {endpoint.registry} sends us on to {origin(url)}, "
+            f"which is not {origin(endpoint.base_url)}; not followed",
+            hint="credentials and requests for a registry only go to its own scheme, host and port",
+        )
+    return url
+
+
+def _refuse_elsewhere(response: requests.Response, endpoint: Endpoint, who: str) -> None:
+    """A 401/403 from where a redirect led: the registry's credentials never go there."""
+    if not same_origin(response.url, endpoint.base_url):
+        raise Unauthorized(
+            f"{who}: {origin(response.url)}, where registry {endpoint.registry} "
+            f"redirected us, answers HTTP {response.status_code}; the registry's "
+            "credentials are not sent there",
+            hint="tell the registry's operators: what they redirect to must "
+            "serve the request without the registry's credentials",
+        )
 
 
 def _without_body(method: str, headers: dict[str, str]) -> tuple[str, None, dict[str, str]]:
