@@ -52,11 +52,6 @@ def grace_end(scheduled: datetime, grace_days: int) -> datetime:
     return scheduled + timedelta(days=grace_days)
 
 
-def in_grace(scheduled: datetime, now: datetime, grace_days: int) -> bool:
-    """Is something scheduled on ``scheduled`` still in its grace period at ``now``?"""
-    return grace_end(scheduled, grace_days) > now
-
-
 def deletion_date(removal: ScheduledRemoval, grace_days: int) -> datetime:
     """When gc may delete what a schedule entry names."""
     return grace_end(removal.scheduled, grace_days)
