@@ -12,7 +12,7 @@ BENCH_DEBS := debootstrap time
 SCREENSHOT_DEBS := chromium fonts-noto-color-emoji
 JOBS   ?= 2
 
-.PHONY: test demo lint typecheck pytest deps install-debs venv bench screenshots clean
+.PHONY: test demo lint typecheck pytest deps install-debs venv bench screenshots complexity clean
 
 # Debian's python3 has no venv/ensurepip until python3-venv is installed
 $(BIN)/.installed: pyproject.toml
@@ -57,6 +57,10 @@ bench: venv deps
 	$(BIN)/python bench/resolve.py
 	$(BIN)/python bench/convert.py
 	$(BIN)/python bench/plan.py
+
+# functions above cyclomatic complexity 10 and 15 (radon); the norm is 10, never above 15
+complexity: venv
+	$(BIN)/python tests/complexity.py --list
 
 # docs/*.png: the plan comment and the catalog page as people see them (headless Chromium)
 screenshots: venv

@@ -11,7 +11,7 @@ is a catalog.json describing the old wishlist as published.
 
 A merge request then changes ``--changed`` wishes (tag bumps and new images)
 and is planned twice through the real code path
-(:func:`bot.commands.plan.build_plan`):
+(:func:`bot.commands.plan.build_plan`, which is :func:`bot.runtime.plan_change.plan_change`):
 
 * ``plan --base OLD --catalog catalog.json``: wishbot's merge-request view,
   which resolves only the new and changed wishes;
@@ -46,6 +46,7 @@ from bot.commands.plan import build_plan
 from bot.config import Config
 from bot.core.catalog import catalog_json, state_from_catalog
 from bot.core.layout import image_path
+from bot.core.mediatypes import DOCKER_LAYER_GZIP
 from bot.core.model import (
     DEFAULT_PLATFORM,
     CurrentState,
@@ -71,7 +72,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared besi
 CVMFS_REPO = "unpacked.cern.ch"
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 VARIANTS = 16  # distinct images in the registry
-GZIP_DOCKER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+GZIP_DOCKER = DOCKER_LAYER_GZIP
 
 
 # --- real names ------------------------------------------------------------

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.config import Config
 from bot.core.catalog import CATALOG_MD
-from bot.core.plan import make_plan
 from bot.core.recipe import load_wishlist
 from bot.core.render import render_text
 from bot.errors import UsageError
@@ -44,6 +43,7 @@ from bot.registry.client import RegistryClient
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline import WishbotPipeline
 from bot.runtime.pipeline_api import PLAN_MARKER, PUBLISH_MARKER
+from bot.runtime.plan_change import plan_change
 from bot.runtime.workflow import PLAN, PUBLISH, VALIDATE, on_merge_request, on_push
 from bot.sandbox.demo_images import DemoImage, base_layer, push_demo_image
 from bot.sandbox.registry_server import LocalRegistry, SandboxError
@@ -296,17 +296,16 @@ class Demo:
                 f"the demo went wrong: the wishlist of {mr.source_branch} is invalid"
             )
         with RegistryClient(self.config) as client:
-            resolutions = client.resolve_all(wishlist.wishes)
-        plan = make_plan(
-            wishlist.wishes,
-            resolutions,
-            read_state(self.tree, wishlist.cvmfs_repo),
-            datetime.now(UTC),
-            grace_days=self.config.grace_days,
-            cvmfs_repo=wishlist.cvmfs_repo,
-            problems=problems,
-        )
-        return render_text(plan)
+            change = plan_change(
+                wishlist,
+                problems,
+                current=lambda cvmfs_repo: read_state(self.tree, cvmfs_repo),
+                resolve=client.resolve_all,
+                now=datetime.now(UTC),
+                grace_days=self.config.grace_days,
+                whole=True,
+            )
+        return render_text(change.plan)
 
     def merge_and_publish(self, mr: MergeRequest) -> None:
         merge = self.forge.merge(mr.source_branch)

@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 from bot.commands.options import parse_time
 from bot.config import Config
 from bot.core.model import CurrentState, Problem, Resolution, Wish, Wishlist
-from bot.core.plan import Plan, ignoring_errors, make_plan
-from bot.core.recipe import diff_wishlists, load_wishlist
+from bot.core.plan import Plan
+from bot.core.recipe import load_wishlist
 from bot.core.render import DEFAULT_TITLE, render_json, render_markdown, render_text
 from bot.errors import PublisherError, UsageError
+from bot.runtime.plan_change import plan_change
 
 if TYPE_CHECKING:
     from bot.registry.client import RegistryClient
@@ -163,38 +164,18 @@ def build_plan(
     """
     now = parse_time(args.now)
     wishlist, problems = _load(args.wishlist)
-    if wishlist is None:
-        # Nothing can be planned; show why, and never plan removals from a broken file.
-        return make_plan(
-            [], [], CurrentState(""), now, cvmfs_repo="", removed=[], problems=problems
-        )
-    current = current_state(args, config, wishlist.cvmfs_repo)
-    if args.base is None:
-        resolutions = resolve(config, wishlist.wishes, client)
-        plan = make_plan(
-            wishlist.wishes,
-            resolutions,
-            current,
-            now,
-            grace_days=config.grace_days,
-            cvmfs_repo=wishlist.cvmfs_repo,
-            problems=problems,
-        )
-        return ignoring_errors(plan, wishlist)
-    old, _old_problems = _load(args.base)
     # an unreadable base: every wish counts as new, nothing counts as removed
-    diff = diff_wishlists(old, wishlist)
-    plan = make_plan(
-        wishlist.wishes,
-        resolve(config, diff.added, client),
-        current,
-        now,
+    base = _load(args.base)[0] if args.base is not None else None
+    return plan_change(
+        wishlist,
+        problems,
+        current=lambda cvmfs_repo: current_state(args, config, cvmfs_repo),
+        resolve=lambda wishes: resolve(config, tuple(wishes), client),
+        now=now,
         grace_days=config.grace_days,
-        cvmfs_repo=wishlist.cvmfs_repo,
-        removed=diff.removed,
-        problems=problems,
-    )
-    return ignoring_errors(plan, wishlist)
+        base=base,
+        whole=args.base is None,
+    ).plan
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,9 +15,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from bot.core.lifecycle import deletion_date, public_path, retires_at, retiring, serving
 from bot.core.model import (
     CurrentState,
     Platform,
@@ -25,7 +26,6 @@ from bot.core.model import (
     PublishedLayer,
     ScheduledRemoval,
 )
-from bot.core.plan import public_path, retiring
 from bot.core.reference import ImageReference, ReferenceError, parse
 from bot.core.render import iso
 from bot.core.schemas import schema_errors
@@ -59,19 +59,7 @@ def canonical_state(state: CurrentState) -> CurrentState:
     )
 
 
-def deletion_date(removal: ScheduledRemoval, grace_days: int) -> datetime:
-    return removal.scheduled + timedelta(days=grace_days)
-
-
 # --- JSON -------------------------------------------------------------------------
-
-
-def _retiring_deletion(
-    image: PublishedImage, paths: Mapping[tuple[str, str], datetime], grace_days: int
-) -> datetime | None:
-    """When gc deletes ``image``'s path (removed from the wishlist), or None while wished."""
-    since = paths.get((public_path(image.path), image.image_id))
-    return since + timedelta(days=grace_days) if since is not None else None
 
 
 def _image_json(
@@ -126,7 +114,7 @@ def catalog_json(
                 state.cvmfs_repo,
                 image,
                 state.layers,
-                _retiring_deletion(image, paths, grace_days),
+                retires_at(image, paths, grace_days),
             )
             for image in state.images
         ],
@@ -156,13 +144,6 @@ def catalog_json(
     if verified is not None:
         data["verified"] = dict(verified)
     return data
-
-
-def serving(removal: ScheduledRemoval, paths: Mapping[tuple[str, str], datetime]) -> bool:
-    """Does this entry's path still serve its image (a retiring path)?"""
-    if removal.kind != "image" or not removal.path:
-        return False
-    return (public_path(removal.path), removal.id) in paths
 
 
 def _time(text: str, where: str) -> datetime:
@@ -310,7 +291,7 @@ def catalog_entries(state: CurrentState, *, grace_days: int) -> list[CatalogEntr
     entries = []
     for path, images in by_path.items():
         ref = images[0].reference.normalized()
-        deletions = [_retiring_deletion(i, retiring_paths, grace_days) for i in images]
+        deletions = [retires_at(i, retiring_paths, grace_days) for i in images]
         entries.append(
             CatalogEntry(
                 path=path,
@@ -334,14 +315,32 @@ def catalog_markdown(
     platforms, size, updated); digests and thin images follow in ``<details>``.
     """
     state = canonical_state(state)
-    repo = state.cvmfs_repo
     entries = catalog_entries(state, grace_days=grace_days)
-    groups: dict[str, dict[str, list[CatalogEntry]]] = {}
+    groups: Groups = {}
     for entry in entries:
         groups.setdefault(entry.registry, {}).setdefault(entry.repository, []).append(entry)
+    lines = _summary(state, entries, groups, grace_days)
+    if generated is not None:
+        lines += ["", f"Generated {iso(generated)}."]
+    lines += _contents(state, groups)
+    for registry in sorted(groups):
+        lines += [f"## {escape_markdown(registry)}", ""]
+        for repository in sorted(groups[registry]):
+            lines += _repository_section(f"{registry}/{repository}", groups[registry][repository])
+    lines += _schedule_section(state, grace_days)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+Groups = dict[str, dict[str, list[CatalogEntry]]]  # registry -> repository -> paths
+
+
+def _summary(
+    state: CurrentState, entries: list[CatalogEntry], groups: Groups, grace_days: int
+) -> list[str]:
+    """The title and what the catalog holds, with the paths that are leaving."""
+    repo = state.cvmfs_repo
     total_compressed = sum(layer.compressed_size for layer in state.layers.values())
     leaving = [entry for entry in entries if entry.deletion is not None]
-
     lines = [f"# Container images in {escape_markdown(repo)}", ""]
     lines.append(
         f"{plural(len(entries), 'image path')} in "
@@ -358,9 +357,11 @@ def catalog_markdown(
             f"{grace_days} days is over; then gc deletes "
             f"{'it' if len(leaving) == 1 else 'them'}.",
         ]
-    if generated is not None:
-        lines += ["", f"Generated {iso(generated)}."]
-    lines += ["", "## Contents", ""]
+    return lines
+
+
+def _contents(state: CurrentState, groups: Groups) -> list[str]:
+    lines = ["", "## Contents", ""]
     for registry in sorted(groups):
         lines.append(f"- **{escape_markdown(registry)}**")
         for repository in sorted(groups[registry]):
@@ -373,13 +374,7 @@ def catalog_markdown(
     if state.schedule:
         lines.append(f"- [Waiting for removal](#{anchor('.metadata/remove-schedule.json')})")
     lines.append("")
-
-    for registry in sorted(groups):
-        lines += [f"## {escape_markdown(registry)}", ""]
-        for repository in sorted(groups[registry]):
-            lines += _repository_section(f"{registry}/{repository}", groups[registry][repository])
-    lines += _schedule_section(state, grace_days)
-    return "\n".join(lines).rstrip("\n") + "\n"
+    return lines
 
 
 def _repository_section(name: str, entries: list[CatalogEntry]) -> list[str]:

@@ -13,15 +13,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot.core.catalog import (
-    CatalogEntry,
-    canonical_state,
-    catalog_entries,
-    deletion_date,
-    serving,
-)
+from bot.core.catalog import CatalogEntry, canonical_state, catalog_entries
+from bot.core.lifecycle import deletion_date, retiring, serving
 from bot.core.model import CurrentState
-from bot.core.plan import retiring
 from bot.core.render import iso
 from bot.core.text import escape_html, human_size, plural, short_digest
 

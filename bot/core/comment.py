@@ -35,7 +35,9 @@ from bot.core.text import (
     short_digest,
 )
 
-MARKER = "<!-- wishbot:plan -->"
+#: the markers of the bot's two comments: one comment per marker and merge request
+PLAN_MARKER = "<!-- wishbot:plan -->"
+MARKER = PLAN_MARKER
 PUBLISH_MARKER = "<!-- wishbot:publish -->"
 DEFAULT_TITLE = "wishbot plan"
 FULL_PLAN_COMMAND = "wishbot plan --format json"
@@ -257,25 +259,62 @@ def effect(plan: Plan) -> str:
     return text
 
 
+def _trouble(broken: list[Problem], unchecked: list[Problem], effect: str) -> str:
+    """❌ problems to fix (and images not checked), or ⚠️ images not checked right now;
+    then what the change would do otherwise."""
+    otherwise = f" — otherwise {effect}" if effect else ""
+    if not broken:
+        return (
+            f"⚠️ Could not check {plural(len(unchecked), 'image')} right now: re-run later"
+            f"{otherwise}"
+        )
+    text = f"❌ {plural(len(broken), 'problem')} to fix before this can be published"
+    if unchecked:
+        text += f", {plural(len(unchecked), 'image')} not checked"
+    return text + otherwise
+
+
 def headline(plan: Plan) -> str:
     """The verdict line: ✅ publishable, ⚠️ could not check right now, ❌ something to fix."""
-    errors = plan.errors
-    broken = [p for p in errors if not could_not_check(p)]
-    unchecked = [p for p in errors if could_not_check(p)]
+    broken = [p for p in plan.errors if not could_not_check(p)]
+    unchecked = [p for p in plan.errors if could_not_check(p)]
     doing = "Merging this change" if plan.base else "Applying the wishlist"
     what = effect(plan)
-    otherwise = f" — otherwise {doing.lower()} {what}" if what else ""
-    if broken:
-        text = f"❌ {plural(len(broken), 'problem')} to fix before this can be published"
-        if unchecked:
-            text += f", {plural(len(unchecked), 'image')} not checked"
-        return text + otherwise
-    if unchecked:
-        return f"⚠️ Could not check {plural(len(unchecked), 'image')} right now: re-run later{otherwise}"
-    text = f"✅ {doing} {what}" if what else "✅ No changes to the publisher"
+    if broken or unchecked:
+        return _trouble(broken, unchecked, f"{doing.lower()} {what}" if what else "")
+    return _good(plan, f"{doing} {what}" if what else "")
+
+
+def _good(plan: Plan, effect: str) -> str:
+    """✅ what the change does (or no changes), and how many warnings."""
+    text = f"✅ {effect}" if effect else "✅ No changes to the publisher"
     if plan.warnings:
         text += f"; {plural(len(plan.warnings), 'warning')}"
     return text
+
+
+def _going(plan: Plan) -> list[str]:
+    """What goes to the remove schedule: old images, layers (and their size)."""
+    going = []
+    if plan.images_scheduled:
+        going.append(plural(plan.images_scheduled, "old image"))
+    if plan.layers_scheduled:
+        going.append(
+            f"{plural(plan.layers_scheduled, 'layer')} ({human_size(plan.bytes_scheduled)})"
+        )
+    return going
+
+
+def _retiring_part(plan: Plan) -> str:
+    """Until when removed paths keep working ("" when nothing is removed)."""
+    retires = next((c.retires for c in plan.images if c.retires is not None), None)
+    if retires is None:
+        return ""
+    one = plan.images_removed == 1
+    return (
+        f"{plural(plan.images_removed, 'removed path')} keep{'s' if one else ''} working "
+        f"until {retires:%Y-%m-%d}, then {'it is' if one else 'they are'} deleted"
+    )
 
 
 def _cost_line(plan: Plan) -> str:
@@ -285,22 +324,12 @@ def _cost_line(plan: Plan) -> str:
             f"{plural(plan.layers_to_ingest, 'new layer')} ({human_size(plan.download_bytes)}) "
             "to download and publish"
         )
-    going = []
-    if plan.images_scheduled:
-        going.append(plural(plan.images_scheduled, "old image"))
-    if plan.layers_scheduled:
-        going.append(
-            f"{plural(plan.layers_scheduled, 'layer')} ({human_size(plan.bytes_scheduled)})"
-        )
+    going = _going(plan)
     if going:
         parts.append(f"{join_words(going)} deleted after {plan.grace_days} days")
-    retires = next((c.retires for c in plan.images if c.retires is not None), None)
-    if retires is not None:
-        one = plan.images_removed == 1
-        parts.append(
-            f"{plural(plan.images_removed, 'removed path')} keep{'s' if one else ''} working "
-            f"until {retires:%Y-%m-%d}, then {'it is' if one else 'they are'} deleted"
-        )
+    retiring = _retiring_part(plan)
+    if retiring:
+        parts.append(retiring)
     if plan.unscheduled:
         parts.append(f"{plural(len(plan.unscheduled), 'scheduled deletion')} cancelled")
     if plan.images_unchanged:
@@ -441,6 +470,18 @@ def _when(change: ImageChange) -> str:
     return ""
 
 
+def _tags_shown(group: _Group) -> str:
+    """The first :data:`TAGS_SHOWN` tags that change (natural order), and how many more."""
+    tags = sorted(
+        {_tag_of(c) for c in group.changes if c.action in ("add", "update", "remove")},
+        key=natural_key,
+    )
+    shown = " ".join(code_span(tag) for tag in tags[:TAGS_SHOWN])
+    if len(tags) > TAGS_SHOWN:
+        shown += f" … and {len(tags) - TAGS_SHOWN} more"
+    return shown
+
+
 def _wildcard_cell(group: _Group) -> str:
     counts = [
         template.format(n=group.count(action))
@@ -450,13 +491,7 @@ def _wildcard_cell(group: _Group) -> str:
     errors = [c for c in group.changes if c.action == "error"]
     if errors:
         counts.insert(0, _error_cell(errors[0]))
-    tags = sorted(
-        {_tag_of(c) for c in group.changes if c.action in ("add", "update", "remove")},
-        key=natural_key,
-    )
-    shown = " ".join(code_span(tag) for tag in tags[:TAGS_SHOWN])
-    if len(tags) > TAGS_SHOWN:
-        shown += f" … and {len(tags) - TAGS_SHOWN} more"
+    shown = _tags_shown(group)
     text = f"{plural(len(group.paths), 'tag')}: " + ", ".join(counts)
     when = next((_when(c) for c in group.changes if c.retires or c.eligible), "")
     return text + when + (f"<br>{shown}" if shown else "")
@@ -468,14 +503,17 @@ def _folded_row(group: _Group) -> str:
     return f"| {where} | {escape_markdown(group.name)} | ⚠️ not checked right now | — | — |"
 
 
+def _change_cell(group: _Group) -> str:
+    changes = [c for c in group.changes if c.action != "unchanged"] or group.changes
+    if len({c.path for c in changes}) == 1 and len(group.paths) == 1:
+        return _single_cell(changes)
+    return _wildcard_cell(group)
+
+
 def _group_row(group: _Group) -> str:
     if group.folded:
         return _folded_row(group)
-    changes = [c for c in group.changes if c.action != "unchanged"] or group.changes
-    if len({c.path for c in changes}) == 1 and len(group.paths) == 1:
-        change_cell = _single_cell(changes)
-    else:
-        change_cell = _wildcard_cell(group)
+    change_cell = _change_cell(group)
     platforms = sorted({str(c.platform) for c in group.changes if c.platform is not None})
     download = sum(c.download_bytes for c in group.changes)
     line = str(group.wish.location.line) if group.wish and group.wish.location.line else "—"
@@ -681,6 +719,36 @@ def _links_line(links: CommentLinks) -> str:
     return " · ".join(link for link in found if link)
 
 
+def _outcome_lines(sha: str, ok: bool, description: str, failure: str | None) -> list[str]:
+    if ok:
+        return [f"### ✅ wishbot published {sha}".rstrip(), "", escape_markdown(description)]
+    lines = [
+        f"### ❌ wishbot could not publish {sha}".rstrip(),
+        "",
+        escape_markdown(cut(failure or description, 2000)),
+    ]
+    if description and failure:
+        lines += ["", f"Done anyway: {escape_markdown(description)}."]
+    return lines
+
+
+def _ready_lines(published: Sequence[str]) -> list[str]:
+    """The paths people run (the first :data:`PATHS_SHOWN`), and how to run one."""
+    lines = ["", f"**{plural(len(published), 'path')} ready to run:**", ""]
+    lines += [f"- {code_span(path)}" for path in published[:PATHS_SHOWN]]
+    if len(published) > PATHS_SHOWN:
+        lines.append(f"- … and {len(published) - PATHS_SHOWN} more (see the catalog)")
+    return [
+        *lines,
+        "",
+        "Run one (the CernVM-FS client mounts `/cvmfs` on demand):",
+        "",
+        "```sh",
+        f"apptainer exec {_shell_word(published[0])} cat /etc/os-release",
+        "```",
+    ]
+
+
 def publish_comment(
     commit: str,
     *,
@@ -694,30 +762,9 @@ def publish_comment(
     """What a merge published: ✅ or ❌ first, the paths people run, how to run one."""
     links = links or CommentLinks()
     sha = commit_code(commit)
-    lines = [PUBLISH_MARKER]
-    if ok:
-        lines += [f"### ✅ wishbot published {sha}".rstrip(), "", escape_markdown(description)]
-    else:
-        lines += [
-            f"### ❌ wishbot could not publish {sha}".rstrip(),
-            "",
-            escape_markdown(cut(failure or description, 2000)),
-        ]
-        if description and failure:
-            lines += ["", f"Done anyway: {escape_markdown(description)}."]
+    lines = [PUBLISH_MARKER, *_outcome_lines(sha, ok, description, failure)]
     if published:
-        lines += ["", f"**{plural(len(published), 'path')} ready to run:**", ""]
-        lines += [f"- {code_span(path)}" for path in published[:PATHS_SHOWN]]
-        if len(published) > PATHS_SHOWN:
-            lines.append(f"- … and {len(published) - PATHS_SHOWN} more (see the catalog)")
-        lines += [
-            "",
-            "Run one (the CernVM-FS client mounts `/cvmfs` on demand):",
-            "",
-            "```sh",
-            f"apptainer exec {_shell_word(published[0])} cat /etc/os-release",
-            "```",
-        ]
+        lines += _ready_lines(published)
     lines.append("")
     if not ok:
         lines.append("wishbot will retry." if retried else "Push again or re-run the job to retry.")

@@ -8,12 +8,21 @@ promised is what gets published.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
-from bot.core.layout import MULTIARCH, image_path, multiarch_path
+from bot.core.layout import image_path, multiarch_path
+from bot.core.lifecycle import (
+    RetiringKey,
+    grace_end,
+    is_retiring,
+    public_path,
+    retiring,
+    serving_key,
+    taken_off_schedule,
+)
 from bot.core.model import (
     CurrentState,
     Platform,
@@ -178,21 +187,6 @@ _LAYER_ORDER = {"ingest": 0, "shared": 1, "schedule": 2}
 ImageKey = tuple[str, Platform]
 
 
-def public_path(path: str) -> str:
-    """The public path of a published tree: ``.multiarch/<arch>/<path>`` -> ``<path>``.
-
-    The publisher may report a multi-platform image under its public path
-    (with the platform telling them apart) or under its ``.multiarch`` twin;
-    the plan keys both the same way: (public path, platform).
-    """
-    prefix = f"{MULTIARCH}/"
-    if path.startswith(prefix):
-        parts = path.split("/", 2)
-        if len(parts) == 3:
-            return parts[2]
-    return path
-
-
 def wish_covers(wish: Wish, image: PublishedImage) -> bool:
     """Does ``wish`` ask for the published ``image``? (same image name, tag matches the glob).
 
@@ -223,30 +217,6 @@ class WishIndex:
         ref = image.reference.normalized()
         candidates = self._by_name.get((ref.registry, ref.repository), ())
         return any(wish_covers(wish, image) for wish in candidates)
-
-
-def retiring(current: CurrentState) -> dict[tuple[str, str], datetime]:
-    """Retiring paths: ``(public path, image id)`` -> the date its removal was scheduled.
-
-    A wish removed from the wishlist leaves its public path serving the same
-    image until gc deletes both after the grace period (jobs queued with the
-    path keep working). Such a path is published *and* has an image entry in
-    the remove schedule naming that very path; an entry whose path now serves
-    another image (a moved tag) is an old image waiting, not a retiring path.
-    """
-    scheduled: dict[tuple[str, str], datetime] = {}
-    for removal in current.schedule:
-        if removal.kind != "image" or not removal.path:
-            continue
-        key = (public_path(removal.path), removal.id)
-        if key not in scheduled or removal.scheduled < scheduled[key]:
-            scheduled[key] = removal.scheduled
-    served = {(public_path(image.path), image.image_id) for image in current.images}
-    return {key: when for key, when in scheduled.items() if key in served}
-
-
-def is_retiring(image: PublishedImage, retiring_paths: Mapping[tuple[str, str], datetime]) -> bool:
-    return (public_path(image.path), image.image_id) in retiring_paths
 
 
 def _unresolved_problem(wish: Wish) -> Problem:
@@ -307,187 +277,353 @@ def make_plan(
     for deletion at ``now + grace_days``.
     Fail closed: an image covered by a wish that did not resolve is never
     updated, removed or scheduled.
+
+    The phases, each a small pure function below: where each wish stands
+    (:func:`_stand`), what is published and what is wished (:func:`_desired`),
+    image actions (:func:`_wished_row`, :func:`_unwished_row`, error rows),
+    who stays (:func:`_staying`), dates and layer actions
+    (:func:`_layer_actions`), what leaves the schedule
+    (:func:`bot.core.lifecycle.taken_off_schedule`) and the problems. The rules
+    of retiring and grace live in :mod:`bot.core.lifecycle`.
     """
     base = removed is not None
-    eligible_at = now + timedelta(days=grace_days)
-
-    complete = [r for r in resolutions if r.complete]
-    incomplete = [r for r in resolutions if not r.complete]
-    complete_keys = {r.wish.key for r in complete}
-    resolved_keys = {r.wish.key for r in resolutions}
-
-    # Wishes that cannot vouch for their images right now protect them.
-    unresolved_rows: list[tuple[Wish, Problem]] = [
-        (r.wish, r.problem) for r in incomplete if r.problem is not None
+    standing = _stand(wishes, resolutions, base=base)
+    current_by_key = _current_by_key(current)
+    desired = _desired(standing, current_by_key)
+    scope = _Scope(
+        protected=WishIndex(standing.protectors).covers,
+        failing=WishIndex(wish for wish, _problem in standing.unresolved).covers,
+        retiring_paths=retiring(current),
+        removal_scope=(
+            WishIndex([*(r.wish for r in standing.complete), *(removed or ())]) if base else None
+        ),
+        base=base,
+    )
+    rows = [
+        *_wished_rows(desired, current_by_key, scope),
+        *_unwished_rows(desired, current_by_key, scope),
+        *_error_rows(standing.unresolved),
     ]
-    protectors: list[Wish] = [r.wish for r in incomplete]
-    seen_unresolved: set[object] = set()
-    for wish in wishes:
-        if wish.key in complete_keys or wish.key in seen_unresolved:
-            continue
-        seen_unresolved.add(wish.key)
-        protectors.append(wish)
-        if not base and wish.key not in resolved_keys:
-            unresolved_rows.append((wish, _unresolved_problem(wish)))
-
-    # Removals wait for every wish that could still want the image; updates and
-    # listing as kept follow the wishes that failed (a fresh resolution of the
-    # very path by another wish is knowledge, not a guess).
-    protected = WishIndex(protectors).covers
-    failing = WishIndex(wish for wish, _problem in unresolved_rows).covers
-
-    current_by_key: dict[ImageKey, PublishedImage] = {}
-    for image in current.images:
-        current_by_key.setdefault((public_path(image.path), image.platform), image)
-
-    desired: dict[ImageKey, ResolvedImage] = {}
-    for resolution in complete:
-        for new in resolution.images:
-            desired.setdefault((image_path(new.reference), new.platform), new)
-    for resolution in incomplete:
-        # Partial results of a failed wish may add new paths, never touch old ones.
-        for new in resolution.images:
-            key = (image_path(new.reference), new.platform)
-            if key not in current_by_key:
-                desired.setdefault(key, new)
-
-    retiring_paths = retiring(current)
-    rows: list[ImageChange] = []
-    for (path, _platform), new in desired.items():
-        old = current_by_key.get((path, new.platform))
-        if old is None:
-            rows.append(ImageChange("add", path, new.reference, wish=new.wish, new=new))
-        elif _same_image(old, new):
-            rows.append(
-                ImageChange("unchanged", path, new.reference, wish=new.wish, new=new, old=old)
-            )
-        elif failing(old):
-            rows.append(ImageChange("unchanged", path, old.reference, wish=new.wish, old=old))
-        else:
-            rows.append(ImageChange("update", path, new.reference, wish=new.wish, new=new, old=old))
-
-    removal_scope: WishIndex | None = None
-    if base:
-        removal_scope = WishIndex([*(r.wish for r in complete), *(removed or ())])
-    for key, old in current_by_key.items():
-        if key in desired:
-            continue
-        if is_retiring(old, retiring_paths):
-            continue  # already scheduled: it keeps serving until gc deletes it
-        if protected(old):
-            # Fail closed: listed as kept when its wish is in view, never removed.
-            if not base or failing(old):
-                rows.append(ImageChange("unchanged", key[0], old.reference, old=old))
-            continue
-        if removal_scope is not None and not removal_scope.covers(old):
-            continue
-        rows.append(ImageChange("remove", key[0], old.reference, old=old))
-
-    for wish, problem in unresolved_rows:
-        rows.append(
-            ImageChange(
-                "error", image_path(wish.reference), wish.reference, wish=wish, problem=problem
-            )
-        )
-
-    # --- who stays: images (and their layers) after the change -------------
-    leaving = {id(c.old) for c in rows if c.action in ("update", "remove") and c.old is not None}
-    # a retiring path nobody wants again goes at gc: its image is not staying
-    revived_keys = {(c.path, c.old.image_id) for c in rows if c.old is not None}
-    still_retiring = {
-        (public_path(image.path), image.image_id)
-        for image in current_by_key.values()
-        if is_retiring(image, retiring_paths)
-    } - revived_keys
-    leaving |= {
-        id(image)
-        for image in current.images
-        if (public_path(image.path), image.image_id) in still_retiring
-    }
-    staying_ids: set[str] = set()
-    staying_layers: dict[str, set[str]] = {}
-    for image in current.images:
-        if id(image) in leaving:
-            continue
-        staying_ids.add(image.image_id)
-        for digest in image.layers:
-            staying_layers.setdefault(digest, set()).add(image.image_id)
-    for change in rows:
-        if change.action in ("add", "update", "unchanged") and change.new is not None:
-            staying_ids.add(change.new.image_id)
-            for layer in change.new.layers:
-                staying_layers.setdefault(layer.digest, set()).add(change.new.image_id)
-
     rows.sort(key=_row_key)
-    already_scheduled = {s.id for s in current.schedule}
-    layers: dict[str, LayerChange] = {}
-    final_rows: list[ImageChange] = []
-    for change in rows:
-        old = change.old
-        if change.action == "remove":
-            change = replace(change, retires=eligible_at)  # it serves until then
-        if change.action in ("update", "remove") and old and old.image_id not in staying_ids:
-            # a retiring path wished again with a moved tag is a move like any other:
-            # it served the old image until now, so the old image's grace starts now
-            change = replace(change, eligible=eligible_at)
-        if change.action in ("add", "update") and change.new is not None:
-            brought: list[str] = []
-            download = 0
-            for layer in change.new.layers:
-                if layer.digest in layers:
-                    continue
-                published = current.layers.get(layer.digest)
-                users = len(staying_layers.get(layer.digest, ()))
-                if published is None:
-                    layers[layer.digest] = LayerChange(
-                        "ingest", layer.digest, layer.size, None, users=users
-                    )
-                    brought.append(layer.digest)
-                    download += layer.size
-                else:
-                    layers[layer.digest] = _published_change("shared", published, users)
-            change = replace(change, new_layers=tuple(brought), download_bytes=download)
-        final_rows.append(change)
-
-    for change in final_rows:
-        if not change.scheduled or change.old is None:
-            continue
-        for digest in change.old.layers:
-            if digest in layers or digest in staying_layers or digest in already_scheduled:
-                continue
-            published = current.layers.get(digest) or PublishedLayer(digest, None, 0, 0)
-            layers[digest] = replace(
-                _published_change("schedule", published, 0), eligible=eligible_at
-            )
-
-    unscheduled = sorted(
-        {
-            s.id
-            for s in current.schedule
-            if (
-                s.kind == "image"
-                and s.id in staying_ids
-                and (public_path(s.path or ""), s.id) not in still_retiring
-            )
-            or (s.kind == "layer" and s.id in staying_layers)
-        }
-    )
-    all_problems = _unique(
-        [
-            *problems,
-            *(r.problem for r in resolutions if r.problem is not None),
-            *(problem for _wish, problem in unresolved_rows),
-        ]
-    )
+    staying = _staying(rows, current, current_by_key, scope.retiring_paths)
+    eligible_at = grace_end(now, grace_days)
+    final_rows, layers = _layer_actions(rows, current, staying, eligible_at)
     return Plan(
         cvmfs_repo=cvmfs_repo,
         now=now,
         grace_days=grace_days,
         images=tuple(final_rows),
         layers=tuple(sorted(layers.values(), key=lambda c: (_LAYER_ORDER[c.action], c.digest))),
-        problems=all_problems,
+        problems=_all_problems(problems, resolutions, standing),
         base=base,
-        unscheduled=tuple(unscheduled),
+        unscheduled=taken_off_schedule(
+            current.schedule, staying.images, staying.layers, staying.still_retiring
+        ),
+    )
+
+
+# --- phase 1: where each wish stands ------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Standing:
+    """The wishes sorted by what their resolution can vouch for."""
+
+    complete: list[Resolution]
+    incomplete: list[Resolution]
+    #: wishes that cannot vouch for their images right now: they protect them
+    protectors: list[Wish]
+    #: wishes that failed, with why: an "error" row each
+    unresolved: list[tuple[Wish, Problem]]
+
+
+def _stand(wishes: Sequence[Wish], resolutions: Sequence[Resolution], *, base: bool) -> _Standing:
+    complete = [r for r in resolutions if r.complete]
+    incomplete = [r for r in resolutions if not r.complete]
+    unvouched = _distinct_unvouched(wishes, {r.wish.key for r in complete})
+    unresolved = [(r.wish, r.problem) for r in incomplete if r.problem is not None]
+    if not base:
+        unresolved += _never_resolved(unvouched, resolutions)
+    return _Standing(complete, incomplete, [*(r.wish for r in incomplete), *unvouched], unresolved)
+
+
+def _never_resolved(
+    wishes: Iterable[Wish], resolutions: Sequence[Resolution]
+) -> list[tuple[Wish, Problem]]:
+    """The wishes nobody tried to resolve, each with its "unresolved" problem."""
+    resolved_keys = {r.wish.key for r in resolutions}
+    return [(wish, _unresolved_problem(wish)) for wish in wishes if wish.key not in resolved_keys]
+
+
+def _distinct_unvouched(wishes: Iterable[Wish], complete_keys: set[object]) -> list[Wish]:
+    """The wishes (once each) without a complete resolution."""
+    seen: set[object] = set()
+    out: list[Wish] = []
+    for wish in wishes:
+        if wish.key not in complete_keys and wish.key not in seen:
+            seen.add(wish.key)
+            out.append(wish)
+    return out
+
+
+# --- phase 2: what is published, what is wished --------------------------------
+
+
+def _current_by_key(current: CurrentState) -> dict[ImageKey, PublishedImage]:
+    by_key: dict[ImageKey, PublishedImage] = {}
+    for image in current.images:
+        by_key.setdefault((public_path(image.path), image.platform), image)
+    return by_key
+
+
+def _desired(
+    standing: _Standing, current_by_key: Mapping[ImageKey, PublishedImage]
+) -> dict[ImageKey, ResolvedImage]:
+    desired: dict[ImageKey, ResolvedImage] = {}
+    for resolution in standing.complete:
+        for new in resolution.images:
+            desired.setdefault((image_path(new.reference), new.platform), new)
+    for resolution in standing.incomplete:
+        # Partial results of a failed wish may add new paths, never touch old ones.
+        for new in resolution.images:
+            key = (image_path(new.reference), new.platform)
+            if key not in current_by_key:
+                desired.setdefault(key, new)
+    return desired
+
+
+# --- phase 3: image actions -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What the image actions follow.
+
+    Removals wait for every wish that could still want the image
+    (``protected``); updates and listing as kept follow the wishes that
+    failed (``failing``: a fresh resolution of the very path by another wish
+    is knowledge, not a guess). In a merge-request view only images covered by
+    ``removal_scope`` (the new, changed and removed wishes) may be removed.
+    """
+
+    protected: Callable[[PublishedImage], bool]
+    failing: Callable[[PublishedImage], bool]
+    retiring_paths: Mapping[RetiringKey, datetime]
+    removal_scope: WishIndex | None
+    base: bool
+
+
+def _wished_rows(
+    desired: Mapping[ImageKey, ResolvedImage],
+    current_by_key: Mapping[ImageKey, PublishedImage],
+    scope: _Scope,
+) -> list[ImageChange]:
+    return [
+        _wished_row(path, new, current_by_key.get((path, new.platform)), scope)
+        for (path, _platform), new in desired.items()
+    ]
+
+
+def _wished_row(
+    path: str, new: ResolvedImage, old: PublishedImage | None, scope: _Scope
+) -> ImageChange:
+    if old is None:
+        return ImageChange("add", path, new.reference, wish=new.wish, new=new)
+    if _same_image(old, new):
+        return ImageChange("unchanged", path, new.reference, wish=new.wish, new=new, old=old)
+    if scope.failing(old):
+        return ImageChange("unchanged", path, old.reference, wish=new.wish, old=old)
+    return ImageChange("update", path, new.reference, wish=new.wish, new=new, old=old)
+
+
+def _unwished_rows(
+    desired: Mapping[ImageKey, ResolvedImage],
+    current_by_key: Mapping[ImageKey, PublishedImage],
+    scope: _Scope,
+) -> list[ImageChange]:
+    rows = (
+        _unwished_row(path, old, scope)
+        for (path, platform), old in current_by_key.items()
+        if (path, platform) not in desired
+    )
+    return [row for row in rows if row is not None]
+
+
+def _unwished_row(path: str, old: PublishedImage, scope: _Scope) -> ImageChange | None:
+    """A published image no wish asks for: removed, kept (fail closed) or not listed."""
+    if is_retiring(old, scope.retiring_paths):
+        return None  # already scheduled: it keeps serving until gc deletes it
+    if scope.protected(old):
+        # Fail closed: listed as kept when its wish is in view, never removed.
+        if not scope.base or scope.failing(old):
+            return ImageChange("unchanged", path, old.reference, old=old)
+        return None
+    if scope.removal_scope is not None and not scope.removal_scope.covers(old):
+        return None
+    return ImageChange("remove", path, old.reference, old=old)
+
+
+def _error_rows(unresolved: Iterable[tuple[Wish, Problem]]) -> list[ImageChange]:
+    return [
+        ImageChange("error", image_path(wish.reference), wish.reference, wish=wish, problem=problem)
+        for wish, problem in unresolved
+    ]
+
+
+# --- phase 4: who stays: images (and their layers) after the change --------------
+
+
+@dataclass(frozen=True)
+class _Staying:
+    images: set[str]  # image ids
+    layers: dict[str, set[str]]  # layer digest -> ids of the images that use it
+    #: retiring paths nobody wants again: they go at gc, their image is not staying
+    still_retiring: set[RetiringKey]
+
+
+def _staying(
+    rows: Sequence[ImageChange],
+    current: CurrentState,
+    current_by_key: Mapping[ImageKey, PublishedImage],
+    retiring_paths: Mapping[RetiringKey, datetime],
+) -> _Staying:
+    still_retiring = _still_retiring(rows, current_by_key, retiring_paths)
+    leaving = _leaving(rows, current, still_retiring)
+    staying = _Staying(set(), {}, still_retiring)
+    for image in current.images:
+        if id(image) not in leaving:
+            _stays(staying, image.image_id, image.layers)
+    for change in rows:
+        if change.action in ("add", "update", "unchanged") and change.new is not None:
+            _stays(staying, change.new.image_id, (layer.digest for layer in change.new.layers))
+    return staying
+
+
+def _still_retiring(
+    rows: Sequence[ImageChange],
+    current_by_key: Mapping[ImageKey, PublishedImage],
+    retiring_paths: Mapping[RetiringKey, datetime],
+) -> set[RetiringKey]:
+    """Retiring paths no row wants again: they go at gc."""
+    revived = {(c.path, c.old.image_id) for c in rows if c.old is not None}
+    retiring_now = {
+        serving_key(image.path, image.image_id)
+        for image in current_by_key.values()
+        if is_retiring(image, retiring_paths)
+    }
+    return retiring_now - revived
+
+
+def _leaving(
+    rows: Sequence[ImageChange], current: CurrentState, still_retiring: set[RetiringKey]
+) -> set[int]:
+    """The published images (by object id) that do not stay: replaced, removed, retiring."""
+    leaving = {id(c.old) for c in rows if c.action in ("update", "remove") and c.old is not None}
+    leaving |= {
+        id(image)
+        for image in current.images
+        if serving_key(image.path, image.image_id) in still_retiring
+    }
+    return leaving
+
+
+def _stays(staying: _Staying, image_id: str, digests: Iterable[str]) -> None:
+    staying.images.add(image_id)
+    for digest in digests:
+        staying.layers.setdefault(digest, set()).add(image_id)
+
+
+# --- phase 5: schedule dates and layer actions -----------------------------------
+
+
+def _layer_actions(
+    rows: Sequence[ImageChange],
+    current: CurrentState,
+    staying: _Staying,
+    eligible_at: datetime,
+) -> tuple[list[ImageChange], dict[str, LayerChange]]:
+    """The rows with their dates and new layers, and what happens to each layer."""
+    layers: dict[str, LayerChange] = {}
+    final_rows = [
+        _bring_layers(_dated(change, staying, eligible_at), current, staying, layers)
+        for change in rows
+    ]
+    _schedule_layers(final_rows, current, staying, layers, eligible_at)
+    return final_rows, layers
+
+
+def _schedule_layers(
+    rows: Sequence[ImageChange],
+    current: CurrentState,
+    staying: _Staying,
+    layers: dict[str, LayerChange],
+    eligible_at: datetime,
+) -> None:
+    """The layers of a scheduled old image that nothing staying uses wait as long as it."""
+    already_scheduled = {s.id for s in current.schedule}
+    for change in rows:
+        if not change.scheduled or change.old is None:
+            continue
+        for digest in change.old.layers:
+            if digest in layers or digest in staying.layers or digest in already_scheduled:
+                continue
+            published = current.layers.get(digest) or PublishedLayer(digest, None, 0, 0)
+            layers[digest] = replace(
+                _published_change("schedule", published, 0), eligible=eligible_at
+            )
+
+
+def _dated(change: ImageChange, staying: _Staying, eligible_at: datetime) -> ImageChange:
+    """A removed path serves until ``eligible_at``; an old image nobody keeps waits as long."""
+    old = change.old
+    if change.action == "remove":
+        change = replace(change, retires=eligible_at)  # it serves until then
+    if change.action in ("update", "remove") and old and old.image_id not in staying.images:
+        # a retiring path wished again with a moved tag is a move like any other:
+        # it served the old image until now, so the old image's grace starts now
+        change = replace(change, eligible=eligible_at)
+    return change
+
+
+def _bring_layers(
+    change: ImageChange,
+    current: CurrentState,
+    staying: _Staying,
+    layers: dict[str, LayerChange],
+) -> ImageChange:
+    """An added or updated image's layers: ingested once per plan, or shared."""
+    if change.action not in ("add", "update") or change.new is None:
+        return change
+    brought: list[str] = []
+    download = 0
+    for layer in change.new.layers:
+        if layer.digest in layers:
+            continue
+        published = current.layers.get(layer.digest)
+        users = len(staying.layers.get(layer.digest, ()))
+        if published is None:
+            layers[layer.digest] = LayerChange(
+                "ingest", layer.digest, layer.size, None, users=users
+            )
+            brought.append(layer.digest)
+            download += layer.size
+        else:
+            layers[layer.digest] = _published_change("shared", published, users)
+    return replace(change, new_layers=tuple(brought), download_bytes=download)
+
+
+# --- phase 6: problems -----------------------------------------------------------
+
+
+def _all_problems(
+    problems: Sequence[Problem], resolutions: Sequence[Resolution], standing: _Standing
+) -> tuple[Problem, ...]:
+    return _unique(
+        [
+            *problems,
+            *(r.problem for r in resolutions if r.problem is not None),
+            *(problem for _wish, problem in standing.unresolved),
+        ]
     )
 
 

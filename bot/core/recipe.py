@@ -23,7 +23,7 @@ import difflib
 import fnmatch
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
@@ -272,112 +272,175 @@ class _Checker:
     # -- structure (JSON Schema) -------------------------------------------
     def schema_error(self, error: jsonschema.ValidationError) -> None:
         path: JsonPath = tuple(error.absolute_path)
-        instance: Any = error.instance
         what = _describe(path)
-        validator = error.validator
-        value: Any = error.validator_value
-        schema: Any = error.schema
         where = self.at_value(path)
-        if validator == "additionalProperties" and isinstance(instance, dict):
-            allowed = list(schema.get("properties", {}))
-            for key in instance:
-                if key in allowed:
-                    continue
-                match = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-                hint = (
-                    f"did you mean '{match[0]}'?"
-                    if match
-                    else f"the keys allowed here are {', '.join(allowed)}"
-                )
-                inside = f" in {what}" if path else ""
-                self.add(
-                    "error",
-                    f"unknown key '{_short(str(key), 60)}'{inside}",
-                    self.at_key((*path, key)),
-                    "unknown-key",
-                    hint,
-                )
-        elif validator == "required" and isinstance(instance, dict):
-            for key in value:
-                if key not in instance and (path, key) not in self.reported_missing:
-                    self.reported_missing.add((path, key))
-                    inside = f" in {what}" if path else ""
-                    example = _EXAMPLES.get(key)
-                    self.add(
-                        "error",
-                        f"missing key '{key}'{inside}",
-                        where,
-                        "missing-key",
-                        f"add {example}" if example else None,
-                    )
-        elif validator == "type":
-            expected = _EXPECTED.get(str(value), str(value))
-            quote_hint = (
-                "put the value in quotes"
-                if value == "string" and isinstance(instance, bool | int | float)
-                else None
+        explain = _SCHEMA_ERRORS.get(str(error.validator))
+        if explain is None or not explain(self, error, path, what, where):
+            self.add("error", f"{what}: {error.message}", where, "invalid")
+
+    # each returns False when it has nothing better to say than the validator's message
+    def unknown_keys(
+        self, error: jsonschema.ValidationError, path: JsonPath, what: str, where: Location
+    ) -> bool:
+        instance: Any = error.instance
+        if not isinstance(instance, dict):
+            return False
+        schema: Any = error.schema
+        allowed = list(schema.get("properties", {}))
+        for key in instance:
+            if key in allowed:
+                continue
+            match = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+            hint = (
+                f"did you mean '{match[0]}'?"
+                if match
+                else f"the keys allowed here are {', '.join(allowed)}"
             )
-            if instance is None:
-                message = f"{what} is empty; it must be {expected}"
-            else:
-                message = f"{what} must be {expected}, not {_kind(instance)}"
-            self.add("error", message, where, "wrong-type", quote_hint)
-        elif validator == "const" and path == ("version",):
-            if isinstance(instance, str) and instance.strip() == "1":
-                message = "'version' must be the number 1, not the text '1'"
-                hint = "remove the quotes"
-            else:
-                message = f"unsupported wishlist version {_yaml_value(instance)}"
-                hint = "this wishbot reads version 1; write 'version: 1'"
-            self.add("error", message, where, "bad-version", hint)
-        elif validator == "minLength":
-            self.add("error", f"{what} is empty", where, "empty-value")
-        elif validator == "maxLength":
+            inside = f" in {what}" if path else ""
             self.add(
                 "error",
-                f"{what} is too long ({len(instance)} characters; at most {value})",
-                where,
-                "too-long",
+                f"unknown key '{_short(str(key), 60)}'{inside}",
+                self.at_key((*path, key)),
+                "unknown-key",
+                hint,
             )
-        elif validator == "pattern":
-            self.pattern_error(path, instance, where)
-        elif validator == "minItems":
-            self.add("error", f"{what} is an empty list", where, "empty-value", None)
-        elif validator == "uniqueItems" and isinstance(instance, list):
-            seen: dict[str, int] = {}
-            for index, item in enumerate(instance):
-                key = json.dumps(item, sort_keys=True, default=str)
-                if key in seen:
-                    self.add(
-                        "error",
-                        f"{what} lists {_short(str(item), 60)!r} twice",
-                        self.at_value((*path, index)),
-                        "duplicate-value",
-                        "remove one of them",
-                    )
-                seen.setdefault(key, index)
-        elif validator in ("anyOf", "oneOf"):
-            self.alternatives_error(error, path, what, where)
+        return True
+
+    def missing_keys(
+        self, error: jsonschema.ValidationError, path: JsonPath, what: str, where: Location
+    ) -> bool:
+        instance: Any = error.instance
+        if not isinstance(instance, dict):
+            return False
+        value: Any = error.validator_value
+        for key in value:
+            if key not in instance and (path, key) not in self.reported_missing:
+                self.reported_missing.add((path, key))
+                inside = f" in {what}" if path else ""
+                example = _EXAMPLES.get(key)
+                self.add(
+                    "error",
+                    f"missing key '{key}'{inside}",
+                    where,
+                    "missing-key",
+                    f"add {example}" if example else None,
+                )
+        return True
+
+    def wrong_type(
+        self, error: jsonschema.ValidationError, path: JsonPath, what: str, where: Location
+    ) -> bool:
+        instance: Any = error.instance
+        value: Any = error.validator_value
+        expected = _EXPECTED.get(str(value), str(value))
+        quote_hint = (
+            "put the value in quotes"
+            if value == "string" and isinstance(instance, bool | int | float)
+            else None
+        )
+        if instance is None:
+            message = f"{what} is empty; it must be {expected}"
         else:
-            self.add("error", f"{what}: {error.message}", where, "invalid")
+            message = f"{what} must be {expected}, not {_kind(instance)}"
+        self.add("error", message, where, "wrong-type", quote_hint)
+        return True
+
+    def bad_version(
+        self, error: jsonschema.ValidationError, path: JsonPath, what: str, where: Location
+    ) -> bool:
+        if path != ("version",):
+            return False
+        instance: Any = error.instance
+        if isinstance(instance, str) and instance.strip() == "1":
+            message = "'version' must be the number 1, not the text '1'"
+            hint = "remove the quotes"
+        else:
+            message = f"unsupported wishlist version {_yaml_value(instance)}"
+            hint = "this wishbot reads version 1; write 'version: 1'"
+        self.add("error", message, where, "bad-version", hint)
+        return True
+
+    def empty_value(
+        self, error: jsonschema.ValidationError, path: JsonPath, what: str, where: Location
+    ) -> bool:
+        self.add("error", f"{what} is empty", where, "empty-value")
+        return True
+
+    def too_long(
+        self, error: jsonschema.ValidationError, path: JsonPath, what: str, where: Location
+    ) -> bool:
+        instance: Any = error.instance
+        value: Any = error.validator_value
+        self.add(
+            "error",
+            f"{what} is too long ({len(instance)} characters; at most {value})",
+            where,
+            "too-long",
+        )
+        return True
+
+    def no_match(
+        self, error: jsonschema.ValidationError, path: JsonPath, what: str, where: Location
+    ) -> bool:
+        self.pattern_error(path, error.instance, where)
+        return True
+
+    def empty_list(
+        self, error: jsonschema.ValidationError, path: JsonPath, what: str, where: Location
+    ) -> bool:
+        self.add("error", f"{what} is an empty list", where, "empty-value", None)
+        return True
+
+    def duplicates(
+        self, error: jsonschema.ValidationError, path: JsonPath, what: str, where: Location
+    ) -> bool:
+        instance: Any = error.instance
+        if not isinstance(instance, list):
+            return False
+        seen: dict[str, int] = {}
+        for index, item in enumerate(instance):
+            key = json.dumps(item, sort_keys=True, default=str)
+            if key in seen:
+                self.add(
+                    "error",
+                    f"{what} lists {_short(str(item), 60)!r} twice",
+                    self.at_value((*path, index)),
+                    "duplicate-value",
+                    "remove one of them",
+                )
+            seen.setdefault(key, index)
+        return True
+
+    def alternatives(
+        self, error: jsonschema.ValidationError, path: JsonPath, what: str, where: Location
+    ) -> bool:
+        self.alternatives_error(error, path, what, where)
+        return True
+
+    def read_as_mapping(self, instance: Any, what: str, where: Location) -> bool:
+        """``- image:tag: `` or ``- host:5000/x:`` is YAML for a one-key mapping: say so."""
+        if not isinstance(instance, dict) or len(instance) != 1:
+            return False
+        ((key, value),) = instance.items()
+        if value is not None or key in ("image", "platforms"):
+            return False
+        self.add(
+            "error",
+            f"{what} was read as a mapping because '{_short(str(key))}' is followed "
+            "by ': ' or ends with ':'",
+            where,
+            "wrong-type",
+            "put the image reference in quotes, and check that a tag follows the ':'",
+            image=str(key),
+        )
+        return True
 
     def alternatives_error(
         self, error: jsonschema.ValidationError, path: JsonPath, what: str, where: Location
     ) -> None:
         instance = error.instance
-        if isinstance(instance, dict) and len(instance) == 1:
-            ((key, value),) = instance.items()
-            if value is None and key not in ("image", "platforms"):
-                self.add(
-                    "error",
-                    f"{what} was read as a mapping because '{_short(str(key))}' is followed "
-                    "by ': ' or ends with ':'",
-                    where,
-                    "wrong-type",
-                    "put the image reference in quotes, and check that a tag follows the ':'",
-                    image=str(key),
-                )
-                return
+        if self.read_as_mapping(instance, what, where):
+            return
         wanted = "object" if isinstance(instance, dict) else "string"
         branch_errors = [sub for sub in error.context or () if _branch_type(sub) == wanted]
         if isinstance(instance, str | dict) and branch_errors:
@@ -421,22 +484,11 @@ class _Checker:
         output_format = document.get("output_format")
         format_ok = isinstance(output_format, str) and self.check_output_format(output_format)
         global_platforms = self.platforms(document.get("platforms"), ("platforms",))
-        inputs = document.get("input")
-        wishes: list[Wish] = []
-        if isinstance(inputs, list):
-            if not inputs:
-                self.add(
-                    "warning",
-                    "the input list is empty: every image this wishlist published "
-                    "would be scheduled for removal",
-                    self.at_value(("input",)),
-                    "empty-input",
-                )
-            wishes = self.check_inputs(
-                inputs,
-                global_platforms or (DEFAULT_PLATFORM,),
-                output_format if format_ok and isinstance(output_format, str) else None,
-            )
+        wishes = self.wishes(
+            document.get("input"),
+            global_platforms or (DEFAULT_PLATFORM,),
+            output_format if format_ok and isinstance(output_format, str) else None,
+        )
         if any(p.severity == "error" for p in self.problems):
             return None
         ignore = document.get("ignoreErrors") or []
@@ -450,6 +502,25 @@ class _Checker:
             ignore_errors=tuple(str(glob) for glob in ignore),
             platforms=global_platforms or (DEFAULT_PLATFORM,),
         )
+
+    def wishes(
+        self,
+        inputs: Any,
+        default_platforms: tuple[Platform, ...],
+        output_format: str | None,
+    ) -> list[Wish]:
+        """The wishes of ``input`` (a warning when it is empty: it would remove everything)."""
+        if not isinstance(inputs, list):
+            return []
+        if not inputs:
+            self.add(
+                "warning",
+                "the input list is empty: every image this wishlist published "
+                "would be scheduled for removal",
+                self.at_value(("input",)),
+                "empty-input",
+            )
+        return self.check_inputs(inputs, default_platforms, output_format)
 
     def check_output_format(self, output_format: str) -> bool:
         where = self.at_value(("output_format",))
@@ -550,69 +621,89 @@ class _Checker:
         first_of: dict[ImageReference, tuple[int, str]] = {}
         outputs: dict[str, tuple[int, str]] = {}
         for index, item in enumerate(inputs):
-            text_path: JsonPath
-            if isinstance(item, str):
-                text, text_path = item, ("input", index)
-                platforms: tuple[Platform, ...] | None = default_platforms
-            elif isinstance(item, dict) and isinstance(item.get("image"), str):
-                text, text_path = item["image"], ("input", index, "image")
-                if "platforms" in item:
-                    platforms = self.platforms(item["platforms"], ("input", index, "platforms"))
-                else:
-                    platforms = default_platforms
-            else:
+            found = self.input_item(index, item, default_platforms)
+            if found is None:
                 continue  # the schema reported it
-            where = self.at_value(text_path)
-            shown = _short(redact(text))
-            try:
-                ref = parse(text)
-            except ReferenceError as exc:
-                self._bad_reference(text, shown, str(exc), where)
+            text, where, platforms = found
+            ref = self.check_reference(text, where)
+            if ref is None or not self.first_time(ref, text, where, first_of):
                 continue
-            if ref.is_wildcard and ref.digest is not None:
-                self.add(
-                    "error",
-                    f"'{shown}' combines a wildcard tag with a digest",
-                    where,
-                    "bad-reference",
-                    "use either a tag pattern or a digest",
-                    image=text,
-                )
-                continue
-            if ref.scheme == "http":
-                self.add(
-                    "warning",
-                    f"'{shown}' is fetched over plain HTTP, unencrypted and unauthenticated",
-                    where,
-                    "insecure",
-                    "use https:// unless the registry is on a trusted network "
-                    "(the operator must also list it in insecure_registries)",
-                    image=text,
-                )
-            normal = ref.normalized()
-            line = where.line
-            if normal in first_of:
-                first_line, first_text = first_of[normal]
-                same = "" if first_text == text else f" (as '{_short(first_text)}')"
-                self.add(
-                    "warning",
-                    f"'{shown}' is listed twice: on line {first_line}{same} and on line "
-                    f"{line}; the later entry is ignored",
-                    where,
-                    "duplicate",
-                    "remove one of them",
-                    image=text,
-                )
-                continue
-            first_of[normal] = (line, text)
             if output_format is not None and not self.check_output(
-                output_format, normal, text, where, outputs
+                output_format, ref.normalized(), text, where, outputs
             ):
                 continue
             if platforms is None:
                 continue
             wishes.append(Wish(reference=ref, location=where, platforms=platforms, text=text))
         return wishes
+
+    def input_item(
+        self, index: int, item: Any, default_platforms: tuple[Platform, ...]
+    ) -> tuple[str, Location, tuple[Platform, ...] | None] | None:
+        """(reference text, where, platforms) of one input; None when the schema refused it."""
+        if isinstance(item, str):
+            return item, self.at_value(("input", index)), default_platforms
+        if not isinstance(item, dict) or not isinstance(item.get("image"), str):
+            return None
+        platforms: tuple[Platform, ...] | None = default_platforms
+        if "platforms" in item:
+            platforms = self.platforms(item["platforms"], ("input", index, "platforms"))
+        return item["image"], self.at_value(("input", index, "image")), platforms
+
+    def check_reference(self, text: str, where: Location) -> ImageReference | None:
+        """The parsed reference, or None after reporting why it cannot be used."""
+        shown = _short(redact(text))
+        try:
+            ref = parse(text)
+        except ReferenceError as exc:
+            self._bad_reference(text, shown, str(exc), where)
+            return None
+        if ref.is_wildcard and ref.digest is not None:
+            self.add(
+                "error",
+                f"'{shown}' combines a wildcard tag with a digest",
+                where,
+                "bad-reference",
+                "use either a tag pattern or a digest",
+                image=text,
+            )
+            return None
+        if ref.scheme == "http":
+            self.add(
+                "warning",
+                f"'{shown}' is fetched over plain HTTP, unencrypted and unauthenticated",
+                where,
+                "insecure",
+                "use https:// unless the registry is on a trusted network "
+                "(the operator must also list it in insecure_registries)",
+                image=text,
+            )
+        return ref
+
+    def first_time(
+        self,
+        ref: ImageReference,
+        text: str,
+        where: Location,
+        first_of: dict[ImageReference, tuple[int, str]],
+    ) -> bool:
+        """True the first time an image is listed; a warning (later entry ignored) after."""
+        normal = ref.normalized()
+        if normal not in first_of:
+            first_of[normal] = (where.line, text)
+            return True
+        first_line, first_text = first_of[normal]
+        same = "" if first_text == text else f" (as '{_short(first_text)}')"
+        self.add(
+            "warning",
+            f"'{_short(redact(text))}' is listed twice: on line {first_line}{same} and on line "
+            f"{where.line}; the later entry is ignored",
+            where,
+            "duplicate",
+            "remove one of them",
+            image=text,
+        )
+        return False
 
     def check_output(
         self,
@@ -652,6 +743,23 @@ class _Checker:
             return False
         outputs[name] = (where.line, text)
         return True
+
+
+_SchemaExplainer = Callable[[_Checker, jsonschema.ValidationError, JsonPath, str, Location], bool]
+#: JSON Schema validator -> the error people read
+_SCHEMA_ERRORS: dict[str, _SchemaExplainer] = {
+    "additionalProperties": _Checker.unknown_keys,
+    "required": _Checker.missing_keys,
+    "type": _Checker.wrong_type,
+    "const": _Checker.bad_version,
+    "minLength": _Checker.empty_value,
+    "maxLength": _Checker.too_long,
+    "pattern": _Checker.no_match,
+    "minItems": _Checker.empty_list,
+    "uniqueItems": _Checker.duplicates,
+    "anyOf": _Checker.alternatives,
+    "oneOf": _Checker.alternatives,
+}
 
 
 def _branch_type(error: jsonschema.ValidationError) -> str | None:
@@ -697,23 +805,35 @@ class WishlistDiff:
         return not (self.added or self.removed or self.changed_settings)
 
 
-def diff_wishlists(old: Wishlist | None, new: Wishlist) -> WishlistDiff:
-    """``old`` None (no base, or an unreadable one): every wish is added, none removed."""
-    if old is None:
-        return WishlistDiff(added=new.wishes)
-    settings = tuple(
+def _changed_settings(old: Wishlist, new: Wishlist) -> tuple[str, ...]:
+    """The settings that affect every wish and differ between ``old`` and ``new``."""
+    return tuple(
         name
         for name in ("cvmfs_repo", "output_format", "platforms")
         if getattr(old, name) != getattr(new, name)
     )
-    old_keys = {wish.key for wish in old.wishes}
-    new_keys = {wish.key for wish in new.wishes}
-    removed = tuple(wish for wish in old.wishes if wish.key not in new_keys)
+
+
+def diff_wishlists(old: Wishlist | None, new: Wishlist) -> WishlistDiff:
+    """``old`` None (no base, or an unreadable one): every wish is added, none removed."""
+    if old is None:
+        return WishlistDiff(added=new.wishes)
+    settings = _changed_settings(old, new)
+    _kept, removed = _partition(old.wishes, {wish.key for wish in new.wishes})
     if settings:
         return WishlistDiff(added=new.wishes, removed=removed, changed_settings=settings)
-    added = tuple(wish for wish in new.wishes if wish.key not in old_keys)
-    unchanged = tuple(wish for wish in new.wishes if wish.key in old_keys)
+    unchanged, added = _partition(new.wishes, {wish.key for wish in old.wishes})
     return WishlistDiff(added=added, removed=removed, unchanged=unchanged)
+
+
+def _partition(
+    wishes: Sequence[Wish], keys: set[object]
+) -> tuple[tuple[Wish, ...], tuple[Wish, ...]]:
+    """(the wishes whose key is in ``keys``, the others), each in order."""
+    return (
+        tuple(wish for wish in wishes if wish.key in keys),
+        tuple(wish for wish in wishes if wish.key not in keys),
+    )
 
 
 # --- ignoreErrors ---------------------------------------------------------

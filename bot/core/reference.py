@@ -165,86 +165,114 @@ def redact(text: str) -> str:
 
 def parse(text: str) -> ImageReference:
     """Parse an image reference; raise :class:`ReferenceError` with a plain-words reason."""
+    _check_text(text)
+    scheme, written, text = _split_scheme(text)
+    text, digest = _split_digest(text)
+    text, tag = _split_tag(text)
+    registry, path = _split_name(text, tag, written=written)
+    _check_repository(registry, path)
+    return ImageReference(
+        registry=registry, repository="/".join(path), tag=tag, digest=digest, scheme=scheme
+    )
+
+
+def _check_text(text: object) -> None:
+    """A non-empty string without spaces or credentials."""
     if not isinstance(text, str):
         raise ReferenceError("an image reference must be a string")
-    raw = text
-    text = text.strip()
-    if text != raw:
+    if text.strip() != text:
         raise ReferenceError("the image reference has spaces around it; remove them")
     if not text:
         raise ReferenceError("the image reference is empty")
     if any(ch.isspace() for ch in text):
         raise ReferenceError("an image reference cannot contain spaces")
-
     if _userinfo_end(text) >= 0:
         raise ReferenceError(f"the reference carries a user name or password; {CREDENTIALS_HINT}")
 
-    scheme = "https"
+
+def _split_scheme(text: str) -> tuple[str, bool, str]:
+    """(scheme, whether it was written, the rest): ``https`` unless ``http://`` is written."""
     match = _SCHEME_RE.match(text)
-    if match:
-        scheme = match.group(1).lower()
-        if scheme not in ("http", "https"):
-            raise ReferenceError(
-                f"unsupported scheme '{match.group(1)}://'; use https:// (or leave it out)"
-            )
-        text = text[match.end() :]
+    if not match:
+        return "https", False, text
+    scheme = match.group(1).lower()
+    if scheme not in ("http", "https"):
+        raise ReferenceError(
+            f"unsupported scheme '{match.group(1)}://'; use https:// (or leave it out)"
+        )
+    return scheme, True, text[match.end() :]
 
-    digest: str | None = None
-    if "@" in text:
-        text, digest = text.rsplit("@", 1)
-        if not _DIGEST_RE.match(digest):
-            if digest.startswith("sha256:"):
-                raise ReferenceError(
-                    f"digest '{digest}' is not valid: expected 'sha256:' followed by 64 lowercase hex digits"
-                )
-            raise ReferenceError(
-                f"digest '{digest}' is not valid: only sha256 digests ('sha256:' + 64 hex digits) are supported"
-            )
 
-    tag: str | None = None
-    slash = text.rfind("/")
+def _split_digest(text: str) -> tuple[str, str | None]:
+    if "@" not in text:
+        return text, None
+    text, digest = text.rsplit("@", 1)
+    if _DIGEST_RE.match(digest):
+        return text, digest
+    if digest.startswith("sha256:"):
+        raise ReferenceError(
+            f"digest '{digest}' is not valid: expected 'sha256:' followed by 64 lowercase hex digits"
+        )
+    raise ReferenceError(
+        f"digest '{digest}' is not valid: only sha256 digests ('sha256:' + 64 hex digits) are supported"
+    )
+
+
+def _split_tag(text: str) -> tuple[str, str | None]:
     colon = text.rfind(":")
-    if colon > slash:
-        text, tag = text[:colon], text[colon + 1 :]
-        if not tag:
-            raise ReferenceError("the tag after ':' is empty; write a tag or remove the ':'")
-        if not _TAG_RE.match(tag):
-            raise ReferenceError(
-                f"tag '{tag}' is not valid: a tag is up to 128 letters, digits, '_', '.', '-' "
-                "(and '*' as a wildcard), not starting with '.' or '-'"
-            )
+    if colon <= text.rfind("/"):
+        return text, None
+    text, tag = text[:colon], text[colon + 1 :]
+    if not tag:
+        raise ReferenceError("the tag after ':' is empty; write a tag or remove the ':'")
+    if not _TAG_RE.match(tag):
+        raise ReferenceError(
+            f"tag '{tag}' is not valid: a tag is up to 128 letters, digits, '_', '.', '-' "
+            "(and '*' as a wildcard), not starting with '.' or '-'"
+        )
+    return text, tag
 
+
+def _split_name(text: str, tag: str | None, *, written: bool) -> tuple[str, list[str]]:
+    """(registry, repository path): Docker Hub (``library/`` for one component) unless
+    the first component looks like a host."""
     segments = text.split("/")
-    if len(segments) == 1 and (match or _looks_like_registry(segments[0])):
-        raise ReferenceError(_no_repository(segments[0], tag, written=match is not None))
+    if len(segments) == 1 and (written or _looks_like_registry(segments[0])):
+        raise ReferenceError(_no_repository(segments[0], tag, written=written))
     if len(segments) > 1 and _looks_like_registry(segments[0]):
-        registry, path = segments[0], segments[1:]
-        if not _REGISTRY_RE.match(registry):
-            raise ReferenceError(f"registry '{registry}' is not a valid host name[:port]")
-        port = registry.rsplit(":", 1)[1] if re.search(r":[0-9]+$", registry) else None
-        if port is not None and not 0 < int(port) < 65536:
-            raise ReferenceError(f"port {port} of registry '{registry}' is not between 1 and 65535")
-    else:
-        registry, path = DOCKER_HUB, segments
-        if len(path) == 1:
-            path = ["library", *path]
+        _check_registry(segments[0])
+        return segments[0], segments[1:]
+    if len(segments) == 1:
+        return DOCKER_HUB, ["library", *segments]
+    return DOCKER_HUB, segments
+
+
+def _check_registry(registry: str) -> None:
+    if not _REGISTRY_RE.match(registry):
+        raise ReferenceError(f"registry '{registry}' is not a valid host name[:port]")
+    port = registry.rsplit(":", 1)[1] if re.search(r":[0-9]+$", registry) else None
+    if port is not None and not 0 < int(port) < 65536:
+        raise ReferenceError(f"port {port} of registry '{registry}' is not between 1 and 65535")
+
+
+def _check_repository(registry: str, path: list[str]) -> None:
     if "*" in registry or any("*" in part for part in path):
         raise ReferenceError("'*' is only allowed in the tag, not in the registry or repository")
     if not path or any(part == "" for part in path):
         raise ReferenceError(f"repository '{'/'.join(path)}' has an empty path component")
     for part in path:
-        if not _COMPONENT_RE.match(part):
-            hint = " (repository names must be lowercase)" if part.lower() != part else ""
-            raise ReferenceError(
-                f"repository component '{part}' is not valid: use lowercase letters and digits "
-                f"separated by '.', '_', '__' or '-'{hint}"
-            )
-    repository = "/".join(path)
-    if len(registry) + 1 + len(repository) > 255:
+        _check_component(part)
+    if len(registry) + 1 + len("/".join(path)) > 255:
         raise ReferenceError("the image name is longer than 255 characters")
-    return ImageReference(
-        registry=registry, repository=repository, tag=tag, digest=digest, scheme=scheme
-    )
+
+
+def _check_component(part: str) -> None:
+    if not _COMPONENT_RE.match(part):
+        hint = " (repository names must be lowercase)" if part.lower() != part else ""
+        raise ReferenceError(
+            f"repository component '{part}' is not valid: use lowercase letters and digits "
+            f"separated by '.', '_', '__' or '-'{hint}"
+        )
 
 
 def _no_repository(host: str, tag: str | None, *, written: bool) -> str:

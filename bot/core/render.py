@@ -188,25 +188,7 @@ def render_text(plan: Plan) -> str:
     for problem in plan.problems:
         lines.append(escape_terminal(f"  {problem}"))
     rows = [("ACTION", "IMAGE", "PLATFORM", "DIGEST", "NEW", "DOWNLOAD")]
-    for change in plan.images:
-        digest = change.new.manifest_digest if change.new else None
-        if digest is None and change.old is not None:
-            digest = change.old.manifest_digest
-        platform = change.platform
-        action: str = change.action
-        when = change.retires or change.eligible
-        if when is not None:
-            action += f" (gc {when:%Y-%m-%d})"
-        rows.append(
-            (
-                action,
-                escape_terminal(change.path),
-                escape_terminal(platform) if platform else "-",
-                escape_terminal(short_digest(digest)) if digest else "-",
-                str(len(change.new_layers)) if change.new_layers else "-",
-                human_size(change.download_bytes) if change.download_bytes else "-",
-            )
-        )
+    rows += [_text_row(change) for change in plan.images]
     if len(rows) > 1:
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines.append("")
@@ -217,3 +199,22 @@ def render_text(plan: Plan) -> str:
                 ).rstrip()
             )
     return "\n".join(lines) + "\n"
+
+
+def _text_row(change: ImageChange) -> tuple[str, str, str, str, str, str]:
+    digest = change.new.manifest_digest if change.new else None
+    if digest is None and change.old is not None:
+        digest = change.old.manifest_digest
+    platform = change.platform
+    action: str = change.action
+    when = change.retires or change.eligible
+    if when is not None:
+        action += f" (gc {when:%Y-%m-%d})"
+    return (
+        action,
+        escape_terminal(change.path),
+        escape_terminal(platform) if platform else "-",
+        escape_terminal(short_digest(digest)) if digest else "-",
+        str(len(change.new_layers)) if change.new_layers else "-",
+        human_size(change.download_bytes) if change.download_bytes else "-",
+    )

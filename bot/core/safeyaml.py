@@ -121,22 +121,27 @@ def _yaml_error(exc: yaml.YAMLError, text: str) -> YamlProblem:
             code="yaml",
         )
     if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        problem = (exc.problem or "syntax error").strip()
-        if exc.context and "expected a single document" in exc.context:
-            return YamlProblem(
-                "the file holds more than one YAML document (a second '---'); "
-                "a wishlist is a single document",
-                mark.line + 1 if mark else 0,
-                mark.column + 1 if mark else 0,
-            )
-        context = f" ({exc.context.strip()})" if exc.context else ""
-        return YamlProblem(
-            f"YAML syntax error: {problem}{context}; check the indentation and quoting here",
-            mark.line + 1 if mark else 0,
-            mark.column + 1 if mark else 0,
-        )
+        return _syntax_error(exc)
     return YamlProblem(f"YAML error: {exc}")
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError) -> YamlProblem:
+    mark = exc.problem_mark or exc.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+    if exc.context and "expected a single document" in exc.context:
+        return YamlProblem(
+            "the file holds more than one YAML document (a second '---'); "
+            "a wishlist is a single document",
+            line,
+            column,
+        )
+    problem = (exc.problem or "syntax error").strip()
+    context = f" ({exc.context.strip()})" if exc.context else ""
+    return YamlProblem(
+        f"YAML syntax error: {problem}{context}; check the indentation and quoting here",
+        line,
+        column,
+    )
 
 
 class _Builder:

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bot.core.mediatypes import OCI_CONFIG, OCI_MANIFEST
 from bot.core.model import Platform, ScheduledRemoval
 from bot.core.reference import ImageReference, ReferenceError, parse
 from bot.errors import PublisherError
@@ -43,10 +44,6 @@ FORMAT_VERSION = 1
 ORIGIN = "origin.json"
 LAYERS = "layers.json"
 MANIFEST = "manifest.json"
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-
 
 # --- small helpers ---------------------------------------------------------
 

@@ -309,30 +309,41 @@ def add_image(view: Path, root: Path, entry: StoreImage) -> None:
     flat = layout.flat_dir(entry.image_id)
     if not _present(view, root, flat):
         raise PublisherError(f"{flat} is not published; the podman store cannot point at it")
-    layer_dir = f"{OVERLAY}/{entry.layer_id}"
-    short = link_id(entry.layer_id)
-    if not _present(view, root, f"{layer_dir}/diff"):
-        _symlink(view, f"{layer_dir}/diff", layout.relative_link(f"{layer_dir}/diff", flat))
-    if not _present(view, root, f"{layer_dir}/link"):
-        _write(view, f"{layer_dir}/link", short.encode("ascii"))
-    if not _present(view, root, f"{LINKS}/{short}"):
-        _symlink(view, f"{LINKS}/{short}", f"../{entry.layer_id}/diff")
+    _add_layer(view, root, entry.layer_id, flat)
     data_dir = f"{IMAGES}/{entry.hex}"
     for key, blob in ((MANIFEST_KEY, entry.manifest), (entry.image_id, entry.config)):
-        relpath = f"{data_dir}/{big_data_name(key)}"
-        if not _present(view, root, relpath):
-            _write(view, relpath, blob)
+        _write_new(view, root, f"{data_dir}/{big_data_name(key)}", blob)
     images = _read_list(view, root, IMAGES_JSON)
-    new_images = merge_image(images, entry.image_entry())
-    if new_images != images or not _present(view, root, IMAGES_JSON):
-        write_json(view / IMAGES_JSON, new_images)
+    _update_list(view, root, IMAGES_JSON, images, merge_image(images, entry.image_entry()))
     layers = _read_list(view, root, LAYERS_JSON)
-    new_layers = merge_layer(layers, entry.layer_entry())
-    if new_layers != layers or not _present(view, root, LAYERS_JSON):
-        write_json(view / LAYERS_JSON, new_layers)
+    _update_list(view, root, LAYERS_JSON, layers, merge_layer(layers, entry.layer_entry()))
     for relpath in (*LOCKS, *(f"{d}/{layout.CATALOG_MARKER}" for d in CATALOG_DIRS)):
-        if not _present(view, root, relpath):
-            _write(view, relpath, b"")
+        _write_new(view, root, relpath, b"")
+
+
+def _add_layer(view: Path, root: Path, layer_id: str, flat: str) -> None:
+    """The overlay layer of an image: its ``diff`` is the flat image, plus its short link."""
+    layer_dir = f"{OVERLAY}/{layer_id}"
+    short = link_id(layer_id)
+    if not _present(view, root, f"{layer_dir}/diff"):
+        _symlink(view, f"{layer_dir}/diff", layout.relative_link(f"{layer_dir}/diff", flat))
+    _write_new(view, root, f"{layer_dir}/link", short.encode("ascii"))
+    if not _present(view, root, f"{LINKS}/{short}"):
+        _symlink(view, f"{LINKS}/{short}", f"../{layer_id}/diff")
+
+
+def _write_new(view: Path, root: Path, relpath: str, data: bytes) -> None:
+    """Write ``relpath`` unless it exists (a re-run writes nothing)."""
+    if not _present(view, root, relpath):
+        _write(view, relpath, data)
+
+
+def _update_list(
+    view: Path, root: Path, name: str, old: list[dict[str, Any]], new: list[dict[str, Any]]
+) -> None:
+    """Rewrite a shared JSON list only when it changes (or is missing)."""
+    if new != old or not _present(view, root, name):
+        write_json(view / name, new)
 
 
 def publish(
@@ -363,25 +374,32 @@ def remove_images(
     images = _read_list(view, root, IMAGES_JSON)
     layers = _read_list(view, root, LAYERS_JSON)
     doomed = [e for e in images if e.get("id") in ids]
-    layer_ids = {str(e.get("layer")) for e in doomed if e.get("layer")}
     kept_images = drop_images(images, ids, gone_names)
-    still_used = {e.get("layer") for e in kept_images}
-    layer_ids -= still_used
+    layer_ids = _unused_layers(doomed, kept_images)
     kept_layers = [e for e in layers if e.get("id") not in layer_ids]
     if kept_images == images and kept_layers == layers:
         return
     for entry in doomed:
         publisher.remove(view, f"{IMAGES}/{entry['id']}")
     for layer in sorted(layer_ids):
-        if not _safe_id(layer):
-            continue
-        short = _read_link(_where(view, root, f"{OVERLAY}/{layer}/link"))
-        if short:
-            publisher.remove(view, f"{LINKS}/{short}")
-        publisher.remove(view, f"{OVERLAY}/{layer}")
+        if _safe_id(layer):
+            _remove_layer(publisher, view, layer)
     write_json(view / IMAGES_JSON, kept_images)
     if kept_layers != layers:
         write_json(view / LAYERS_JSON, kept_layers)
+
+
+def _unused_layers(doomed: list[dict[str, Any]], kept: list[dict[str, Any]]) -> set[str]:
+    """The layers of the doomed images that no kept image uses."""
+    layer_ids = {str(e.get("layer")) for e in doomed if e.get("layer")}
+    return layer_ids - {e.get("layer") for e in kept}
+
+
+def _remove_layer(publisher: Publisher, view: Path, layer: str) -> None:
+    short = _read_link(_where(view, publisher.root, f"{OVERLAY}/{layer}/link"))
+    if short:
+        publisher.remove(view, f"{LINKS}/{short}")
+    publisher.remove(view, f"{OVERLAY}/{layer}")
 
 
 def _safe_id(text: str) -> bool:

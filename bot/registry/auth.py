@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bot.core.reference import DOCKER_HUB, DOCKER_HUB_ALIASES
 from bot.errors import ConfigError
@@ -98,20 +99,26 @@ def _from_auth_file(path: Path) -> dict[str, Credentials]:
     if not isinstance(auths, dict):
         return out
     for key, entry in auths.items():
-        if not isinstance(entry, dict):
-            continue
-        user, password = entry.get("username"), entry.get("password")
-        if isinstance(entry.get("auth"), str) and entry["auth"]:
-            try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                raise ConfigError(
-                    f"{path}: the 'auth' value for '{key}' is not base64 of user:password",
-                    hint="log in again or fix the entry",
-                ) from None
-        if isinstance(user, str) and isinstance(password, str) and user:
-            out[canonical_host(key)] = Credentials(user, password)
+        credentials = _entry_credentials(path, key, entry) if isinstance(entry, dict) else None
+        if credentials is not None:
+            out[canonical_host(key)] = credentials
     return out
+
+
+def _entry_credentials(path: Path, key: str, entry: dict[str, Any]) -> Credentials | None:
+    """One ``auths`` entry: ``auth`` (base64 of user:password) or username and password."""
+    user, password = entry.get("username"), entry.get("password")
+    if isinstance(entry.get("auth"), str) and entry["auth"]:
+        try:
+            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ConfigError(
+                f"{path}: the 'auth' value for '{key}' is not base64 of user:password",
+                hint="log in again or fix the entry",
+            ) from None
+    if isinstance(user, str) and isinstance(password, str) and user:
+        return Credentials(user, password)
+    return None
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Credentials]:

@@ -29,6 +29,7 @@ from typing import Any, BinaryIO, TypeVar
 import requests
 
 from bot.config import Config
+from bot.core import mediatypes as mt
 from bot.core.model import (
     DEFAULT_PLATFORM,
     ImageConfig,
@@ -48,7 +49,6 @@ from bot.errors import (
     Unavailable,
     Unsupported,
 )
-from bot.registry import mediatypes as mt
 from bot.registry import safejson
 from bot.registry.auth import CredentialStore
 from bot.registry.manifest import (
@@ -535,12 +535,7 @@ class RegistryClient:
                 )
             out.flush()
             os.fsync(out.fileno())
-        actual = "sha256:" + state.hasher.hexdigest()
-        if actual != digest:
-            raise IntegrityError(
-                f"{what}: the downloaded bytes hash to {actual}, not to the blob's digest",
-                hint="the registry or a proxy corrupted the blob; try again",
-            )
+        _check_blob_digest(state, digest, what)
 
     def _blob_seconds(self, remaining: int) -> float:
         """The total deadline for receiving ``remaining`` bytes of a blob:
@@ -576,17 +571,7 @@ class RegistryClient:
             limit=False,
         )
         with response:
-            if response.status_code == 404:
-                raise NotFound(f"{what}: the registry does not have this blob")
-            if received and response.status_code == 200:
-                # the server ignored Range: start over
-                out.seek(0)
-                out.truncate()
-                state.hasher, state.received, received = hashlib.sha256(), 0, 0
-            elif received and response.status_code != 206:
-                _expect(response, 206, what)
-            elif not received:
-                _expect(response, 200, what)
+            _start_blob(response, what, out, state)
             for chunk in response.iter_content(CHUNK):
                 if state.received + len(chunk) > size:
                     raise IntegrityError(
@@ -660,6 +645,30 @@ class RegistryClient:
         if served and served != digest:
             raise IntegrityError(f"{what}: the registry stored digest {served}, expected {digest}")
         return digest
+
+
+def _start_blob(response: requests.Response, what: str, out: BinaryIO, state: _Transfer) -> None:
+    """Check a blob answer's status: 200 for the whole blob, 206 for the rest asked
+    for; a server that ignores ``Range`` (200 again) restarts ``out`` and ``state``."""
+    if response.status_code == 404:
+        raise NotFound(f"{what}: the registry does not have this blob")
+    if not state.received:
+        _expect(response, 200, what)
+    elif response.status_code == 200:
+        out.seek(0)
+        out.truncate()
+        state.hasher, state.received = hashlib.sha256(), 0
+    elif response.status_code != 206:
+        _expect(response, 206, what)
+
+
+def _check_blob_digest(state: _Transfer, digest: str, what: str) -> None:
+    actual = "sha256:" + state.hasher.hexdigest()
+    if actual != digest:
+        raise IntegrityError(
+            f"{what}: the downloaded bytes hash to {actual}, not to the blob's digest",
+            hint="the registry or a proxy corrupted the blob; try again",
+        )
 
 
 def problem_for(wish: Wish, exc: RegistryError) -> Problem:

@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.core import mediatypes as mt
 from bot.core.model import ImageConfig, Layer, Platform
 from bot.errors import IntegrityError, Unsupported
-from bot.registry import mediatypes as mt
 from bot.registry import safejson
 
 MAX_MANIFEST_BYTES = 4 * 2**20
@@ -109,30 +109,39 @@ def _text(value: Any) -> str:
 def _descriptor(item: Any, where: str) -> Descriptor:
     if not isinstance(item, dict):
         raise Unsupported(f"malformed manifest: an entry of '{where}' is not an object")
-    digest, size, media_type = item.get("digest"), item.get("size"), item.get("mediaType", "")
-    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
-        shown = repr(digest)[:80] if isinstance(digest, str) else type(digest).__name__
-        raise Unsupported(f"malformed manifest: '{where}' has a non-sha256 digest {shown}")
-    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_DESCRIPTOR_SIZE:
-        raise Unsupported(f"malformed manifest: '{where}' entry {digest} has a bad size")
-    platform = None
-    raw_platform = item.get("platform")
-    if isinstance(raw_platform, dict):
-        platform = Platform(
-            _text(raw_platform.get("os")),
-            _text(raw_platform.get("architecture")),
-            _text(raw_platform.get("variant")) or None,
-        )
+    digest, size = _checked_descriptor(item.get("digest"), item.get("size"), where)
+    media_type = item.get("mediaType", "")
     annotations = item.get("annotations")
     return Descriptor(
         media_type=_text(media_type),
         digest=digest,
         size=size,
-        platform=platform,
-        annotations={str(k): v for k, v in annotations.items() if isinstance(v, str)}
-        if isinstance(annotations, dict)
-        else None,
+        platform=_descriptor_platform(item.get("platform")),
+        annotations=_text_values(annotations) if isinstance(annotations, dict) else None,
     )
+
+
+def _checked_descriptor(digest: Any, size: Any, where: str) -> tuple[str, int]:
+    """A descriptor's sha256 digest and its size (within bounds), or why not."""
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        shown = repr(digest)[:80] if isinstance(digest, str) else type(digest).__name__
+        raise Unsupported(f"malformed manifest: '{where}' has a non-sha256 digest {shown}")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_DESCRIPTOR_SIZE:
+        raise Unsupported(f"malformed manifest: '{where}' entry {digest} has a bad size")
+    return digest, size
+
+
+def _descriptor_platform(raw: Any) -> Platform | None:
+    if not isinstance(raw, dict):
+        return None
+    return Platform(
+        _text(raw.get("os")), _text(raw.get("architecture")), _text(raw.get("variant")) or None
+    )
+
+
+def _text_values(mapping: dict[Any, Any]) -> dict[str, str]:
+    """The entries whose values are strings (annotations, labels), keys as strings."""
+    return {str(k): v for k, v in mapping.items() if isinstance(v, str)}
 
 
 def parse_manifest(
@@ -148,6 +157,22 @@ def parse_manifest(
     if len(body) > limit:
         raise Unsupported(f"{what}: the manifest is larger than {limit} bytes")
     digest = sha256_digest(body)
+    _check_digest(digest, expected_digest, served_digest, what)
+    try:
+        data = safejson.loads(body)
+    except safejson.BadJson as exc:
+        raise Unsupported(f"{what}: the manifest {exc}") from None
+    if not isinstance(data, dict):
+        raise Unsupported(f"{what}: the manifest is not a JSON object")
+    content_type = content_type.split(";", 1)[0].strip().lower()
+    media_type = _media_type(data, _text(data.get("mediaType")) or content_type, what)
+    return Manifest(digest=digest, media_type=media_type, body=body, data=data)
+
+
+def _check_digest(
+    digest: str, expected_digest: str | None, served_digest: str | None, what: str
+) -> None:
+    """The manifest's bytes hash to the digest asked for and to the one the registry names."""
     if expected_digest and digest != expected_digest:
         raise IntegrityError(
             f"{what}: the manifest served has digest {digest}, not the {expected_digest} asked for",
@@ -158,14 +183,10 @@ def parse_manifest(
             f"{what}: the manifest bytes hash to {digest} but the registry says {served_digest}",
             hint="the transfer was altered; try again",
         )
-    content_type = content_type.split(";", 1)[0].strip().lower()
-    try:
-        data = safejson.loads(body)
-    except safejson.BadJson as exc:
-        raise Unsupported(f"{what}: the manifest {exc}") from None
-    if not isinstance(data, dict):
-        raise Unsupported(f"{what}: the manifest is not a JSON object")
-    media_type = _text(data.get("mediaType")) or content_type
+
+
+def _media_type(data: dict[str, Any], media_type: str, what: str) -> str:
+    """The manifest's media type: as declared or sent, else recognised by its shape."""
     if data.get("schemaVersion") == 1 or media_type in (
         mt.DOCKER_SCHEMA1,
         mt.DOCKER_SCHEMA1_SIGNED,
@@ -174,15 +195,14 @@ def parse_manifest(
             f"{what} is a Docker schema 1 image, which is obsolete and not supported",
             hint="re-push the image with a current Docker or skopeo (schema 2 or OCI)",
         )
-    if media_type not in mt.MANIFEST_TYPES:
-        # umoci and some registries leave mediaType out: recognise by shape
-        if "manifests" in data:
-            media_type = mt.OCI_INDEX
-        elif "config" in data and "layers" in data:
-            media_type = mt.OCI_MANIFEST
-        else:
-            raise Unsupported(f"{what}: unsupported manifest media type '{media_type[:100]}'")
-    return Manifest(digest=digest, media_type=str(media_type), body=body, data=data)
+    if media_type in mt.MANIFEST_TYPES:
+        return media_type
+    # umoci and some registries leave mediaType out: recognise by shape
+    if "manifests" in data:
+        return mt.OCI_INDEX
+    if "config" in data and "layers" in data:
+        return mt.OCI_MANIFEST
+    raise Unsupported(f"{what}: unsupported manifest media type '{media_type[:100]}'")
 
 
 def _normal_variant(platform: Platform) -> str | None:
@@ -253,14 +273,6 @@ def parse_config(body: bytes, *, what: str) -> ParsedConfig:
     inner = _obj(data.get("config"))
     rootfs = _obj(data.get("rootfs"))
     labels = _obj(inner.get("Labels"))
-    platform = None
-    if isinstance(data.get("os"), str) and isinstance(data.get("architecture"), str):
-        variant = data.get("variant")
-        platform = Platform(
-            data["os"],
-            data["architecture"],
-            variant if isinstance(variant, str) and variant else None,
-        )
     return ParsedConfig(
         config=ImageConfig(
             env=_strings(inner.get("Env")),
@@ -268,8 +280,17 @@ def parse_config(body: bytes, *, what: str) -> ParsedConfig:
             cmd=_strings(inner.get("Cmd")),
             working_dir=str(inner.get("WorkingDir") or ""),
             user=str(inner.get("User") or ""),
-            labels={str(k): v for k, v in labels.items() if isinstance(v, str)},
+            labels=_text_values(labels),
             diff_ids=_diff_ids(rootfs.get("diff_ids"), what),
         ),
-        platform=platform,
+        platform=_config_platform(data),
+    )
+
+
+def _config_platform(data: dict[str, Any]) -> Platform | None:
+    if not isinstance(data.get("os"), str) or not isinstance(data.get("architecture"), str):
+        return None
+    variant = data.get("variant")
+    return Platform(
+        data["os"], data["architecture"], variant if isinstance(variant, str) and variant else None
     )

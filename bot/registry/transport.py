@@ -289,51 +289,66 @@ class Transport:
         attempts = self.config.retries + 1
         reason = ""
         for attempt in range(attempts):
-            last = attempt == attempts - 1
             if deadline.expired:
                 raise _late(who, deadline)
-            try:
-                response = self._exchange(who, registry, deadline, method, url, **request)
-                if response.status_code not in RETRY_STATUSES | {429} and not request["stream"]:
-                    _load(response, *limit, who=who)
-            except requests.exceptions.SSLError as exc:
-                if deadline.expired:
-                    raise _late(who, deadline) from None
-                raise Unavailable(
-                    f"{who}: TLS verification failed ({_short(exc)})",
-                    hint="if the registry uses a private CA, set WISHBOT_CA_BUNDLE to its PEM file",
-                ) from None
-            except (
-                *TRANSIENT,
-                urllib3.exceptions.ProtocolError,
-                urllib3.exceptions.TimeoutError,
-            ) as exc:
-                if deadline.expired:
-                    raise _late(who, deadline) from None
-                reason = _short(exc)
-                log.debug("%s %s failed (%s), attempt %d", method, _safe(url), reason, attempt + 1)
-                if not last:
-                    self._pause(self.backoff(attempt), who, deadline)
-                continue
-            if response.status_code == 429:
-                response.close()
-                reason = "rate limited, HTTP 429"
-                wait = self._rate_limit_wait(response, who, deadline)
-                if not last:
-                    self._pause(wait if wait is not None else self.backoff(attempt), who, deadline)
-                continue
-            if response.status_code in RETRY_STATUSES:
-                reason = f"HTTP {response.status_code}"
-                response.close()
-                if not last:
-                    self._pause(self.backoff(attempt), who, deadline)
-                continue
-            return response
+            response, reason, wait = self._attempt(
+                who, registry, deadline, method, url, limit=limit, attempt=attempt, **request
+            )
+            if response is not None:
+                return response
+            if attempt < attempts - 1:
+                self._pause(wait if wait is not None else self.backoff(attempt), who, deadline)
         raise Unavailable(
             f"{who}: could not check: the registry {registry} is unavailable "
             f"({reason}; {attempts} attempt{'s' * (attempts != 1)})",
             hint="try again later; nothing was concluded about the image",
         )
+
+    def _attempt(
+        self,
+        who: str,
+        registry: str,
+        deadline: Deadline,
+        method: str,
+        url: str,
+        *,
+        limit: tuple[int, str],
+        attempt: int,
+        **request: Any,
+    ) -> tuple[requests.Response | None, str, float | None]:
+        """One attempt: (the answer to use, or None and why to try again and how long
+        the registry asks to wait; None: back off)."""
+        try:
+            response = self._exchange(who, registry, deadline, method, url, **request)
+            if response.status_code not in RETRY_STATUSES | {429} and not request["stream"]:
+                _load(response, *limit, who=who)
+        except requests.exceptions.SSLError as exc:
+            raise _tls_failure(exc, who, deadline) from None
+        except (
+            *TRANSIENT,
+            urllib3.exceptions.ProtocolError,
+            urllib3.exceptions.TimeoutError,
+        ) as exc:
+            if deadline.expired:
+                raise _late(who, deadline) from None
+            reason = _short(exc)
+            log.debug("%s %s failed (%s), attempt %d", method, _safe(url), reason, attempt + 1)
+            return None, reason, None
+        reason, wait = self._retry(response, who, deadline)
+        return (None if reason else response), reason, wait
+
+    def _retry(
+        self, response: requests.Response, who: str, deadline: Deadline
+    ) -> tuple[str, float | None]:
+        """Why to try ``response``'s request again and how long the registry asks to
+        wait (None: back off); ``("", None)`` for an answer to use."""
+        if response.status_code == 429:
+            response.close()
+            return "rate limited, HTTP 429", self._rate_limit_wait(response, who, deadline)
+        if response.status_code in RETRY_STATUSES:
+            response.close()
+            return f"HTTP {response.status_code}", None
+        return "", None
 
     def _rate_limit_wait(
         self, response: requests.Response, who: str, deadline: Deadline
@@ -378,29 +393,17 @@ class Transport:
         by the policy; credentials are dropped for good once a hop leaves the
         first server. The body is left unread (``stream``)."""
         for hop in range(MAX_REDIRECTS + 1):
-            session = self._session(urllib.parse.urlsplit(url).netloc)
-            self._count()
-            wait = max(0.001, min(self.config.timeout, deadline.remaining()))
-            try:
-                response = session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=data,
-                    params=params,
-                    stream=True,
-                    auth=auth,
-                    timeout=wait,
-                    verify=self.verify,
-                    allow_redirects=False,
-                )
-            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema):
-                raise _bad_location(who, registry) from None
-            except ValueError as exc:
-                if isinstance(exc, requests.exceptions.RequestException):
-                    raise
-                # requests parses a redirect's Location even when not following it
-                raise _bad_location(who, registry) from None
+            response = self._request_once(
+                who,
+                registry,
+                deadline,
+                method,
+                url,
+                headers=headers,
+                data=data,
+                params=params,
+                auth=auth,
+            )
             location = response.headers.get("Location")
             if response.status_code not in REDIRECT_STATUSES or not location:
                 return response
@@ -419,15 +422,47 @@ class Transport:
                 auth = None
             if status not in (307, 308):
                 # like browsers and requests: 301/302/303 continue with GET (HEAD stays HEAD)
-                method = "HEAD" if method == "HEAD" else "GET"
-                data = None
-                headers = {
-                    k: v
-                    for k, v in headers.items()
-                    if k.lower() not in ("content-type", "content-length", "transfer-encoding")
-                }
+                method, data, headers = _without_body(method, headers)
             url, params = target, None
         raise AssertionError("unreachable: the loop returns or raises")
+
+    def _request_once(
+        self,
+        who: str,
+        registry: str,
+        deadline: Deadline,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        data: bytes | None,
+        params: Mapping[str, str] | None,
+        auth: tuple[str, str] | None,
+    ) -> requests.Response:
+        """One request, no redirect followed, body left unread; a bad URL is the registry's."""
+        session = self._session(urllib.parse.urlsplit(url).netloc)
+        self._count()
+        wait = max(0.001, min(self.config.timeout, deadline.remaining()))
+        try:
+            return session.request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                params=params,
+                stream=True,
+                auth=auth,
+                timeout=wait,
+                verify=self.verify,
+                allow_redirects=False,
+            )
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema):
+            raise _bad_location(who, registry) from None
+        except ValueError as exc:
+            if isinstance(exc, requests.exceptions.RequestException):
+                raise
+            # requests parses a redirect's Location even when not following it
+            raise _bad_location(who, registry) from None
 
     def _redirect_target(self, who: str, registry: str, source: str, location: str) -> str:
         """The absolute URL a ``Location`` names, checked by the policy."""
@@ -478,13 +513,7 @@ class Transport:
         Credentials only ever go to the endpoint's own origin: a full URL
         elsewhere is refused, and a 401 from a server a redirect led to never
         decides where they go."""
-        url = path if path.startswith(("http://", "https://")) else endpoint.base_url + path
-        if not same_origin(url, endpoint.base_url):
-            raise RegistryRefused(
-                f"{who}: registry {endpoint.registry} sends us on to {origin(url)}, "
-                f"which is not {origin(endpoint.base_url)}; not followed",
-                hint="credentials and requests for a registry only go to its own scheme, host and port",
-            )
+        url = _own_url(endpoint, path, who)
         scope = f"repository:{repository}:{actions}"
         guard = self.slot(endpoint.registry) if limit else contextlib.nullcontext()
         with guard:
@@ -506,14 +535,7 @@ class Transport:
                     return response
                 challenge_header = response.headers.get("WWW-Authenticate", "")
                 response.close()
-                if not same_origin(response.url, endpoint.base_url):
-                    raise Unauthorized(
-                        f"{who}: {origin(response.url)}, where registry {endpoint.registry} "
-                        f"redirected us, answers HTTP {response.status_code}; the registry's "
-                        "credentials are not sent there",
-                        hint="tell the registry's operators: what they redirect to must "
-                        "serve the request without the registry's credentials",
-                    )
+                _refuse_elsewhere(response, endpoint, who)
                 authorised = "Authorization" in all_headers
                 if response.status_code == 401 and attempt == 0:
                     self._authenticate(
@@ -622,6 +644,49 @@ def _bad_location(who: str, registry: str) -> RegistryRefused:
     return RegistryRefused(
         f"{who}: registry {registry} redirects to a Location that is not a valid URL; not followed",
         hint="the registry is misconfigured or hostile; tell its operators",
+    )
+
+
+def _own_url(endpoint: Endpoint, path: str, who: str) -> str:
+    """``path`` on ``endpoint``; a full URL must be on its scheme, host and port."""
+    url = path if path.startswith(("http://", "https://")) else endpoint.base_url + path
+    if not same_origin(url, endpoint.base_url):
+        raise RegistryRefused(
+            f"{who}: registry {endpoint.registry} sends us on to {origin(url)}, "
+            f"which is not {origin(endpoint.base_url)}; not followed",
+            hint="credentials and requests for a registry only go to its own scheme, host and port",
+        )
+    return url
+
+
+def _refuse_elsewhere(response: requests.Response, endpoint: Endpoint, who: str) -> None:
+    """A 401/403 from where a redirect led: the registry's credentials never go there."""
+    if not same_origin(response.url, endpoint.base_url):
+        raise Unauthorized(
+            f"{who}: {origin(response.url)}, where registry {endpoint.registry} "
+            f"redirected us, answers HTTP {response.status_code}; the registry's "
+            "credentials are not sent there",
+            hint="tell the registry's operators: what they redirect to must "
+            "serve the request without the registry's credentials",
+        )
+
+
+def _without_body(method: str, headers: dict[str, str]) -> tuple[str, None, dict[str, str]]:
+    """A 301/302/303 hop: GET (HEAD stays HEAD), no body, no body headers."""
+    kept = {
+        k: v
+        for k, v in headers.items()
+        if k.lower() not in ("content-type", "content-length", "transfer-encoding")
+    }
+    return ("HEAD" if method == "HEAD" else "GET"), None, kept
+
+
+def _tls_failure(exc: requests.exceptions.SSLError, who: str, deadline: Deadline) -> Unavailable:
+    if deadline.expired:
+        return _late(who, deadline)
+    return Unavailable(
+        f"{who}: TLS verification failed ({_short(exc)})",
+        hint="if the registry uses a private CA, set WISHBOT_CA_BUNDLE to its PEM file",
     )
 
 

@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 
 from bot.config import Config
 from bot.core.catalog import catalog_files, state_from_catalog
-from bot.core.model import CurrentState, Problem, Wishlist
-from bot.core.plan import Plan, ignoring_errors, make_plan
-from bot.core.recipe import apply_ignore_errors, diff_wishlists, load_wishlist
+from bot.core.model import CurrentState, Problem, Resolution, Wish, Wishlist
+from bot.core.plan import Plan
+from bot.core.recipe import apply_ignore_errors, load_wishlist
 from bot.core.render import plural, render_markdown, summary_parts
 from bot.errors import WishbotError
 from bot.publisher.backend import Publisher, open_publisher
@@ -31,6 +31,7 @@ from bot.publisher.verify import read_status, scheduled_verify, verify_due
 from bot.registry.auth import CredentialStore
 from bot.registry.client import RegistryClient
 from bot.runtime.pipeline_api import Pipeline, Publication, Review
+from bot.runtime.plan_change import plan_change
 
 Clock = Callable[[], datetime]
 REVIEW_TITLE = "wishbot plan for this change"
@@ -63,6 +64,17 @@ def blocking_errors(problems: Sequence[Problem], wishlist: Wishlist | None) -> l
     return [p for p in problems if p.severity == "error"]
 
 
+def _validate_description(path: str, added: Sequence[Wish], blocking: Sequence[Problem]) -> str:
+    """The validate status of a merge request: valid, not checkable right now, or the errors."""
+    if not blocking:
+        checked = f", {plural(len(added), 'new or changed wish', 'new or changed wishes')} found"
+        return f"{path} is valid{checked if added else ''}"
+    unavailable = [p for p in blocking if p.code == "unavailable"]
+    if unavailable and len(unavailable) == len(blocking):
+        return f"could not check {plural(len(unavailable), 'image')} right now; re-run later"
+    return f"{plural(len(blocking), 'error')}: {_first(blocking)}"
+
+
 class WishbotPipeline:
     """Validation, plan and publish on the operator's configuration."""
 
@@ -81,12 +93,25 @@ class WishbotPipeline:
         trusted: bool,
         catalog: bytes | None = None,
     ) -> Review:
-        now = self.clock()
         wishlist, problems = load_wishlist(head, path)
+        # Forks are planned with no secrets at all: anonymous registry access.
+        credentials = None if trusted else CredentialStore()
+
+        def resolve(wishes: Sequence[Wish]) -> list[Resolution]:
+            with RegistryClient(self.config, credentials=credentials) as client:
+                return client.resolve_all(wishes)
+
+        change = plan_change(
+            wishlist,
+            problems,
+            current=lambda cvmfs_repo: self._current_state(cvmfs_repo, catalog),
+            resolve=resolve,
+            now=self.clock(),
+            grace_days=self.config.grace_days,
+            base=load_wishlist(base, path)[0] if base is not None else None,
+        )
+        plan = change.plan
         if wishlist is None:
-            plan = make_plan(
-                [], [], CurrentState(""), now, cvmfs_repo="", removed=[], problems=problems
-            )
             errors = _count(problems, "error")
             return Review(
                 valid=False,
@@ -97,43 +122,11 @@ class WishbotPipeline:
                 plan=plan,
                 title=INVALID_TITLE,
             )
-        old = load_wishlist(base, path)[0] if base is not None else None
-        diff = diff_wishlists(old, wishlist)
-        added, removed = diff.added, diff.removed
-        # Forks are planned with no secrets at all: anonymous registry access.
-        credentials = None if trusted else CredentialStore()
-        with RegistryClient(self.config, credentials=credentials) as client:
-            resolutions = client.resolve_all(added)
-        current = self._current_state(wishlist.cvmfs_repo, catalog)
-        plan = make_plan(
-            wishlist.wishes,
-            resolutions,
-            current,
-            now,
-            grace_days=self.config.grace_days,
-            cvmfs_repo=wishlist.cvmfs_repo,
-            removed=removed,
-            problems=problems,
-        )
-        plan = ignoring_errors(plan, wishlist)  # the comment agrees with the statuses
-        registry_problems = [r.problem for r in resolutions if r.problem is not None]
-        blocking = blocking_errors([*problems, *registry_problems], wishlist)
-        unavailable = [p for p in blocking if p.code == "unavailable"]
-        if not blocking:
-            checked = (
-                f", {plural(len(added), 'new or changed wish', 'new or changed wishes')} found"
-            )
-            validate = f"{path} is valid{checked if added else ''}"
-        elif unavailable and len(unavailable) == len(blocking):
-            validate = (
-                f"could not check {plural(len(unavailable), 'image')} right now; re-run later"
-            )
-        else:
-            validate = f"{plural(len(blocking), 'error')}: {_first(blocking)}"
+        blocking = blocking_errors([*problems, *change.registry_problems], wishlist)
         summary = ", ".join(summary_parts(plan)) or "no changes to the publisher"
         return Review(
             valid=not blocking,
-            validate_description=validate,
+            validate_description=_validate_description(path, change.resolved, blocking),
             planned=not blocking,
             plan_description=summary if not blocking else f"blocked: {summary}",
             comment=render_markdown(plan, title=REVIEW_TITLE),

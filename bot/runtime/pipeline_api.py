@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bot.core.comment import PLAN_MARKER, PUBLISH_MARKER
 from bot.core.plan import Plan
 
-PLAN_MARKER = "<!-- wishbot:plan -->"
-PUBLISH_MARKER = "<!-- wishbot:publish -->"
+__all__ = ["PLAN_MARKER", "PUBLISH_MARKER", "Pipeline", "Publication", "Review"]
 
 
 @dataclass(frozen=True)

@@ -444,17 +444,7 @@ class WebhookServer:
         result = _result_of(status, answer)
         self.metrics.webhooks.labels(result).inc()
         self.metrics.webhook_seconds.observe(seconds)
-        facts: dict[str, Any] = {
-            "result": answer.get("status", result),
-            "status": status,
-            "event": header(headers, "X-GitHub-Event") or header(headers, "X-Gitlab-Event"),
-            "delivery": header(headers, "X-GitHub-Delivery")
-            or header(headers, "X-Gitlab-Event-UUID"),
-        }
-        facts.update({k: v for k, v in job.items() if k != "forge"})
-        reason = answer.get("reason") or answer.get("error")
-        if reason:
-            facts["reason"] = reason
+        facts = _delivery_facts(result, status, answer, headers, job)
         facts["seconds"] = round(seconds, 4)
         if status >= 400 and status != HTTPStatus.FORBIDDEN:
             # anyone can cause these at will: a flood must not flood the log too
@@ -597,6 +587,27 @@ def _lock_state_dir(state_dir: Path) -> IO[str]:
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     return handle
+
+
+def _delivery_facts(
+    result: str,
+    status: int,
+    answer: Mapping[str, Any],
+    headers: Mapping[str, str],
+    job: Mapping[str, Any],
+) -> dict[str, Any]:
+    """What the log says of one delivery: event, delivery id, the job, why refused."""
+    facts: dict[str, Any] = {
+        "result": answer.get("status", result),
+        "status": status,
+        "event": header(headers, "X-GitHub-Event") or header(headers, "X-Gitlab-Event"),
+        "delivery": header(headers, "X-GitHub-Delivery") or header(headers, "X-Gitlab-Event-UUID"),
+    }
+    facts.update({k: v for k, v in job.items() if k != "forge"})
+    reason = answer.get("reason") or answer.get("error")
+    if reason:
+        facts["reason"] = reason
+    return facts
 
 
 def open_server(

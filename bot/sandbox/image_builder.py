@@ -31,27 +31,33 @@ from typing import Any, Literal
 
 import requests
 
+from bot.core.mediatypes import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER,
+    DOCKER_LAYER_GZIP,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    IN_TOTO,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    OCI_MANIFEST,
+)
 from bot.errors import WishbotError
 from bot.registry.policy import is_loopback
 from bot.sandbox.layers import Compression, compress
 
 Media = Literal["docker", "oci"]
 
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-IN_TOTO = "application/vnd.in-toto+json"
-
 LAYER_TYPES: dict[tuple[Media, Compression], str] = {
-    ("docker", "gzip"): "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    ("docker", "none"): "application/vnd.docker.image.rootfs.diff.tar",
-    ("docker", "zstd"): "application/vnd.oci.image.layer.v1.tar+zstd",
-    ("oci", "gzip"): "application/vnd.oci.image.layer.v1.tar+gzip",
-    ("oci", "none"): "application/vnd.oci.image.layer.v1.tar",
-    ("oci", "zstd"): "application/vnd.oci.image.layer.v1.tar+zstd",
+    ("docker", "gzip"): DOCKER_LAYER_GZIP,
+    ("docker", "none"): DOCKER_LAYER,
+    ("docker", "zstd"): OCI_LAYER_ZSTD,
+    ("oci", "gzip"): OCI_LAYER_GZIP,
+    ("oci", "none"): OCI_LAYER,
+    ("oci", "zstd"): OCI_LAYER_ZSTD,
 }
 
 
