@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.core.mediatypes import OCI_CONFIG, OCI_MANIFEST
+from bot.core.mediatypes import DOCKER_FOREIGN_LAYER_GZIP, OCI_CONFIG, OCI_MANIFEST
 from bot.core.model import Platform, ScheduledRemoval
 from bot.core.reference import ImageReference, ReferenceError, parse
 from bot.errors import PublisherError
@@ -131,7 +131,7 @@ def go_field(data: object, key: str) -> Any:
 
 
 #: never published (DUCC skips them too): Windows base layers served from elsewhere
-FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+FOREIGN_LAYER = DOCKER_FOREIGN_LAYER_GZIP
 
 
 def manifest_summary(data: object) -> tuple[str | None, tuple[str, ...]]:
