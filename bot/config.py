@@ -50,6 +50,8 @@ class Config:
     max_tag_page_bytes: int = 8 * 2**20  # largest page of a tag list read
     max_tags: int = 100_000  # tags read from one repository (wildcards)
     max_wildcard_tags: int = 100  # concrete tags one wildcard may expand to
+    registry_cache_dir: str = ""  # manifests/configs by digest (default: STATE_DIR/registry-cache)
+    registry_cache_bytes: int = 256 * 2**20  # size bound of that cache
     platforms: tuple[str, ...] = ("linux/amd64",)
     # publisher
     publisher: str = ""  # default --publisher TARGET
