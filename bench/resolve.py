@@ -121,7 +121,7 @@ def distant(upstream: str, repository: str, tags: int, rtt: float, workers: int)
     """wishbot (cold, then re-checking with its cache) against skopeo, every
     answer delayed by ``rtt`` seconds."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from fault_proxy import FaultProxy, Rule  # type: ignore[import-not-found]  # tests/ proxy
+    from fault_proxy import FaultProxy, Rule  # the tests' loopback proxy
 
     with FaultProxy(upstream) as proxy, tempfile.TemporaryDirectory() as cache:
         for method in ("GET", "HEAD"):

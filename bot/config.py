@@ -88,6 +88,10 @@ class Config:
     job_lease: float = 120.0  # seconds a claimed job is leased; renewed while it runs
     job_deadline: float = 3600.0  # seconds a job may run before it is stopped and retried
     log_format: str = "text"  # serve's logs: text or json
+    # registry events (serve, /hooks/registry/<format>); see docs/operating.md
+    registry_events: tuple[str, ...] = ()  # allow-listed registry/repository globs; () = off
+    registry_event_debounce: float = 2.0  # seconds a refresh waits for more events
+    registry_event_max_tags: int = 1000  # tags one refresh collects; beyond: every wish
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> Config:

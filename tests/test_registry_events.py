@@ -1,0 +1,343 @@
+"""Registry events end to end: the real ``docker-registry`` sends its own
+notifications (distribution's envelope, a bearer token in the endpoint's
+headers) to a running webhook server with the real pipeline and a ``local:``
+publisher; the server re-resolves what the event may concern and publishes
+only what changed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from forge_sites import git
+
+from bot.config import Config
+from bot.forge.local import LocalForge
+from bot.publisher.state import read_state
+from bot.runtime import registry_events as events
+from bot.runtime.journal import Journal
+from bot.runtime.pipeline import WishbotPipeline
+from bot.runtime.queue import Queue
+from bot.runtime.server import WebhookServer
+from bot.sandbox.demo_images import base_layer, push_demo_image
+from bot.sandbox.image_builder import PushedImage
+from bot.sandbox.registry_server import LocalRegistry
+
+TOKEN = "registry-token-for-tests"
+SECRET = "forge-secret-for-tests"
+CVMFS_REPO = "unpacked.example.org"
+ENVELOPE = "application/vnd.docker.distribution.events.v1+json"
+BASE = base_layer()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Site:
+    registry: LocalRegistry
+    server: WebhookServer
+    repo: Path
+    tree: Path
+    forge: LocalForge
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.address
+        return f"http://{host}:{port}"
+
+    def wish(self, *inputs: str) -> None:
+        """Commit a wishlist of ``events/<input>`` images on main."""
+        lines = [
+            "version: 1",
+            "user: tester",
+            f"cvmfs_repo: '{CVMFS_REPO}'",
+            "output_format: 'example.org/thin/$(image)'",
+            "input:",
+            *[f"  - '{self.registry.host}/events/{text}'" for text in inputs],
+        ]
+        git(self.repo, "checkout", "-q", "main")
+        (self.repo / "wishlist.yaml").write_text("\n".join(lines) + "\n")
+        git(self.repo, "commit", "-q", "--allow-empty", "-am", "wishlist")
+        git(self.repo, "checkout", "-q", "--detach")
+
+    def push(self, name: str, tag: str, version: str) -> PushedImage:
+        image = push_demo_image(self.registry.url, f"events/{name}", tag, version, base=BASE)
+        return image.pushed
+
+    def published(self, name: str, tag: str) -> str | None:
+        """The manifest digest the publisher serves for ``events/name:tag``."""
+        path = f"{self.registry.host}/events/{name}:{tag}"
+        for image in read_state(self.tree, CVMFS_REPO).images:
+            if image.path == path:
+                return image.manifest_digest
+        return None
+
+    def refresh_jobs(self) -> list[tuple[str, dict[str, object]]]:
+        with sqlite3.connect(self.server.queue.path) as db:
+            rows = db.execute("SELECT state, payload FROM jobs WHERE kind = 'refresh'").fetchall()
+        return [(state, json.loads(payload)) for state, payload in rows]
+
+    def idle(self) -> bool:
+        return all(state in ("done", "failed") for state, _ in self.refresh_jobs())
+
+    def post(self, fmt: str, body: bytes, headers: dict[str, str]) -> requests.Response:
+        return requests.post(
+            f"{self.url}/hooks/registry/{fmt}", data=body, headers=headers, timeout=10
+        )
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    work = tmp_path_factory.mktemp("events")
+    port = _free_port()
+    notifications = {
+        "endpoints": [
+            {
+                "name": "wishbot",
+                "url": f"http://127.0.0.1:{port}/hooks/registry/distribution",
+                "headers": {"Authorization": [f"Bearer {TOKEN}"]},
+                "timeout": "2s",
+                "threshold": 5,
+                "backoff": "200ms",
+                "ignore": {"actions": ["pull"]},
+            }
+        ]
+    }
+    repo = work / "wishlists"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "wishlist.yaml").write_text(
+        f"version: 1\nuser: t\ncvmfs_repo: '{CVMFS_REPO}'\n"
+        "output_format: 'example.org/thin/$(image)'\ninput: []\n"
+    )
+    git(repo, "add", "wishlist.yaml")
+    git(repo, "commit", "-q", "-m", "empty")
+    git(repo, "checkout", "-q", "--detach")
+    forge = LocalForge(repo, default="main")
+    with LocalRegistry(notifications=notifications) as registry:
+        config = Config(
+            insecure_registries=(registry.host,),
+            publisher=f"local:{work / 'tree'}",
+            thin=False,
+            forge="local",
+            repositories=("team/wishlist",),
+            listen=f"127.0.0.1:{port}",
+            registry_events=(f"{registry.host}/events/*", "docker.io/team/*"),
+            registry_event_debounce=1.0,
+            state_dir=str(work / "state"),
+            reapply_interval=0,
+            timeout=10.0,
+            retries=1,
+            backoff=0.01,
+        )
+        server = WebhookServer(
+            config,
+            secret=SECRET,
+            queue=Queue(work / "state" / "queue.sqlite", visibility=60),
+            journal=Journal(work / "state" / "journal.sqlite"),
+            pipeline=WishbotPipeline(config),
+            forge_for=lambda kind, repository: forge,
+            plan_workers=1,
+            poll=0.05,
+            registry_token=TOKEN,
+        )
+        server.start()
+        try:
+            yield Site(registry, server, repo, work / "tree", forge)
+        finally:
+            server.stop()
+
+
+def _envelope(host: str, repository: str, tags: list[str]) -> bytes:
+    return json.dumps(
+        {
+            "events": [
+                {
+                    "id": f"{repository}-{tag}",
+                    "action": "push",
+                    "target": {
+                        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                        "repository": repository,
+                        "tag": tag,
+                        "digest": "sha256:" + "0" * 64,
+                    },
+                    "request": {"host": host},
+                }
+                for tag in tags
+            ]
+        }
+    ).encode()
+
+
+def _bearer(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "Content-Type": ENVELOPE}
+
+
+def test_a_push_of_a_wished_tag_republishes_it(site: Site) -> None:
+    site.wish("app:1")
+    first = site.push("app", "1", "1.0")
+    wait_for(lambda: site.published("app", "1") == first.manifest_digest)
+    wait_for(site.idle)
+    catalog = site.forge.read_file("catalog.json", site.forge.default_branch()[1])
+    assert catalog is not None and first.manifest_digest.encode() in catalog
+    started = time.monotonic()
+    moved = site.push("app", "1", "2.0")
+    wait_for(lambda: site.published("app", "1") == moved.manifest_digest)
+    assert time.monotonic() - started < 10
+    state = read_state(site.tree, CVMFS_REPO)
+    # the old image waits for its grace period, exactly as on the hourly path
+    assert any(s.kind == "image" and s.id == first.config_digest for s in state.schedule)
+    wait_for(site.idle)
+    seconds = "wishbot_registry_event_to_published_seconds"
+    assert site.server.metrics.value(f"{seconds}_count") >= 2
+    assert site.server.metrics.value(f"{seconds}_sum") < 20
+
+
+def test_a_push_of_an_unwished_tag_does_nothing(site: Site) -> None:
+    site.wish("app:1")
+    before = site.server.metrics.value(
+        "wishbot_registry_events_total", source="distribution", result="accepted"
+    )
+    site.push("other", "1", "1.0")
+    wait_for(
+        lambda: (
+            site.server.metrics.value(
+                "wishbot_registry_events_total", source="distribution", result="accepted"
+            )
+            > before
+        )
+    )
+    wait_for(site.idle)
+    assert site.published("other", "1") is None
+
+
+def test_a_wildcard_gains_its_new_tag(site: Site) -> None:
+    site.wish("app:1", "wild:2.*")
+    site.push("wild", "2.0", "2.0")
+    wait_for(lambda: site.published("wild", "2.0") is not None)
+    new = site.push("wild", "2.1", "2.1")
+    wait_for(lambda: site.published("wild", "2.1") == new.manifest_digest)
+    other = site.push("wild", "3.0", "3.0")  # does not match the pattern
+    assert other.manifest_digest
+    wait_for(site.idle)
+    assert site.published("wild", "3.0") is None
+
+
+def test_unauthenticated_or_forged_events_are_refused(site: Site) -> None:
+    body = _envelope(site.registry.host, "events/app", ["1"])
+    assert site.post("distribution", body, {"Content-Type": ENVELOPE}).status_code == 401
+    assert site.post("distribution", body, _bearer("wrong")).status_code == 401
+    assert site.post("harbor", b"{}", {"Authorization": "nope"}).status_code == 401
+    forged = {"X-GitHub-Event": "registry_package", "X-Hub-Signature-256": "sha256=" + "0" * 64}
+    assert site.post("github", b"{}", forged).status_code == 401
+    # Docker Hub cannot sign: only allow-listed repositories, and only as a hint
+    hub = json.dumps({"push_data": {"tag": "1"}, "repository": {"repo_name": "evil/x"}})
+    assert site.post("dockerhub", hub.encode(), {}).status_code == 403
+    assert site.post("nosuch", body, _bearer()).status_code == 404
+    big = b"{" + b" " * (site.server.limits.max_body + 1) + b"}"
+    assert site.post("distribution", big, _bearer()).status_code == 413
+    refused = site.server.metrics.value(
+        "wishbot_registry_events_total", source="distribution", result="refused"
+    )
+    assert refused >= 2
+
+
+def test_a_signed_github_package_event_is_accepted(site: Site) -> None:
+    body = json.dumps(
+        {
+            "action": "published",
+            "registry_package": {
+                "name": "tool",
+                "namespace": "Team",
+                "package_type": "CONTAINER",
+                "package_version": {"container_metadata": {"tag": {"name": "v1"}}},
+            },
+        }
+    ).encode()
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"X-GitHub-Event": "registry_package", "X-Hub-Signature-256": signature}
+    answer = site.post("github", body, headers)
+    assert answer.status_code == 403  # ghcr.io/team/tool is not allow-listed here
+    assert answer.json() == {"error": "registry or repository is not allow-listed"}
+
+
+def test_a_flood_of_500_events_is_coalesced_into_few_runs(site: Site) -> None:
+    site.wish("app:1", "flood:1.*")
+    image = site.push("flood", "1.0", "1.0")
+    wait_for(lambda: site.published("flood", "1.0") is not None)
+    wait_for(site.idle)
+    before = len(site.refresh_jobs())
+
+    def deliver(i: int) -> int:
+        body = _envelope(site.registry.host, "events/flood", [f"1.{i}"])
+        return site.post("distribution", body, _bearer()).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(deliver, range(500)))
+    assert set(statuses) == {202}
+    wait_for(site.idle)
+    runs = len(site.refresh_jobs()) - before
+    assert 1 <= runs <= 8, runs  # 500 deliveries in about 5 s, 1 s debounce
+    assert site.published("flood", "1.0") == image.manifest_digest
+
+
+def test_a_hostile_event_naming_an_image_outside_the_wishlist_publishes_nothing(
+    site: Site,
+) -> None:
+    site.wish("app:1")
+    site.push("evil", "1", "1.0")  # exists upstream, nobody wished it
+    wait_for(site.idle)
+    before = read_state(site.tree, CVMFS_REPO).images
+    body = _envelope(site.registry.host, "events/evil", ["1", "latest"])
+    assert site.post("distribution", body, _bearer()).status_code == 202
+    assert site.post("distribution", body, _bearer()).status_code == 200  # a replay: dropped
+    outside = _envelope("registry.example.org", "events/app", ["1"])
+    assert site.post("distribution", outside, _bearer()).status_code == 403
+    time.sleep(0.5)
+    wait_for(site.idle)
+    assert read_state(site.tree, CVMFS_REPO).images == before
+
+
+def test_deletions_are_only_logged() -> None:
+    body = json.dumps(
+        {
+            "events": [
+                {
+                    "action": "delete",
+                    "target": {"repository": "a/b", "tag": "1"},
+                    "request": {"host": "r.example.org"},
+                },
+                {"action": "pull", "target": {"repository": "a/b", "tag": "1"}},
+                {
+                    "action": "push",
+                    "target": {"mediaType": "application/octet-stream", "repository": "a/b"},
+                },
+            ]
+        }
+    ).encode()
+    parsed = events.parse("distribution", {}, body)
+    assert parsed.pushed == ()
+    assert [h.image for h in parsed.deleted] == ["r.example.org/a/b:1"]
+    assert parsed.skipped == 2
