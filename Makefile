@@ -54,6 +54,7 @@ bench: venv deps
 	$(BIN)/python bench/resolve.py
 	$(BIN)/python bench/convert.py
 	$(BIN)/python bench/plan.py
+	$(BIN)/python bench/latency.py
 
 # docs/*.png: the plan comment and the catalog page as people see them (headless Chromium)
 screenshots: venv

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from bot.config import Config
@@ -45,6 +46,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--rtt", type=float, default=0.05, help="seconds; 0: no distant run")
     parser.add_argument("--rtt-tags", type=int, default=300)
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="parallel requests per registry (setting)"
+    )
     args = parser.parse_args()
     skopeo_tags = args.skopeo_tags or args.tags
     repository = "bench/many"
@@ -102,7 +106,13 @@ def main() -> int:
             f"wishbot is {per_tag_skopeo / per_tag_wishbot:.1f}x faster"
         )
         if args.rtt > 0:
-            distant(registry.url, repository, min(args.rtt_tags, args.tags), args.rtt, args.workers)
+            distant(
+                registry.url,
+                repository,
+                min(args.rtt_tags, args.tags),
+                args.rtt,
+                Config(workers=args.workers, concurrency=args.concurrency),
+            )
     return 0
 
 
@@ -117,7 +127,7 @@ def _skopeo_loop(host: str, repository: str, tags: int) -> float:
     return time.monotonic() - started
 
 
-def distant(upstream: str, repository: str, tags: int, rtt: float, workers: int) -> None:
+def distant(upstream: str, repository: str, tags: int, rtt: float, settings: Config) -> None:
     """wishbot (cold, then re-checking with its cache) against skopeo, every
     answer delayed by ``rtt`` seconds."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -126,11 +136,7 @@ def distant(upstream: str, repository: str, tags: int, rtt: float, workers: int)
     with FaultProxy(upstream) as proxy, tempfile.TemporaryDirectory() as cache:
         for method in ("GET", "HEAD"):
             proxy.add(Rule(path="", method=method, times=-1, delay=rtt))
-        config = Config(
-            insecure_registries=(proxy.host,),
-            workers=workers,
-            registry_cache_dir=cache,
-        )
+        config = replace(settings, insecure_registries=(proxy.host,), registry_cache_dir=cache)
         wishes = [
             Wish(parse(f"{proxy.host}/{repository}:1.{i}"), Location("bench", i + 1))
             for i in range(tags)
@@ -142,7 +148,8 @@ def distant(upstream: str, repository: str, tags: int, rtt: float, workers: int)
                 failed = [r for r in client.resolve_all(wishes) if r.problem]
                 times.append(time.monotonic() - started)
                 print(
-                    f"{rtt * 1000:.0f} ms round trip, wishbot {run}, {tags} tags: "
+                    f"{rtt * 1000:.0f} ms round trip, wishbot {run}, {tags} tags "
+                    f"(concurrency {config.concurrency}): "
                     f"{times[-1]:.2f} s, {client.requests_made} requests, {len(failed)} failed"
                 )
         if shutil.which("skopeo") is None:
