@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from registry_events_site import (
@@ -26,6 +27,7 @@ from registry_events_site import (
 
 from bot.publisher.state import read_state
 from bot.runtime import registry_events as events
+from bot.runtime.queue import Queue
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +207,75 @@ def test_deletions_are_only_logged() -> None:
     assert parsed.pushed == ()
     assert [h.image for h in parsed.deleted] == ["r.example.org/a/b:1"]
     assert parsed.skipped == 2
+
+
+def test_each_format_parses_to_tag_hints() -> None:
+    harbor = {
+        "type": "PUSH_ARTIFACT",
+        "event_data": {
+            "resources": [{"tag": "v1", "resource_url": "harbor.example.org/proj/app:v1"}],
+            "repository": {"repo_full_name": "proj/app"},
+        },
+    }
+    github = {
+        "action": "published",
+        "package": {
+            "name": "tool",
+            "namespace": "Org",
+            "package_type": "container",
+            "package_version": {"container_metadata": {"tag": {"name": "2.0"}}},
+        },
+    }
+    hub = {"push_data": {"tag": "3.12"}, "repository": {"repo_name": "python"}}
+    cases = [
+        ("harbor", {}, harbor, "harbor.example.org/proj/app:v1"),
+        ("github", {"X-GitHub-Event": "package"}, github, "ghcr.io/org/tool:2.0"),
+        ("dockerhub", {}, hub, "docker.io/library/python:3.12"),
+    ]
+    for fmt, headers, body, image in cases:
+        parsed = events.parse(fmt, headers, json.dumps(body).encode())
+        assert [h.image for h in parsed.pushed] == [image], fmt
+    hostile = {"push_data": {"tag": "../../x"}, "repository": {"repo_name": "A/$(rm)"}}
+    assert events.parse("dockerhub", {}, json.dumps(hostile).encode()).pushed == ()
+    with pytest.raises(events.BadEvent):
+        events.parse("distribution", {}, b"[1]")
+
+
+def test_an_event_concerns_exact_tags_and_matching_wildcards() -> None:
+    from bot.core.recipe import load_wishlist
+
+    text = (
+        "version: 1\nuser: u\ncvmfs_repo: r.org\noutput_format: 'x/$(image)'\ninput:\n"
+        "  - 'https://registry.hub.docker.com/library/python:3.12'\n"
+        "  - 'https://r.example.org/a/b:1.*'\n"
+        "  - 'https://r.example.org/a/b:2'\n"
+    )
+    wishlist, problems = load_wishlist(text.encode(), "wishlist.yaml")
+    assert wishlist is not None, problems
+    hit = events.concerned(
+        wishlist.wishes, ["docker.io/library/python:3.12", "r.example.org/a/b:1.5"]
+    )
+    assert [w.text for w in hit] == [w.text for w in wishlist.wishes[:2]]
+    assert events.concerned(wishlist.wishes, ["r.example.org/a/c:2", "evil.org/a/b:2"]) == []
+
+
+def test_waiting_hints_merge_and_overflow(tmp_path: Path) -> None:
+    queue = Queue(tmp_path / "q.sqlite")
+    put = lambda images, received: queue.put_merged(  # noqa: E731
+        "refresh", "k", {"images": images, "received": received}, merge="images", limit=3
+    )
+    assert put(["a"], 5.0) == "queued"
+    assert put(["b", "a"], 4.0) == "coalesced"
+    job = queue.claim(("refresh",))
+    assert job is not None and job.payload == {
+        "images": ["a", "b"],
+        "received": 4.0,
+        "overflow": False,
+    }
+    assert put(["c"], 1.0) == "queued"  # the first one is running: a new run waits
+    assert put(["d", "e", "f"], 1.0) == "coalesced"
+    assert queue.claim(("refresh",)) is None  # the same key is still running
+    queue.done(job)
+    again = queue.claim(("refresh",))
+    assert again is not None and again.payload["overflow"] is True  # every wish, then
+    assert again.payload["images"] == [] and again.payload["received"] == 1.0
