@@ -73,9 +73,11 @@ def test_recheck_of_unchanged_tags_costs_one_head_each(
     ]
     cache = str(tmp_path / "cache")
     with client_for(proxy.host, registry_cache_dir=cache) as client:
-        first = client.resolve_all(wishes)
+        first = [client.resolve(w) for w in wishes]  # in turn: they share a config
         cold = client.requests_made
-    assert cold == 1 + 1 + 1 + 2 + 1  # image: manifest, config; index, 2 manifests, 1 config
+    # image: manifest, config; the index, its arm64 manifest and config (its amd64
+    # image is the first image, kept by digest: no request)
+    assert cold == 2 + 3
     with client_for(proxy.host, registry_cache_dir=cache) as client:  # a restart
         again = client.resolve_all(wishes)
         assert client.requests_made == 2
@@ -107,3 +109,32 @@ def test_without_a_cache_directory_nothing_changes(
             client.resolve(wish(f"{proxy.host}/{unique_repo}:1"))
             assert client.requests_made == 2
     assert not proxy.requests_to("/manifests/", "HEAD")
+
+
+def test_a_cached_private_manifest_needs_access_to_be_read(
+    basic_registry: LocalRegistry, unique_repo: str, tmp_path: Path
+) -> None:
+    """The cache is shared by every client of a server, forks' reviews (no
+    credentials) included: what it keeps is only handed over after a request
+    this client may make."""
+    assert basic_registry.credentials is not None
+    pushed = push_image(
+        basic_registry.url,
+        unique_repo,
+        "1",
+        [build_layer([file("secret", "s")])],
+        auth=basic_registry.credentials,
+    )
+    cache = str(tmp_path / "cache")
+    host = basic_registry.host
+    pinned = wish(f"{host}/{unique_repo}@{pushed.manifest_digest}")
+    owner = {host: basic_registry.credentials}
+    with client_for(host, credentials=owner, registry_cache_dir=cache) as client:
+        assert client.resolve(pinned).problem is None
+    for ref in (pinned, wish(f"{host}/{unique_repo}:1")):
+        with client_for(host, registry_cache_dir=cache) as stranger:
+            problem = stranger.resolve(ref).problem
+            assert problem is not None and problem.code == "unauthorized", problem
+    with client_for(host, credentials=owner, registry_cache_dir=cache) as client:
+        assert client.resolve(pinned).problem is None
+        assert client.requests_made <= 3  # HEAD (+ its token dance), nothing fetched

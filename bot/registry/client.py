@@ -181,16 +181,24 @@ class RegistryClient:
         """The manifest or index for ``reference`` (tag or digest; default: the ref's
         digest, else its tag), verified.
 
-        With the on-disk cache (``registry_cache_dir`` or ``state_dir``), a digest
-        already kept costs no request, and a tag seen before costs one ``HEAD``
-        while it still points to the same digest."""
+        With the on-disk cache (``registry_cache_dir`` or ``state_dir``), a tag or
+        a digest asked for costs one ``HEAD`` while the cache keeps what it
+        points to (the ``HEAD`` also proves this client may read it: a cached
+        private manifest is never handed to a client without access), and a
+        platform's manifest inside an index read that way costs nothing."""
         target = reference or ref.digest or ref.effective_tag or "latest"
         expected = target if target.startswith("sha256:") else None
         what = f"{ref.name}{'@' if expected else ':'}{target}"
         if self.cache is None:
             return self._fetch_manifest(ref, target, expected, what)
         tag_key = "" if expected else f"{ref.normalized().name}:{target}"
-        digest = expected or self._current_digest(ref, target, tag_key, what)
+        if expected and reference is not None:
+            digest = expected  # named by an index this client has just read
+        else:
+            known = expected or (self._hints.get(tag_key) if self._hints is not None else None)
+            digest = self._head(ref, target, what) if known and self.cache.has(known) else ""
+            if expected and digest != expected:
+                digest = ""  # a registry naming another digest: fetch and verify
         cached = self._cached_manifest(digest, what) if digest else None
         if cached is None:
             cached = self._fetch_manifest(ref, target, expected, what)
@@ -199,19 +207,16 @@ class RegistryClient:
             self._hints.set(tag_key, cached.digest)
         return cached
 
-    def _current_digest(self, ref: ImageReference, tag: str, tag_key: str, what: str) -> str:
-        """The digest ``tag`` points to now, by ``HEAD``, when it pointed to a digest
-        the cache keeps when last seen ("" when unknown: fetch it)."""
-        hint = self._hints.get(tag_key) if self._hints is not None else None
-        if not hint or self.cache is None or not self.cache.has(hint):
-            return ""
+    def _head(self, ref: ImageReference, target: str, what: str) -> str:
+        """The digest ``target`` (a tag or digest) points to now, by ``HEAD``
+        ("" when the answer does not say: fetch the manifest instead)."""
         repository = self._repository(ref)
 
         def head(endpoint: Endpoint) -> str:
             response = self.transport.send(
                 endpoint,
                 "HEAD",
-                f"/v2/{repository}/manifests/{tag}",
+                f"/v2/{repository}/manifests/{target}",
                 who=what,
                 repository=repository,
                 headers={"Accept": mt.ACCEPT},
