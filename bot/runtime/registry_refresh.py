@@ -72,6 +72,12 @@ class RegistryEvents:
         for source in events.FORMATS:
             for result in RESULTS:
                 self.events.labels(source, result)
+        if self.enabled and not token:
+            log.warning(
+                "registry events: WISHBOT_REGISTRY_EVENT_TOKEN is not set; distribution and "
+                "Harbor events will be refused (GitHub's are checked with the webhook secret, "
+                "Docker Hub's only against registry_events)"
+            )
 
     @property
     def enabled(self) -> bool:
