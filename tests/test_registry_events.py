@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import requests
 from registry_events_site import (
     CVMFS_REPO,
     ENVELOPE,
@@ -279,3 +280,24 @@ def test_waiting_hints_merge_and_overflow(tmp_path: Path) -> None:
     again = queue.claim(("refresh",))
     assert again is not None and again.payload["overflow"] is True  # every wish, then
     assert again.payload["images"] == [] and again.payload["received"] == 1.0
+
+
+def test_a_tag_deleted_upstream_removes_nothing(site: Site) -> None:
+    site.wish("app:1", "gone:4.*")
+    kept = site.push("gone", "4.0", "4.0")
+    site.push("gone", "4.1", "4.1")
+    wait_for(lambda: site.published("gone", "4.1") is not None)
+    wait_for(lambda: site.published("gone", "4.0") is not None)
+    deleted = requests.delete(
+        f"{site.registry.url}/v2/events/gone/manifests/{kept.manifest_digest}",
+        headers={"Accept": kept.manifest_media_type},
+        timeout=10,
+    )
+    assert deleted.status_code == 202, deleted.text
+    site.push("gone", "4.2", "4.2")  # the wildcard would now drop 4.0: left to the hourly run
+    time.sleep(1.5)
+    wait_for(site.idle)
+    assert site.published("gone", "4.0") == kept.manifest_digest
+    state = read_state(site.tree, CVMFS_REPO)
+    assert not any(s.id == kept.config_digest for s in state.schedule)
+    assert site.published("gone", "4.2") is None  # the whole wish waits for the periodic run
