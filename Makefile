@@ -57,6 +57,7 @@ bench: venv deps
 	$(BIN)/python bench/resolve.py
 	$(BIN)/python bench/convert.py
 	$(BIN)/python bench/plan.py
+	$(BIN)/python bench/latency.py
 
 # functions above cyclomatic complexity 10 and 15 (radon); the norm is 10, never above 15
 complexity: venv

@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
@@ -425,6 +425,9 @@ class Result:
     naive_requests: int = 0
     naive_s: float = 0.0
     catalog_s: float = 0.0  # reading catalog.json (part of both plans' wall time)
+    recheck_requests: int = 0  # re-resolving every wish, unchanged, after a restart (cache)
+    recheck_expected: int = 0  # one HEAD per concrete tag, one tag list per wildcard
+    recheck_s: float = 0.0
     base_rows: dict[str, int] = field(default_factory=dict)
     naive_rows: dict[str, int] = field(default_factory=dict)
     scale: list[ScaleRow] = field(default_factory=list)
@@ -518,6 +521,8 @@ def run(
             client.resolve_all(added)
             result.changed_only_requests = client.requests_made
 
+        recheck(result, config, new.wishes, directory / "registry-cache")
+
         if len(added) != changed:
             result.problems.append(f"the change has {len(added)} new wishes, not {changed}")
         if result.base_requests != result.changed_only_requests:
@@ -537,6 +542,25 @@ def run(
         result.scale.extend(scale_rows(size, changed))
     report(result, out)
     return result
+
+
+def recheck(result: Result, config: Config, wishes: Sequence[Wish], cache: Path) -> None:
+    """Resolve every wish, then again with a new client on the same on-disk cache
+    (a restart): the second pass should cost one ``HEAD`` a tag and nothing else."""
+    config = replace(config, registry_cache_dir=str(cache))
+    for _ in range(2):
+        with RegistryClient(config, credentials=CredentialStore()) as client:
+            started = time.monotonic()
+            client.resolve_all(wishes)
+            result.recheck_requests = client.requests_made
+            result.recheck_s = time.monotonic() - started
+    wildcards = sum(1 for wish in wishes if wish.reference.is_wildcard)
+    result.recheck_expected = len(wishes) + wildcards
+    if result.recheck_requests != result.recheck_expected:
+        result.problems.append(
+            f"re-checking {len(wishes)} unchanged wishes made {result.recheck_requests} "
+            f"requests, not one HEAD a tag ({result.recheck_expected})"
+        )
 
 
 def _ratio(a: float, b: float) -> str:
@@ -567,6 +591,11 @@ def report(result: Result, out: TextIO) -> None:
     )
     w(
         f"reading catalog.json ({result.wishes} images), part of both wall times: {result.catalog_s:.2f} s\n"
+    )
+    w(
+        f"re-checking all {result.wishes} unchanged wishes after a restart (registry cache): "
+        f"{result.recheck_requests} requests (one HEAD a tag: {result.recheck_expected}), "
+        f"{result.recheck_s:.2f} s\n"
     )
     if result.scale:
         w("\npure planning + rendering (in memory, no network)\n")

@@ -54,6 +54,8 @@ class Config:
     max_tag_page_bytes: int = 8 * 2**20  # largest page of a tag list read
     max_tags: int = 100_000  # tags read from one repository (wildcards)
     max_wildcard_tags: int = 100  # concrete tags one wildcard may expand to
+    registry_cache_dir: str = ""  # manifests/configs by digest (default: STATE_DIR/registry-cache)
+    registry_cache_bytes: int = 256 * 2**20  # size bound of that cache
     platforms: tuple[str, ...] = ("linux/amd64",)
     # publisher
     publisher: str = ""  # default --publisher TARGET
@@ -95,6 +97,10 @@ class Config:
     verify_batch: int = (
         200  # maintenance: layers compared with their tar per deep verify, in turn; 0 = all
     )
+    # registry events (serve, /hooks/registry/<format>); see docs/operating.md
+    registry_events: tuple[str, ...] = ()  # allow-listed registry/repository globs; () = off
+    registry_event_debounce: float = 2.0  # seconds a refresh waits for more events
+    registry_event_max_tags: int = 1000  # tags one refresh collects; beyond: every wish
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -130,6 +136,7 @@ OTHER_VARIABLES = (
     "WISHBOT_LOCK_DIR",  # the cvmfs backend's lock and transaction marker
     "WISHBOT_FORGE_TOKEN",  # secret: the forge token
     "WISHBOT_WEBHOOK_SECRET",  # secret: the webhook's shared secret
+    "WISHBOT_REGISTRY_EVENT_TOKEN",  # secret: what registries send with their events
     "WISHBOT_TEST_CRASH_AT",  # tests: crash the publisher at a named point
     "WISHBOT_UPDATE_GOLDEN",  # tests: rewrite the golden files
 )

@@ -121,7 +121,7 @@ def test_review_plans_the_good_image_beside_hostile_wishes(
     assert review.valid and review.planned, review.validate_description
     assert_clean(review.comment)
     assert "t/hostile-runs" in review.comment
-    assert "adds 1 image" in review.comment
+    assert "adds 1 image" in review.comment  # the verdict line of the redesigned comment
 
 
 def test_apply_publishes_the_good_image_beside_hostile_wishes(

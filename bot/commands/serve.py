@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "serve",
         help="receive GitLab/GitHub webhooks and run reviews and publications",
         description="Serve webhooks on --listen. The secret comes from WISHBOT_WEBHOOK_SECRET; "
-        "only the configured repositories are accepted. GET /healthz and /metrics. "
+        "only the configured repositories are accepted. Registry events (push -> publish "
+        "in seconds) on POST /hooks/registry/{distribution,harbor,github,dockerhub} when "
+        "registry_events is set. GET /healthz and /metrics. "
         "Logs one line per delivery and job at INFO; limits in docs/operating.md.",
     )
     parser.add_argument("--listen", help="HOST:PORT (default: the listen setting)")

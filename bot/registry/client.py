@@ -51,6 +51,7 @@ from bot.errors import (
 )
 from bot.registry import safejson
 from bot.registry.auth import CredentialStore
+from bot.registry.cache import BlobCache, TagHints
 from bot.registry.manifest import (
     Manifest,
     offered_platforms,
@@ -111,6 +112,7 @@ class RegistryClient:
             self.transport = Transport(self.config, self.credentials, self.policy, sleep=sleep)
         self._configs: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self.cache, self._hints = _open_cache(self.config)
         self._inner = ThreadPoolExecutor(
             max_workers=max(1, self.config.workers), thread_name_prefix="wishbot-tag"
         )
@@ -119,6 +121,8 @@ class RegistryClient:
         return f"RegistryClient({self.credentials!r})"
 
     def close(self) -> None:
+        if self._hints is not None:
+            self._hints.save()
         self._inner.shutdown(wait=False, cancel_futures=True)
         self.transport.close()
 
@@ -175,11 +179,86 @@ class RegistryClient:
     # --- manifests -------------------------------------------------------
     def get_manifest(self, ref: ImageReference, reference: str | None = None) -> Manifest:
         """The manifest or index for ``reference`` (tag or digest; default: the ref's
-        digest, else its tag), verified."""
+        digest, else its tag), verified.
+
+        With the on-disk cache (``registry_cache_dir`` or ``state_dir``), a tag or
+        a digest asked for costs one ``HEAD`` while the cache keeps what it
+        points to (the ``HEAD`` also proves this client may read it: a cached
+        private manifest is never handed to a client without access), and a
+        platform's manifest inside an index read that way costs nothing."""
         target = reference or ref.digest or ref.effective_tag or "latest"
         expected = target if target.startswith("sha256:") else None
-        repository = self._repository(ref)
         what = f"{ref.name}{'@' if expected else ':'}{target}"
+        if self.cache is None:
+            return self._fetch_manifest(ref, target, expected, what)
+        tag_key = "" if expected else f"{ref.normalized().name}:{target}"
+        if expected and reference is not None:
+            digest = expected  # named by an index this client has just read
+        else:
+            known = expected or (self._hints.get(tag_key) if self._hints is not None else None)
+            digest = self._head(ref, target, what) if known and self.cache.has(known) else ""
+            if expected and digest != expected:
+                digest = ""  # a registry naming another digest: fetch and verify
+        cached = self._cached_manifest(digest, what) if digest else None
+        if cached is None:
+            cached = self._fetch_manifest(ref, target, expected, what)
+            self.cache.put(cached.digest, cached.body, cached.media_type)
+        if tag_key and self._hints is not None:
+            self._hints.set(tag_key, cached.digest)
+        return cached
+
+    def _head(self, ref: ImageReference, target: str, what: str) -> str:
+        """The digest ``target`` (a tag or digest) points to now, by ``HEAD``
+        ("" when the answer does not say: fetch the manifest instead)."""
+        repository = self._repository(ref)
+
+        def head(endpoint: Endpoint) -> str:
+            response = self.transport.send(
+                endpoint,
+                "HEAD",
+                f"/v2/{repository}/manifests/{target}",
+                who=what,
+                repository=repository,
+                headers={"Accept": mt.ACCEPT},
+            )
+            with response:
+                if response.status_code == 404:
+                    raise NotFound(
+                        f"{what}: no such image (the registry has no manifest for it)",
+                        hint="check the repository name and the tag or digest",
+                    )
+                served = response.headers.get("Docker-Content-Digest", "")
+                if response.status_code != 200 or not _DIGEST.fullmatch(served):
+                    return ""  # no usable answer to HEAD: fetch the manifest
+                return served
+
+        return self._pull(ref, head)
+
+    def _cached_manifest(self, digest: str, what: str) -> Manifest | None:
+        """The manifest the cache keeps under ``digest`` (verified again), or None."""
+        if self.cache is None:
+            return None
+        kept = self.cache.get(digest)
+        if kept is None:
+            return None
+        body, media_type = kept
+        try:
+            return parse_manifest(
+                body,
+                media_type,
+                expected_digest=digest,
+                served_digest=None,
+                what=what,
+                limit=self.config.max_manifest_bytes,
+            )
+        except RegistryError:
+            return None
+
+    def _fetch_manifest(
+        self, ref: ImageReference, target: str, expected: str | None, what: str
+    ) -> Manifest:
+        """GET the manifest for ``target`` from the mirror or the registry."""
+        repository = self._repository(ref)
 
         def fetch(endpoint: Endpoint) -> Manifest:
             response = self.transport.send(
@@ -215,7 +294,10 @@ class RegistryClient:
         """The config blob (verified; cached by digest)."""
         with self._lock:
             cached = self._configs.get(digest)
-        if cached is not None:
+        if cached is None and self.cache is not None:
+            kept = self.cache.get(digest)
+            cached = kept[0] if kept is not None else None
+        if cached is not None and (size is None or len(cached) == size):
             return cached
         limit = self.config.max_config_bytes
         if size is not None and size > limit:
@@ -251,6 +333,8 @@ class RegistryClient:
         body = self._pull(ref, fetch)
         with self._lock:
             self._configs[digest] = body
+        if self.cache is not None:
+            self.cache.put(digest, body, "config")
         return body
 
     def inspect(self, ref: ImageReference, platforms: Sequence[Platform]) -> list[ImageInfo]:
@@ -758,6 +842,22 @@ def _too_slow(what: str, seconds: float) -> Unavailable:
 
 
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _open_cache(config: Config) -> tuple[BlobCache | None, TagHints | None]:
+    """The on-disk manifest/config cache and tag hints, when a directory is configured."""
+    directory = config.registry_cache_dir or (
+        str(Path(config.state_dir) / "registry-cache") if config.state_dir else ""
+    )
+    if not directory or config.registry_cache_bytes <= 0:
+        return None, None
+    try:
+        cache = BlobCache(Path(directory), max_bytes=config.registry_cache_bytes)
+    except OSError as exc:
+        log.warning("registry cache %s unusable (%s); going without", directory, exc.strerror)
+        return None, None
+    return cache, TagHints(Path(directory) / "tags.json")
 
 
 def _next_link(header: str, base: str) -> str | None:

@@ -37,7 +37,7 @@ RESULTS = (
 )
 #: what a job can come to (the ``outcome`` label)
 OUTCOMES = ("reviewed", "published", "maintained", "skipped", "failed", "error", "lost")
-KINDS = ("review", "publish", "maintain")
+KINDS = ("review", "publish", "maintain", "refresh")
 STATES = ("queued", "running", "done", "failed")
 REFUSALS = ("busy", "evicted", "timeout")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -22,9 +22,11 @@ from bot.core.plan import Plan
 from bot.core.recipe import apply_ignore_errors, load_wishlist
 from bot.core.render import plural, render_markdown, summary_parts
 from bot.errors import WishbotError
+from bot.publisher.apply import ApplyReport
 from bot.publisher.backend import Publisher, open_publisher
 from bot.publisher.converge import converge
 from bot.publisher.gc import collect
+from bot.publisher.refresh import refresh
 from bot.publisher.state import read_state
 from bot.publisher.unpack import Limits
 from bot.publisher.verify import read_status, scheduled_verify, verify_due
@@ -32,6 +34,7 @@ from bot.registry.auth import CredentialStore
 from bot.registry.client import RegistryClient
 from bot.runtime.pipeline_api import Pipeline, Publication, Review
 from bot.runtime.plan_change import plan_change
+from bot.runtime.registry_events import concerned
 
 Clock = Callable[[], datetime]
 REVIEW_TITLE = "wishbot plan for this change"
@@ -172,24 +175,58 @@ class WishbotPipeline:
         files = catalog_files(
             state, grace_days=self.config.grace_days, verified=read_status(publisher.root)
         )
-        published = tuple(
-            f"/cvmfs/{loaded.cvmfs_repo}/{result.path}"
-            for result in report.results
-            if result.ok and result.action in ("add", "update")
-        )
+        published = _published(loaded.cvmfs_repo, report)
         failures = report.failures
         blocking = blocking_errors(plan.problems, loaded)
         description = _publish_summary(plan, len(published), len(failures))
         if failures or blocking:
             names = [f"{f.path}: {f.message}" for f in failures]
             names += [f"{p.image or p.location}: {p.message}" for p in blocking]
+            return _not_published(names, description, published, files)
+        return Publication(ok=True, description=description, published=published, catalog=files)
+
+    # --- a registry said some tags moved -----------------------------------
+
+    def refresh(
+        self, wishlist: bytes, path: str, commit: str, images: Sequence[str] | None
+    ) -> Publication:
+        """Re-publish the wishes the pushed ``images`` (``registry/repo:tag``) may
+        concern; ``None``: every wish (too many hints to keep). An empty
+        publication (no catalog) when no wish concerns them."""
+        loaded, problems = load_wishlist(wishlist, path)
+        if loaded is None:
             return Publication(
                 ok=False,
-                description=description,
-                published=published,
-                catalog=files,
-                failure=f"{plural(len(names), 'image')} not published: " + "; ".join(names[:5]),
+                description="the wishlist on the default branch is invalid",
+                failure=f"{path}: {_first(problems)}",
             )
+        wishes = list(loaded.wishes) if images is None else concerned(loaded.wishes, images)
+        if not wishes:
+            return Publication(ok=True, description="no wish concerns these tags")
+        if not self.config.publisher:
+            return Publication(
+                ok=False,
+                description="no publisher configured",
+                failure="set WISHBOT_PUBLISHER (local:DIR or cvmfs:REPO) on the server",
+            )
+        publisher = open_publisher(self.config.publisher)
+        with RegistryClient(self.config) as client:
+            plan, report, kept = refresh(
+                loaded, wishes, publisher, client, config=self.config, now=self.clock()
+            )
+        for wish in kept:
+            log.info("left to the periodic re-publication (a tag is gone upstream): %s", wish.text)
+        published = _published(loaded.cvmfs_repo, report)
+        description = _publish_summary(plan, len(published), len(report.failures))
+        files: dict[str, bytes] = {}
+        if published or plan.images_scheduled:
+            state = read_state(publisher.root, loaded.cvmfs_repo)
+            files = catalog_files(
+                state, grace_days=self.config.grace_days, verified=read_status(publisher.root)
+            )
+        if report.failures:
+            names = [f"{f.path}: {f.message}" for f in report.failures]
+            return _not_published(names, description, published, files)
         return Publication(ok=True, description=description, published=published, catalog=files)
 
     # --- garbage collection (scheduled) ------------------------------------
@@ -227,6 +264,27 @@ class WishbotPipeline:
         except (WishbotError, OSError) as exc:
             log.warning("scheduled verify failed: %s", exc)
             return f"deep verify failed: {exc}"
+
+
+def _published(cvmfs_repo: str, report: ApplyReport) -> tuple[str, ...]:
+    """The /cvmfs paths a run added or updated."""
+    return tuple(
+        f"/cvmfs/{cvmfs_repo}/{result.path}"
+        for result in report.results
+        if result.ok and result.action in ("add", "update")
+    )
+
+
+def _not_published(
+    names: Sequence[str], description: str, published: tuple[str, ...], files: dict[str, bytes]
+) -> Publication:
+    return Publication(
+        ok=False,
+        description=description,
+        published=published,
+        catalog=files,
+        failure=f"{plural(len(names), 'image')} not published: " + "; ".join(names[:5]),
+    )
 
 
 def _publish_summary(plan: Plan, published: int, failed: int) -> str:

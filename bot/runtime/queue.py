@@ -155,6 +155,43 @@ class Queue:
             )
             return "queued"
 
+    def put_merged(
+        self,
+        kind: str,
+        key: str,
+        payload: Mapping[str, Any],
+        *,
+        merge: str,
+        limit: int,
+        digest: str | None = None,
+        delay: float = 0.0,
+    ) -> str:
+        """:meth:`put` for hints that add up: a job with this key still waiting takes
+        the union of its ``payload[merge]`` list and this one (sorted; beyond
+        ``limit`` items it keeps none and says ``overflow``), and the earliest
+        ``received``. Returns "queued", "coalesced" or "duplicate"."""
+        now = time.time()
+        self._maybe_prune(now)
+        with self._transaction() as db:
+            if digest is not None and not _remember(db, digest, now):
+                return "duplicate"
+            row = db.execute(
+                "SELECT id, payload FROM jobs WHERE key = ? AND state = 'queued'", (key,)
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO jobs (kind, key, payload, available_at, created)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (kind, key, json.dumps(dict(payload), sort_keys=True), now + delay, now),
+                )
+                return "queued"
+            merged = _merged(json.loads(row[1]), payload, merge, limit)
+            db.execute(
+                "UPDATE jobs SET payload = ? WHERE id = ?",
+                (json.dumps(merged, sort_keys=True), row[0]),
+            )
+            return "coalesced"
+
     def claim(self, kinds: Sequence[str]) -> Job | None:
         """Lease the oldest ready job of one of ``kinds`` (or one whose lease ran out)."""
         now = time.time()
@@ -266,6 +303,20 @@ class Queue:
                 ),
             ).rowcount
         return deliveries, jobs
+
+
+def _merged(
+    waiting: dict[str, Any], new: Mapping[str, Any], merge: str, limit: int
+) -> dict[str, Any]:
+    """A waiting job's payload with ``new``'s ``merge`` list added (see put_merged)."""
+    items = set(waiting.get(merge) or ()) | set(new.get(merge) or ())
+    overflow = bool(waiting.get("overflow") or new.get("overflow")) or len(items) > limit
+    waiting[merge] = [] if overflow else sorted(items)
+    waiting["overflow"] = overflow
+    times = [t for t in (waiting.get("received"), new.get("received")) if t is not None]
+    if times:
+        waiting["received"] = min(times)
+    return waiting
 
 
 def _remember(db: sqlite3.Connection, mark: str, now: float) -> bool:

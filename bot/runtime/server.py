@@ -45,6 +45,8 @@ from bot.runtime.logs import Throttle, fields
 from bot.runtime.metrics import CONTENT_TYPE, Metrics
 from bot.runtime.pipeline_api import Pipeline
 from bot.runtime.queue import Job, Queue, Retention
+from bot.runtime.registry_events import route as registry_route
+from bot.runtime.registry_refresh import REFRESH, RegistryEvents, registry_token, run_refresh
 from bot.runtime.workflow import Outcome, on_merge_request, on_push, on_schedule, recover
 
 log = logging.getLogger(__name__)
@@ -217,6 +219,8 @@ def run_job(
         )
     if job.kind == MAINTAIN:
         return on_schedule(forge, pipeline, config, journal)
+    if job.kind == REFRESH:
+        return run_refresh(job, forge, pipeline, config, journal)
     raise WishbotError(f"unknown job kind {job.kind!r}")
 
 
@@ -280,6 +284,7 @@ class WebhookServer:
         poll: float = 0.2,
         backoff: float = 30.0,
         max_attempts: int = MAX_ATTEMPTS,
+        registry_token: str = "",
     ):
         if not secret:
             raise ConfigError(
@@ -308,6 +313,9 @@ class WebhookServer:
         self._httpd: BoundedHTTPServer | None = None
         self._refusals = Throttle()
         self.metrics = Metrics(self.queue.counts, self._open_connections, self._verify_gauges)
+        self.registry = RegistryEvents(
+            config, queue, self.metrics, token=registry_token, secret=secret
+        )
 
     def __repr__(self) -> str:
         return f"WebhookServer(listen={self.config.listen!r})"
@@ -338,7 +346,7 @@ class WebhookServer:
         self._spawn("wishbot-http", lambda: httpd.serve_forever(poll_interval=0.1))
         if workers:
             # one worker for everything that writes to the publisher
-            self._spawn("wishbot-publish", lambda: self._work((PUBLISH, MAINTAIN)))
+            self._spawn("wishbot-publish", lambda: self._work((PUBLISH, MAINTAIN, REFRESH)))
             for n in range(self._plan_workers):
                 self._spawn(f"wishbot-review-{n}", lambda: self._work((REVIEW,)))
         if self.config.reapply_interval > 0 and self.config.forge:
@@ -504,6 +512,8 @@ class WebhookServer:
                 )
                 if outcome.sha:
                     facts["sha"] = outcome.sha
+                if job.kind == REFRESH:
+                    self.registry.finished(job, outcome)
         seconds = time.monotonic() - started
         self.metrics.job_seconds.labels(job.kind).observe(seconds)
         if action in ("error", "failed"):
@@ -651,6 +661,7 @@ def open_server(
         pipeline=pipeline,
         forge_for=forge_for,
         plan_workers=plan_workers,
+        registry_token=registry_token(),
     )
     server._state_lock = handle  # type: ignore[attr-defined]  # held for the process's life
     return server
@@ -694,6 +705,10 @@ class _Handler(BoundedHandler):
 
     def do_POST(self) -> None:
         started = time.monotonic()
+        fmt = registry_route(self.path)
+        if fmt:
+            self._registry_event(fmt)
+            return
         if self.path not in ("/", "/webhook"):
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
             return
@@ -702,6 +717,23 @@ class _Handler(BoundedHandler):
         if self.cut_off():
             return  # evicted or cut off at its deadline: nobody is listening any more
         self.webhooks.note_delivery(status, answer, headers, time.monotonic() - started, job)
+        self._json(status, answer)
+
+    def _registry_event(self, fmt: str) -> None:
+        """``POST /hooks/registry/<format>``: the same limits, the format's authentication."""
+        events = self.webhooks.registry
+        if not events.enabled:
+            self._json(HTTPStatus.NOT_FOUND, {"error": "registry events are not enabled"})
+            return
+        headers = {k: v for k, v in self.headers.items()}
+        status, answer, facts = self._deliver(
+            headers,
+            authentic=lambda: events.may_be_authentic(fmt, headers),
+            intake=lambda body: events.intake(fmt, headers, body),
+        )
+        if self.cut_off():
+            return
+        events.note(fmt, status, answer, facts)
         self._json(status, answer)
 
     def _length(self) -> tuple[int, str]:
@@ -717,13 +749,19 @@ class _Handler(BoundedHandler):
             return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large"
         return 0, text
 
-    def _deliver(self, headers: Mapping[str, str]) -> tuple[int, dict[str, Any], dict[str, Any]]:
-        """Check what the headers prove, read the body within its limits, accept it."""
+    def _deliver(
+        self,
+        headers: Mapping[str, str],
+        authentic: Callable[[], bool] | None = None,
+        intake: Callable[[bytes], tuple[int, dict[str, Any], dict[str, Any]]] | None = None,
+    ) -> tuple[int, dict[str, Any], dict[str, Any]]:
+        """Check what the headers prove, read the body within its limits, accept it
+        (forge webhooks by default; ``authentic`` and ``intake`` for other senders)."""
         status, detail = self._length()
         if status:
             return status, {"error": detail}, {}
         length = int(detail)
-        if not self.webhooks.may_be_authentic(headers):
+        if not (authentic() if authentic else self.webhooks.may_be_authentic(headers)):
             self.discard_body(length)
             return HTTPStatus.UNAUTHORIZED, {"error": "bad or missing signature/token"}, {}
         budget = self.server.budget
@@ -733,6 +771,8 @@ class _Handler(BoundedHandler):
             body = self.read_body(length)
             if body is None:
                 return HTTPStatus.BAD_REQUEST, {"error": "body shorter than Content-Length"}, {}
+            if intake is not None:
+                return intake(body)
             return self.webhooks.intake(headers, body)
         except Exception as exc:
             log.error("webhook intake failed: %s: %s", type(exc).__name__, exc)

@@ -11,7 +11,8 @@
 The registry listens on ``127.0.0.1`` port 0; the port is read from its
 "listening on" log line. Storage lives in a temporary directory (removed on
 stop unless ``directory`` was given), deletes are enabled, and the process is
-stopped by its PID.
+stopped by its PID. ``notifications`` is distribution's ``notifications:``
+block (its endpoints receive the registry's own events).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -57,6 +59,7 @@ class LocalRegistry:
         directory: Path | None = None,
         binary: str = REGISTRY_BINARY,
         startup_timeout: float = 15.0,
+        notifications: Mapping[str, object] | None = None,
     ):
         self.auth: AuthKind = auth
         self.tls = tls
@@ -66,6 +69,7 @@ class LocalRegistry:
         self.token_expires_in = token_expires_in
         self.binary = binary
         self.startup_timeout = startup_timeout
+        self.notifications = notifications  # distribution's notifications: block
         self._own_directory = directory is None
         self.directory = directory or Path(tempfile.mkdtemp(prefix="wishbot-registry-"))
         self.ca_file: Path | None = None
@@ -128,6 +132,8 @@ class LocalRegistry:
             },
             "http": http,
         }
+        if self.notifications is not None:
+            config["notifications"] = dict(self.notifications)
         if self.tls:
             from bot.sandbox.certs import make_ca, make_server_cert
 
