@@ -21,12 +21,13 @@ from bot.core.model import CurrentState, Problem, Resolution, Wish, Wishlist
 from bot.core.plan import Plan
 from bot.core.recipe import apply_ignore_errors, load_wishlist
 from bot.core.render import plural, render_markdown, summary_parts
-from bot.errors import WishbotError
+from bot.errors import PublisherError, WishbotError
 from bot.publisher.apply import ApplyReport
 from bot.publisher.backend import Publisher, open_publisher
 from bot.publisher.converge import converge
 from bot.publisher.gc import collect
 from bot.publisher.refresh import refresh
+from bot.publisher.repoinfo import check_repository, tree_repository
 from bot.publisher.state import read_state
 from bot.publisher.unpack import Limits
 from bot.publisher.verify import read_status, scheduled_verify, verify_due
@@ -140,15 +141,30 @@ class WishbotPipeline:
     def _current_state(self, cvmfs_repo: str, catalog: bytes | None) -> CurrentState:
         """The publisher's state: its tree when configured, else the committed catalog."""
         if self.config.publisher:
-            return read_state(open_publisher(self.config.publisher).root, cvmfs_repo)
+            publisher = open_publisher(self.config.publisher)
+            if publisher.cvmfs_repo and not publisher.root.is_dir():
+                raise PublisherError(
+                    f"the CernVM-FS repository {publisher.cvmfs_repo} is not mounted "
+                    f"({publisher.root} is not a directory): a plan against it would show "
+                    "every image as new",
+                    hint=f"mount it on the publisher host ('cvmfs_server mount "
+                    f"{publisher.cvmfs_repo}'), then re-run the review",
+                )
+            check_repository(
+                cvmfs_repo, tree_repository(publisher), f"the publisher {publisher.root}",
+                where="the wishlist",
+            )  # fmt: skip
+            return read_state(publisher.root, cvmfs_repo)
         if catalog:
             try:
-                return state_from_catalog(json.loads(catalog))
+                state = state_from_catalog(json.loads(catalog))
             except (ValueError, WishbotError) as exc:
                 # An unreadable catalog plans against nothing: every image shows as
                 # new and nothing can be scheduled for removal (fail closed).
                 log.warning("ignoring the committed catalog.json: %s", exc)
                 return CurrentState(cvmfs_repo)
+            check_repository(cvmfs_repo, state.cvmfs_repo, "the catalog", where="the wishlist")
+            return state
         return CurrentState(cvmfs_repo)
 
     # --- publish (after merge) --------------------------------------------
