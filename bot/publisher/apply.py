@@ -38,6 +38,7 @@ import re
 import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -72,6 +73,7 @@ Progress = Callable[[str], None]
 #: ``(label, bytes done, bytes total)`` while a layer downloads (for progress bars)
 Meter = Callable[[str, int, int], None]
 
+WHITEOUT_PREFIX = ".wh."
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -305,11 +307,22 @@ class _Converter:
         self.limits = Limits(config.max_layer_bytes, config.max_layer_entries)
         self.downloaded_layers = 0
         self.downloaded_bytes = 0
+        #: where new layers are unpacked before they are published on their own
+        self.staging: Path | None = None
+        #: the flat image started as a catalog-level copy of the first layer
+        self.cloned = False
 
     def where(self, view: Path, relpath: str) -> Path:
-        """Read-your-writes: the staged copy if this transaction wrote one."""
-        staged = view / relpath
-        return staged if os.path.lexists(staged) else self.root / relpath
+        """Read-your-writes: the staged copy if this run wrote one (the layer
+        staging area of a publisher with separate layers, or the transaction)."""
+        for staged in (self.staging / relpath if self.staging else None, view / relpath):
+            if staged is not None and os.path.lexists(staged):
+                return staged
+        return self.root / relpath
+
+    def _layer_source(self, digest: str) -> Path:
+        """A layer's files: the local staged copy if this run unpacked it, else the published one."""
+        return self.where(self.root, layout.layerfs_dir(digest))
 
     def run(self, thin: str | None) -> None:
         image = self.image
@@ -323,24 +336,69 @@ class _Converter:
                     hint="wishbot never replaces a real file or directory; move it away by hand",
                 )
         self.say(f"{path}: converting {image.reference} ({image.platform}, {image.image_id})")
-        with (
-            tempfile.TemporaryDirectory(prefix="wishbot-blobs-") as tmp,
-            self.publisher.transaction() as view,
-        ):
-            self._layers(view, Path(tmp))
-            self._flat(view)
-            self._backlinks(view)
-            self._markers(view)
-            self._manifest(view, link, thin)
-            self._links(view, path, link)
-            if self.config.podman_store:
-                podman.publish(view, self.root, image, path, self.client, self.plan.now)
-            self._schedule(view)
-            if thin:
-                self._push_thin(thin)
-            hooks.crash_point("image-written")
-            self.say(f"{path}: publishing")
+        with tempfile.TemporaryDirectory(prefix="wishbot-blobs-") as tmp:
+            if self.publisher.separate_layers:
+                self._stage_and_publish_layers(Path(tmp))
+            with self._image_transaction() as view:
+                if not self.publisher.separate_layers:
+                    self._layers(view, Path(tmp))
+                self._write_image(view, path, link, thin)
         self.say(f"{path}: done")
+
+    def _stage_and_publish_layers(self, tmp: Path) -> None:
+        """Unpack the new layers outside the repository, then publish each in a
+        step of its own (whiteout files kept), before the image's transaction;
+        with them the flat image's partition directory, so it can be cloned into."""
+        self.staging = tmp / "staged"
+        self._layers(self.staging, tmp)
+        staged = [
+            (layout.layer_dir(digest), self.staging / layout.layer_dir(digest))
+            for digest in dict.fromkeys(layer.digest for layer in self.image.layers)
+            if (self.staging / layout.layer_dir(digest)).is_dir()
+        ]
+        partition = posixpath.dirname(layout.flat_dir(self.image.image_id))
+        flat_exists = os.path.lexists(self.root / layout.flat_dir(self.image.image_id))
+        dirs = [] if flat_exists or (self.root / partition).is_dir() else [partition]
+        if staged or dirs:
+            self.say(f"{self.change.path}: publishing {len(staged)} new layer(s)")
+            self.publisher.publish_layers(staged, dirs)
+
+    def _image_transaction(self) -> AbstractContextManager[Path]:
+        """The image's transaction; its flat image starts as a catalog-level copy of
+        its first layer where the publisher can (see :meth:`_clone_source`)."""
+        source = self._clone_source()
+        if source is None:
+            return self.publisher.transaction()
+        self.cloned = True
+        return self.publisher.clone_transaction(source, layout.flat_dir(self.image.image_id))
+
+    def _clone_source(self) -> str | None:
+        """The published ``layerfs`` of the first layer, when the flat image is new
+        and that layer is published and holds no whiteout (a copy would carry the
+        markers into the flat image)."""
+        flat = layout.flat_dir(self.image.image_id)
+        if not self.publisher.separate_layers or os.path.lexists(self.root / flat):
+            return None
+        source = layout.layerfs_dir(self.image.layers[0].digest)
+        if not (self.root / posixpath.dirname(flat)).is_dir() or not (self.root / source).is_dir():
+            return None
+        if _has_whiteouts(self._layer_source(self.image.layers[0].digest)):
+            return None
+        return source
+
+    def _write_image(self, view: Path, path: str, link: str, thin: str | None) -> None:
+        self._flat(view)
+        self._backlinks(view)
+        self._markers(view)
+        self._manifest(view, link, thin)
+        self._links(view, path, link)
+        if self.config.podman_store:
+            podman.publish(view, self.root, self.image, path, self.client, self.plan.now)
+        self._schedule(view)
+        if thin:
+            self._push_thin(thin)
+        hooks.crash_point("image-written")
+        self.say(f"{path}: publishing")
 
     # --- steps --------------------------------------------------------------
 
@@ -408,15 +466,19 @@ class _Converter:
 
     def _flat(self, view: Path) -> None:
         flat = layout.flat_dir(self.image.image_id)
-        if (self.root / flat).is_dir() or (view / flat).is_dir():
+        layers = self.image.layers
+        if self.cloned and (view / flat).is_dir():
+            # the first layer is there already, as a catalog-level copy
+            layers = layers[1:]
+        elif (self.root / flat).is_dir() or (view / flat).is_dir():
             return
         self.say(f"{self.change.path}: building the flat image {flat}")
         target = view / flat
-        target.mkdir(parents=True)
-        # From the unpacked layers (fresh in this transaction or published
-        # before): a local copy, about three times faster than decompressing
-        # the blobs again, and the same tree.
-        for layer in self.image.layers:
+        target.mkdir(parents=True, exist_ok=True)
+        # From the unpacked layers (fresh in this run or published before): a
+        # local copy, about three times faster than decompressing the blobs
+        # again, and the same tree.
+        for layer in layers:
             apply_layerfs(
                 target,
                 self.where(view, layout.layerfs_dir(layer.digest)),
@@ -434,9 +496,9 @@ class _Converter:
             write_json(view / relpath, {"origin": sorted(users | {self.image.image_id})})
 
     def _markers(self, view: Path) -> None:
+        # where the reference converter puts them: not in the .flat/xx partitions
         dirs = [
             layout.FLAT,
-            posixpath.dirname(layout.flat_dir(self.image.image_id)),
             layout.flat_dir(self.image.image_id),
             layout.LAYERS,
         ]
@@ -506,6 +568,14 @@ class _Converter:
             ) from None
         self.say(f"{self.change.path}: pushing the thin image {name}")
         push_thin_image(self.client, target, self.image, self.plan.cvmfs_repo)
+
+
+def _has_whiteouts(tree: Path) -> bool:
+    """Does the layer tree hold a whiteout file (``.wh.<name>`` or ``.wh..wh..opq``)?"""
+    for _dirpath, dirs, files in os.walk(tree):
+        if any(name.startswith(WHITEOUT_PREFIX) for name in (*dirs, *files)):
+            return True
+    return False
 
 
 def _read_schedule(path: Path, now: datetime) -> list[ScheduleEntry]:
