@@ -197,6 +197,40 @@ def test_multiarch_wish_gets_variant_symlink(
     assert run_apply(registry, wishlist, tree, thin=False).transactions == 0
 
 
+def test_multiarch_thin_images_are_one_index(
+    registry: LocalRegistry, unique_repo: str, tmp_path: Path
+) -> None:
+    """Every platform's thin image, under one name: an OCI image index (not last-one-wins)."""
+    push_index(registry.url, unique_repo, "2.0", {"linux/amd64": [BASE], "linux/arm64/v8": [TOP]})
+    wishlist = tmp_path / "wishlist.yaml"
+    wishlist.write_text(
+        f"version: 1\nuser: t\ncvmfs_repo: '{REPO}'\n"
+        f"output_format: '{registry.host}/thin/$(image)'\ninput:\n"
+        f"  - image: '{registry.host}/{unique_repo}:2.0'\n"
+        "    platforms: [linux/amd64, linux/arm64/v8]\n"
+    )
+    assert run_apply(registry, wishlist, tmp_path / "tree").ok
+    accept = {"Accept": "application/vnd.oci.image.index.v1+json"}
+    url = f"{registry.url}/v2/thin/{unique_repo}/manifests/2.0"
+    index = requests.get(url, headers=accept, timeout=10).json()
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    platforms = {
+        "/".join(
+            filter(
+                None,
+                (m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant")),
+            )
+        )
+        for m in index["manifests"]
+    }
+    assert platforms == {"linux/amd64", "linux/arm64/v8"}
+    urls = set()
+    for entry in index["manifests"]:
+        thin, _config = pull_thin(registry, f"thin/{unique_repo}", entry["digest"])
+        urls |= {layer["url"] for layer in thin["layers"]}  # type: ignore[attr-defined]
+    assert len(urls) == 2  # each platform's own layers
+
+
 class _NoRegistry:
     """Any use is a test failure: the plan must be refused before touching a registry."""
 

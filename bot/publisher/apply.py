@@ -76,6 +76,7 @@ Meter = Callable[[str, int, int], None]
 WHITEOUT_PREFIX = ".wh."
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
@@ -177,8 +178,12 @@ def apply_plan(
     say = progress or _quiet
     report = ApplyReport()
     opened = publisher.transactions_opened
+    indexes = _thin_indexes(plan)
     for change in plan.images:
-        result = _apply_change(plan, change, publisher, client, config, say, output_format, meter)
+        index = indexes.get(id(change))
+        result = _apply_change(
+            plan, change, publisher, client, config, say, output_format, meter, index
+        )
         if result is not None:
             report.results.append(result)
     report.transactions = publisher.transactions_opened - opened
@@ -194,6 +199,7 @@ def _apply_change(
     say: Progress,
     output_format: str | None,
     meter: Meter | None = None,
+    index: list[ResolvedImage] | None = None,
 ) -> ImageResult | None:
     wish = change.wish.text if change.wish else ""
     image = change.new or change.old
@@ -234,6 +240,7 @@ def _apply_change(
         assert change.new is not None
         _check_image(change.new)
         converter = _Converter(plan, change, change.new, publisher, client, config, say, meter)
+        converter.index = index
         thin = _thin_name(output_format, change.new.reference) if config.thin else None
         converter.run(thin)
         return replace(
@@ -311,6 +318,8 @@ class _Converter:
         self.staging: Path | None = None
         #: the flat image started as a catalog-level copy of the first layer
         self.cloned = False
+        #: every platform of a multi-platform wish, when this image pushes their thin index
+        self.index: list[ResolvedImage] | None = None
 
     def where(self, view: Path, relpath: str) -> Path:
         """Read-your-writes: the staged copy if this run wrote one (the layer
@@ -566,8 +575,24 @@ class _Converter:
                 f"the thin image name '{name}' of {self.image.reference} is not valid: {exc}",
                 hint="check output_format in the wishlist",
             ) from None
-        self.say(f"{self.change.path}: pushing the thin image {name}")
-        push_thin_image(self.client, target, self.image, self.plan.cvmfs_repo)
+        repo = self.plan.cvmfs_repo
+        if not self.image.multiarch:
+            self.say(f"{self.change.path}: pushing the thin image {name}")
+            push_thin_image(self.client, target, self.image, repo)
+            return
+        # one thin image per platform, by digest; the name gets an index of them all,
+        # pushed with the last platform converted in this run
+        by_digest = replace(target, tag=None, digest=None)
+        push_thin_image(self.client, by_digest, self.image, repo)
+        if self.index:
+            # platforms that failed to publish stay out: their layers are not there
+            members = [
+                m
+                for m in self.index
+                if m is self.image or (self.root / layout.flat_dir(m.image_id)).is_dir()
+            ]
+            self.say(f"{self.change.path}: pushing the thin image index {name}")
+            push_thin_index(self.client, target, members, repo)
 
 
 def _has_whiteouts(tree: Path) -> bool:
@@ -722,6 +747,57 @@ def push_thin_image(
         if digest != _sha256(blob):
             raise IntegrityError(f"the registry stored {digest} for a blob of {_sha256(blob)}")
     return client.push_manifest(target, manifest, OCI_MANIFEST)
+
+
+def _thin_indexes(plan: Plan) -> dict[int, list[ResolvedImage]]:
+    """For each multi-platform path with a platform to convert: its last such
+    change (by ``id``) -> every platform the path will serve, in plan order."""
+    members: dict[str, list[ResolvedImage]] = {}
+    last: dict[str, ImageChange] = {}
+    for change in plan.images:
+        new = change.new
+        if new is None or not new.multiarch or change.action == "error":
+            continue
+        members.setdefault(change.path, []).append(new)
+        if change.action in ("add", "update"):
+            last[change.path] = change
+    return {id(change): members[path] for path, change in last.items()}
+
+
+def thin_index(images: Sequence[ResolvedImage], cvmfs_repo: str) -> bytes:
+    """The OCI image index of the thin images of every platform of a wish."""
+    manifests = []
+    for image in images:
+        manifest = thin_image_parts(image, cvmfs_repo)[2]
+        platform: dict[str, str] = {
+            "architecture": image.platform.architecture,
+            "os": image.platform.os,
+        }
+        if image.platform.variant:
+            platform["variant"] = image.platform.variant
+        manifests.append(
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": _sha256(manifest),
+                "size": len(manifest),
+                "platform": platform,
+            }
+        )
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
+    return json.dumps(index, sort_keys=True).encode("utf-8")
+
+
+def push_thin_index(
+    client: RegistryClientLike,
+    target: ImageReference,
+    images: Sequence[ResolvedImage],
+    cvmfs_repo: str,
+) -> str:
+    """Push every platform's thin image by digest, then their index to ``target``."""
+    by_digest = replace(target, tag=None, digest=None)
+    for image in images:
+        push_thin_image(client, by_digest, image, cvmfs_repo)
+    return client.push_manifest(target, thin_index(images, cvmfs_repo), OCI_INDEX)
 
 
 def _sha256(data: bytes) -> str:
