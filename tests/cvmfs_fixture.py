@@ -51,6 +51,10 @@ class Repo:
         """What a client sees of the last published revision (synced now)."""
         raise NotImplementedError
 
+    def revision(self) -> int:
+        """The revision clients see."""
+        raise NotImplementedError
+
     def server(self, *args: str, input: bytes | None = None, cwd: str = "/") -> int:
         done = subprocess.run(
             ["cvmfs_server", *args],
@@ -108,6 +112,9 @@ class FakeRepo(Repo):
 
     def client(self) -> Path:
         return Path(self.env["FAKE_CVMFS_SPOOL"]) / self.name / "published"
+
+    def revision(self) -> int:
+        return int((Path(self.env["FAKE_CVMFS_SPOOL"]) / self.name / "revision").read_text())
 
     def close(self) -> None:
         os.chmod(self.root, 0o755)
@@ -203,6 +210,9 @@ class RealRepo(Repo):
         socket = self.cache / self.name / f"cvmfs_io.{self.name}"
         _run("cvmfs_talk", "-p", str(socket), "remount", "sync")
         return self.mount
+
+    def revision(self) -> int:
+        return int(os.getxattr(self.client(), "user.revision"))
 
     def close(self) -> None:
         if self.mounted and _run("umount", str(self.mount), check=False).returncode != 0:
