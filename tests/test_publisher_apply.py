@@ -320,3 +320,33 @@ def test_flat_from_blobs_equals_flat_from_published_layers(
     flat = layout.flat_dir(x.config_digest)
     assert _flat_digest(fresh / flat) == _flat_digest(reused / flat)
     assert (fresh / flat / "usr/bin/tool").read_text() == "new\n"
+
+
+def test_rerun_downloads_no_blob_not_even_the_config(
+    registry: LocalRegistry, unique_repo: str, tmp_path: Path
+) -> None:
+    """The config blob is kept beside manifest.json, content-addressed: a re-run with
+    nothing changed asks the registry for manifests only."""
+    pushed = push_image(registry.url, unique_repo, "1.0", [BASE, TOP], cmd=["/bin/sh"])
+    wishlist = tmp_path / "wishlist.yaml"
+    write_wishlist(wishlist, registry, f"{unique_repo}:1.0")
+    tree = tmp_path / "tree"
+    assert run_apply(registry, wishlist, tree, thin=False).ok
+    stored = tree / ".metadata" / f"{registry.host}/{unique_repo}:1.0" / "config.json"
+    assert stored.read_bytes() == pushed.config
+    loaded, _problems = load_wishlist(wishlist.read_bytes(), str(wishlist))
+    assert loaded is not None
+    paths: list[str] = []
+    with client_for(registry.host) as client:
+        send = client.transport.send
+
+        def record(endpoint: object, method: str, path: str, **kw: object) -> object:
+            paths.append(path)
+            return send(endpoint, method, path, **kw)  # type: ignore[arg-type]
+
+        client.transport.send = record  # type: ignore[method-assign,assignment]
+        _plan, report = converge(
+            loaded, LocalPublisher(tree), client, config=Config(thin=False), now=NOW
+        )
+    assert report.ok and report.transactions == 0
+    assert paths and not [p for p in paths if "/blobs/" in p]

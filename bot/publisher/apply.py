@@ -66,7 +66,7 @@ from bot.publisher.metadata import (
     write_json,
 )
 from bot.publisher.retiring import revive, serving_links
-from bot.publisher.state import ARCH_VARIABLE
+from bot.publisher.state import ARCH_VARIABLE, scan
 from bot.publisher.unpack import Limits, unpack_layer
 
 Progress = Callable[[str], None]
@@ -74,6 +74,8 @@ Progress = Callable[[str], None]
 Meter = Callable[[str, int, int], None]
 
 WHITEOUT_PREFIX = ".wh."
+#: the image's config blob, beside its manifest.json (content-addressed: its digest is the image id)
+CONFIG = "config.json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -541,6 +543,9 @@ class _Converter:
             unpacked_size=unpacked,
         )
         write_json(view / layout.image_metadata_dir(link) / MANIFEST, record.to_json())
+        config = _config_blob(self.client, image)
+        if config is not None:
+            (view / layout.image_metadata_dir(link) / CONFIG).write_bytes(config)
 
     def _links(self, view: Path, path: str, link: str) -> None:
         _symlink(view, link, layout.flat_link(link, self.image.image_id))
@@ -593,6 +598,29 @@ class _Converter:
             ]
             self.say(f"{self.change.path}: pushing the thin image index {name}")
             push_thin_index(self.client, target, members, repo)
+
+
+def _config_blob(client: RegistryClientLike, image: ResolvedImage) -> bytes | None:
+    """The image's config blob as the client resolved it (cached: no new download)."""
+    get_config = getattr(client, "get_config", None)
+    if get_config is None:
+        return None
+    blob = get_config(image.reference, image.image_id)
+    return blob if isinstance(blob, bytes) and _sha256(blob) == image.image_id else None
+
+
+def published_configs(root: Path) -> dict[str, bytes]:
+    """The config blobs of the published images (``.metadata/<path>/config.json``),
+    by digest, each checked against it: a re-run resolves them without a download."""
+    found: dict[str, bytes] = {}
+    for link, image_id in scan(root).links.items():
+        try:
+            blob = (root / layout.image_metadata_dir(link) / CONFIG).read_bytes()
+        except OSError:
+            continue
+        if _sha256(blob) == image_id:
+            found[image_id] = blob
+    return found
 
 
 def _has_whiteouts(tree: Path) -> bool:

@@ -13,7 +13,7 @@ from bot.config import Config
 from bot.core.model import Wishlist
 from bot.core.plan import Plan, make_plan
 from bot.errors import UsageError
-from bot.publisher.apply import ApplyReport, Meter, Progress, apply_plan
+from bot.publisher.apply import ApplyReport, Meter, Progress, apply_plan, published_configs
 from bot.publisher.backend import Publisher
 from bot.publisher.state import read_state
 
@@ -46,6 +46,9 @@ def converge(
         )
     say = progress or (lambda _line: None)
     say(f"resolving {len(wishlist.wishes)} wish(es)")
+    remember = getattr(client, "remember_configs", None)
+    if remember is not None:
+        remember(published_configs(publisher.root))  # no config download for those
     resolutions = client.resolve_all(wishlist.wishes)
     with publisher.lock():
         for line in publisher.recover():

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,6 +234,13 @@ class RegistryClient:
         with self._lock:
             self._configs[digest] = body
         return body
+
+    def remember_configs(self, blobs: Mapping[str, bytes]) -> None:
+        """Config blobs known already (by digest; each checked): never downloaded."""
+        with self._lock:
+            for digest, body in blobs.items():
+                if sha256_digest(body) == digest:
+                    self._configs[digest] = body
 
     def inspect(self, ref: ImageReference, platforms: Sequence[Platform]) -> list[ImageInfo]:
         """One :class:`ImageInfo` per wanted platform of a concrete reference."""
