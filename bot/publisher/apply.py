@@ -388,7 +388,7 @@ class _Converter:
         and that layer is published and holds no whiteout (a copy would carry the
         markers into the flat image)."""
         flat = layout.flat_dir(self.image.image_id)
-        if not self.publisher.separate_layers or os.path.lexists(self.root / flat):
+        if not self.publisher.catalog_clones or os.path.lexists(self.root / flat):
             return None
         source = layout.layerfs_dir(self.image.layers[0].digest)
         if not (self.root / posixpath.dirname(flat)).is_dir() or not (self.root / source).is_dir():

@@ -34,6 +34,9 @@ class Publisher(ABC):
     #: layers are published on their own before their image's transaction
     #: (:meth:`publish_layer`) instead of being written into it
     separate_layers: bool = False
+    #: a flat image may start as a catalog-level copy of a published layer
+    #: (:meth:`clone_transaction`); off, every flat tree is written whole
+    catalog_clones: bool = False
 
     def __init__(self) -> None:
         self.transactions_opened = 0

@@ -51,6 +51,7 @@ DEFAULT_TIMEOUT = 1800.0
 
 class CvmfsPublisher(Publisher):
     separate_layers = True
+    catalog_clones = True
 
     def __init__(self, repo: str, *, cvmfs_root: Path | None = None) -> None:
         super().__init__()
