@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cvmfs_fixture import FAKE, Repo
+from cvmfs_fixture import FAKE, FakeRepo, Repo
 from publisher_fakes import digest, publish_image
 
 from bot.core import layout
@@ -308,6 +308,27 @@ def test_every_call_has_a_time_limit(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("WISHBOT_LOCK_DIR", str(tmp_path))
     with pytest.raises(PublisherError, match=r"took longer than 0.5 s"):
         CvmfsPublisher("unpacked.example.org").recover()
+
+
+def test_a_publish_over_its_time_limit_is_stopped_and_aborted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = FakeRepo(tmp_path, "slow.example.org")
+    slow = tmp_path / "slow-bin"
+    slow.mkdir()
+    (slow / "cvmfs_server").write_text(
+        f'#!/bin/sh\n[ "$1" = publish ] && sleep 30\nexec {FAKE} "$@"\n'
+    )
+    (slow / "cvmfs_server").chmod(0o755)
+    for key, value in repo.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PATH", f"{slow}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("WISHBOT_CVMFS_TIMEOUT", "3")
+    pub = CvmfsPublisher(repo.name)
+    with pytest.raises(PublisherError, match="took longer than 3 s"), pub.transaction() as view:
+        (view / "late").write_text("x")
+    assert not pub.in_transaction() and not (repo.client() / "late").exists()
+    repo.close()
 
 
 def test_lock_lives_outside_the_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

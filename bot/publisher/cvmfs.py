@@ -118,6 +118,10 @@ class CvmfsPublisher(Publisher):
         finally:
             timer.cancel()
         if expired.is_set():
+            if args[0] in ("transaction", "publish", "ingest"):
+                # it may have left its transaction open: discard it (time-limited too)
+                with suppress(PublisherError):
+                    self._abort()
             raise PublisherError(
                 f"'{' '.join(command)}' took longer than {self.timeout:g} s and was stopped",
                 hint="see the repository's state with 'cvmfs_server list'; "
