@@ -235,6 +235,18 @@ class CvmfsPublisher(Publisher):
         return entries
 
     def _ingest(self, entries: list[_Entry]) -> None:
+        # Directories the tar does not hold would be made up by ingest (owner
+        # unknown with -k): name every new ancestor, owned by the running user.
+        ancestors: dict[str, None] = {}
+        for entry in entries:
+            parts = entry.name.split("/")
+            for depth in range(1, len(parts) if entry.source is None else len(parts) + 1):
+                ancestors.setdefault("/".join(parts[:depth]))
+        new_dirs = [_Entry(d, None) for d in ancestors if not os.path.lexists(self._root / d)]
+        listed = {e.name for e in new_dirs}
+        rest = [e for e in entries if e.source is not None or e.marker or e.name not in listed]
+        entries = [*new_dirs, *rest]
+
         def feed(stdin: IO[bytes]) -> None:
             with tarfile.open(fileobj=stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for entry in entries:
