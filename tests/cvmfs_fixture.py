@@ -186,6 +186,7 @@ class RealRepo(Repo):
         # the reference page: a client that leaves the machine's configuration alone
         self.mount.mkdir()
         self.cache.mkdir()
+        (self.tmp / "sockets").mkdir()
         config = self.tmp / "client.conf"
         config.write_text(
             "CVMFS_SERVER_URL=http://localhost/cvmfs/@fqrn@\n"
@@ -195,6 +196,7 @@ class RealRepo(Repo):
             "CVMFS_SHARED_CACHE=no\n"
             "CVMFS_USER=root\n"
             "CVMFS_CLAIM_OWNERSHIP=no\n"
+            f"CVMFS_RELOAD_SOCKETS={self.tmp / 'sockets'}\n"
         )
         _run(
             "cvmfs2",

@@ -111,7 +111,9 @@ def test_only_one_transaction_at_a_time(cvmfs_repo: Repo) -> None:
 def test_current_directory_inside_the_repository(
     cvmfs_repo: Repo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """publish refuses inside /cvmfs/REPO (exit 1, still open); the backend runs from /."""
+    """publish and abort refuse inside /cvmfs/REPO (exit 1, still open); so does
+    publish while any process (wishbot itself) has its current directory there:
+    the backend calls cvmfs_server from / and refuses up front with a clear error."""
     name = cvmfs_repo.name
     assert cvmfs_repo.server("transaction", name) == 0
     assert cvmfs_repo.server("publish", name, cwd=str(cvmfs_repo.root)) == 1
@@ -119,11 +121,14 @@ def test_current_directory_inside_the_repository(
     assert cvmfs_repo.server("abort", "-f", name) == 0
     pub = CvmfsPublisher(name)
     monkeypatch.chdir(cvmfs_repo.root)
+    with pytest.raises(PublisherError, match="current directory"), pub.transaction():
+        pytest.fail("opened a transaction that cannot be published")
+    monkeypatch.chdir("/")
+    assert not pub.in_transaction()
     file = _unique()
     with pub.transaction() as view:
-        (view / file).write_text("from inside")
-    monkeypatch.chdir("/")
-    assert (cvmfs_repo.client() / file).read_text() == "from inside"
+        (view / file).write_text("from /")
+    assert (cvmfs_repo.client() / file).read_text() == "from /"
 
 
 def test_failed_publish_aborts_and_the_next_goes(cvmfs_repo: Repo) -> None:

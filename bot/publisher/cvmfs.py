@@ -27,10 +27,12 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
@@ -153,8 +155,21 @@ class CvmfsPublisher(Publisher):
         level (``transaction -T``): nothing of the content is stored again."""
         return self._transaction("-T", f"/{source}=/{dest}")
 
+    def _check_cwd(self) -> None:
+        """A process whose current directory is in the repository makes publish
+        refuse (reference page): say so before anything is opened."""
+        here = os.path.realpath(os.getcwd())
+        root = os.path.realpath(self._root)
+        if here == root or here.startswith(root + os.sep):
+            raise PublisherError(
+                f"the current directory {here} is inside {self._root}: "
+                "cvmfs_server refuses to publish while a process is there",
+                hint="run wishbot from another directory (e.g. cd /)",
+            )
+
     @contextmanager
     def _transaction(self, *options: str) -> Iterator[Path]:
+        self._check_cwd()
         self._mark_open()
         code, output = self._call("transaction", *options, self.repo)
         if code != 0:
@@ -235,23 +250,26 @@ class CvmfsPublisher(Publisher):
         return entries
 
     def _ingest(self, entries: list[_Entry]) -> None:
-        # Directories the tar does not hold would be made up by ingest (owner
-        # unknown with -k): name every new ancestor, owned by the running user.
+        # ingest makes up every directory the tar does not hold, even existing
+        # ones, with an unknown owner under -k (seen: nobody, which the overlay
+        # then refuses to copy up). Name every ancestor, as it is or, when new,
+        # owned by the running user.
         ancestors: dict[str, None] = {}
         for entry in entries:
             parts = entry.name.split("/")
             for depth in range(1, len(parts) if entry.source is None else len(parts) + 1):
                 ancestors.setdefault("/".join(parts[:depth]))
-        new_dirs = [_Entry(d, None) for d in ancestors if not os.path.lexists(self._root / d)]
-        listed = {e.name for e in new_dirs}
+        dirs = [_Entry(d, None, like=self._root / d) for d in ancestors]
+        listed = set(ancestors)
         rest = [e for e in entries if e.source is not None or e.marker or e.name not in listed]
-        entries = [*new_dirs, *rest]
+        entries = [*dirs, *rest]
 
         def feed(stdin: IO[bytes]) -> None:
             with tarfile.open(fileobj=stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for entry in entries:
                     entry.add_to(tar)
 
+        self._check_cwd()
         self._mark_open()
         self._run("ingest", "-k", "-t", "-", "-b", "/", self.repo, feed=feed)
         self.publishes += 1
@@ -279,8 +297,12 @@ class _Entry:
     """One thing to put in an ingest tar: a local tree, an empty directory or an
     empty catalog marker, at ``name`` (relative to the repository root)."""
 
-    def __init__(self, name: str, source: Path | None, *, marker: bool = False) -> None:
+    def __init__(
+        self, name: str, source: Path | None, *, marker: bool = False, like: Path | None = None
+    ) -> None:
         self.name, self.source, self.marker = name, source, marker
+        #: an existing directory whose owner, mode and time the entry keeps
+        self.like = like
 
     def add_to(self, tar: tarfile.TarFile) -> None:
         if self.source is not None:
@@ -288,11 +310,16 @@ class _Entry:
                 tar.add(child, arcname=f"{self.name}/{child.name}")
             return
         info = tarfile.TarInfo(self.name)
-        info.uid, info.gid = os.getuid(), os.getgid()
+        info.uid, info.gid, info.mtime = os.getuid(), os.getgid(), int(time.time())
         if self.marker:
             info.mode = 0o644
         else:
             info.type, info.mode = tarfile.DIRTYPE, 0o755
+            with suppress(OSError):
+                found = os.lstat(self.like) if self.like is not None else None
+                if found is not None and stat.S_ISDIR(found.st_mode):
+                    info.uid, info.gid = found.st_uid, found.st_gid
+                    info.mode, info.mtime = stat.S_IMODE(found.st_mode), int(found.st_mtime)
         tar.addfile(info)
 
 
