@@ -49,6 +49,7 @@ _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 EXIT_TRANSACTION_OPEN = 17
 EXIT_NO_TRANSACTION = 22
 DEFAULT_TIMEOUT = 1800.0
+LIST_ATTEMPTS = 4
 
 
 class CvmfsPublisher(Publisher):
@@ -138,8 +139,18 @@ class CvmfsPublisher(Publisher):
         return output
 
     def in_transaction(self) -> bool:
-        """Does ``cvmfs_server list`` show this repository in a transaction?"""
-        for line in self._run("list").splitlines():
+        """Does ``cvmfs_server list`` show this repository in a transaction?
+
+        ``list`` reads every repository's configuration: one being created or
+        removed meanwhile makes it fail, so a failure is retried a few times."""
+        for attempt in range(LIST_ATTEMPTS):
+            code, output = self._call("list")
+            if code == 0:
+                break
+            if attempt == LIST_ATTEMPTS - 1:
+                raise PublisherError(_failure(("list",), code, output))
+            time.sleep(0.5 * (attempt + 1))
+        for line in output.splitlines():
             words = line.split()
             if words and words[0] == self.repo and "transaction" in line:
                 return True
@@ -185,8 +196,8 @@ class CvmfsPublisher(Publisher):
         restore = _abort_on_signals()
         try:
             yield self._root
-        except BaseException:
-            self._abort()
+        except BaseException as exc:
+            self._abort_after(str(exc) or type(exc).__name__)
             raise
         finally:
             restore()
@@ -198,10 +209,20 @@ class CvmfsPublisher(Publisher):
             # the transaction stays open after a failed publish: discard it so
             # the next image can go, and say why it failed
             message = _failure(("publish",), code, output)
-            self._abort()
+            self._abort_after(message)
             raise PublisherError(message, hint="the image was not published; the next run retries")
         self.publishes += 1
         self.marker_path.unlink(missing_ok=True)
+
+    def _abort_after(self, reason: str) -> None:
+        """Abort because of ``reason``; if that fails too, say both."""
+        try:
+            self._abort()
+        except PublisherError as failed:
+            raise PublisherError(
+                f"{failed.message}, after: {reason}",
+                hint=f"see 'cvmfs_server list'; abort by hand: cvmfs_server abort -f {self.repo}",
+            ) from None
 
     def _abort(self) -> None:
         code, output = self._call("abort", "-f", self.repo)
