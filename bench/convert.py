@@ -312,6 +312,18 @@ def _floor(repo: Any, layer: bytes, work: Path) -> str:
     return f"{time.perf_counter() - start:6.2f} s until a client sees it, 1 publish"
 
 
+def source_tree(work: Path, files: int) -> tuple[Path, str]:
+    """A Debian root file system where debootstrap works, else a synthetic tree."""
+    tree = work / "source"
+    tree.mkdir()
+    if debootstrap_tree(tree):
+        return tree, "debootstrap minbase bookworm"
+    shutil.rmtree(tree)
+    tree.mkdir()
+    synthetic_tree(tree, files)
+    return tree, f"synthetic tree, {files} files"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=6000, help="synthetic tree size")
@@ -322,15 +334,7 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wishbot-bench-", dir=args.keep))
     try:
-        tree = work / "source"
-        tree.mkdir()
-        if debootstrap_tree(tree):
-            kind = "debootstrap minbase bookworm"
-        else:
-            shutil.rmtree(tree)
-            tree.mkdir()
-            synthetic_tree(tree, args.files)
-            kind = f"synthetic tree, {args.files} files"
+        tree, kind = source_tree(work, args.files)
         layers = make_layers(tree, work)
         if args.cvmfs:
             cvmfs_bench(work, layers, kind)

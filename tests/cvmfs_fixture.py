@@ -25,7 +25,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pytest
@@ -136,10 +136,13 @@ def real_cvmfs_missing() -> str | None:
 
 
 @contextmanager
-def _machine_lock() -> Iterator[None]:
+def _machine_lock(*, shared: bool = False) -> Iterator[None]:
+    """Creating and removing a repository reloads Apache, which a publish of
+    another repository (another pytest worker's) may not survive: those take
+    this lock exclusively, each test using a real repository shares it."""
     fd = os.open("/tmp/wishbot-cvmfs-fixture.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
@@ -258,7 +261,8 @@ def cvmfs_repo(
     for key, value in repo.env.items():
         monkeypatch.setenv(key, value)
     try:
-        yield repo
+        with _machine_lock(shared=True) if repo.kind == "real" else nullcontext():
+            yield repo
     finally:
         if isinstance(repo, FakeRepo):
             repo.close()
