@@ -28,6 +28,7 @@ from bot.errors import PublisherError
 from bot.publisher.backend import open_publisher
 from bot.publisher.cvmfs import CvmfsPublisher
 from bot.publisher.gc import collect
+from bot.publisher.safetree import force_rmtree
 from bot.publisher.state import read_state
 
 
@@ -211,6 +212,33 @@ def test_publish_layers_keeps_whiteouts_in_nested_catalogs(
     xx = posixpath_dirname(layout.layer_dir(layer))
     for directory in (layout.LAYERS, xx, layout.layerfs_dir(layer)):
         assert f"/{directory}" in catalogs
+
+
+def test_layers_with_whiteouts_are_deleted_after_the_transaction(
+    cvmfs_repo: Repo, tmp_path: Path
+) -> None:
+    """Removing a tree with published whiteout files through the overlay makes publish fail
+    (observed), so the backend deletes layers with ``ingest -d`` after the publish."""
+    pub = CvmfsPublisher(cvmfs_repo.name)
+    layer = digest(_unique())
+    staged = tmp_path / "staged"
+    (staged / "layerfs/etc").mkdir(parents=True)
+    (staged / "layerfs/etc/.wh.passwd").write_text("")
+    pub.publish_layers([(layout.layer_dir(layer), staged)], [])
+    with pytest.raises(PublisherError, match="publish"), pub.transaction() as view:
+        force_rmtree(view / layout.layerfs_dir(layer) / "etc")
+    assert not pub.in_transaction()
+    assert (cvmfs_repo.client() / layout.layerfs_dir(layer) / "etc/.wh.passwd").exists()
+    flat = f"{layout.FLAT}/{_unique()}"
+    with pub.transaction() as view:
+        (view / flat).mkdir(parents=True)
+    with pub.transaction() as view:
+        pub.remove(view, layout.layer_dir(layer))
+        pub.remove(view, flat)
+    client = cvmfs_repo.client()
+    assert not os.path.lexists(client / layout.layer_dir(layer))
+    assert not os.path.lexists(client / flat)
+    assert not pub.in_transaction()
 
 
 def posixpath_dirname(path: str) -> str:

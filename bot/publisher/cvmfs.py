@@ -74,6 +74,8 @@ class CvmfsPublisher(Publisher):
         self.timeout = _timeout()
         #: ``cvmfs_server`` calls made (publishes, ingests …), for reports and benchmarks
         self.publishes = 0
+        #: directories to delete with ``ingest -d`` once the transaction is published
+        self._doomed: list[str] = []
 
     @property
     def root(self) -> Path:
@@ -197,15 +199,18 @@ class CvmfsPublisher(Publisher):
         try:
             yield self._root
         except BaseException as exc:
+            self._doomed = []
             self._abort_after(str(exc) or type(exc).__name__)
             raise
         finally:
             restore()
         self._publish()
+        self._delete_doomed()
 
     def _publish(self) -> None:
         code, output = self._call("publish", self.repo)
         if code != 0:
+            self._doomed = []
             # the transaction stays open after a failed publish: discard it so
             # the next image can go, and say why it failed
             message = _failure(("publish",), code, output)
@@ -235,11 +240,26 @@ class CvmfsPublisher(Publisher):
         self.marker_path.write_text(f"{os.getpid()}\n")
 
     def remove(self, view: Path, relpath: str) -> None:
+        """Delete ``relpath`` with the transaction. Layers are deleted right after
+        its publish, with ``ingest -d``: removing a published whiteout file
+        through the overlay makes the real publish fail (observed with 2.12)."""
         path = view / relpath
         if path.is_dir() and not path.is_symlink():
+            if relpath.split("/", 1)[0] == layout.LAYERS:
+                self._doomed.append(relpath)
+                return
             force_rmtree(path)
         elif os.path.lexists(path):
             path.unlink()
+
+    def _delete_doomed(self) -> None:
+        doomed, self._doomed = self._doomed, []
+        if doomed:
+            self._check_cwd()
+            self._mark_open()
+            self._run("ingest", *(arg for rel in doomed for arg in ("-d", rel)), self.repo)
+            self.publishes += 1
+            self.marker_path.unlink(missing_ok=True)
 
     # --- layers --------------------------------------------------------------
 
