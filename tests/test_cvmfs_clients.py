@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from bot.core.recipe import load_wishlist
 from bot.publisher.apply import ApplyReport
 from bot.publisher.converge import converge
 from bot.publisher.cvmfs import CvmfsPublisher
+from bot.publisher.gc import collect
 from bot.sandbox.image_builder import push_image, push_index
 from bot.sandbox.registry_server import LocalRegistry
 
@@ -146,7 +148,7 @@ def test_images_through_a_real_client(
         unique_repo,
         "multi",
         {
-            "linux/amd64": [tars["base"], tars["a"]],
+            "linux/amd64": [tars["base"], build_tar([E("app/", "dir"), E("app/m.txt", data=b"m")])],
             "linux/arm64/v8": [build_tar([E("arm", data=b"arm64")])],
         },
     )
@@ -206,7 +208,7 @@ def test_images_through_a_real_client(
         )
     amd64 = multi.image_for("linux/amd64").config_digest
     assert os.path.realpath(path_multi).endswith(layout.hex_of(amd64))
-    assert (path_multi / "app/a.txt").read_text() == "a\n"
+    assert (path_multi / "app/m.txt").read_text() == "m"
     assert (client / ".multiarch/aarch64" / f"{registry.host}/{unique_repo}:multi").is_symlink()
 
     # thin images name layer directories that exist
@@ -261,3 +263,25 @@ def test_images_through_a_real_client(
     report, publishes = _apply(registry, second, repo)
     assert report.ok and report.transactions == 0 and report.downloaded_layers == 0
     assert publishes == 0 and cvmfs_repo.revision() == revision
+
+    # a removed wish serves until gc deletes its path, its image and its own layer
+    third = _wishlist(
+        tmp_path / "third.yaml",
+        registry,
+        repo,
+        [
+            f"  - '{registry.host}/{unique_repo}:b'",
+            f"  - image: '{registry.host}/{unique_repo}:multi'",
+            "    platforms: [linux/amd64, linux/arm64/v8]",
+        ],
+    )
+    assert _apply(registry, third, repo)[0].ok
+    pub = CvmfsPublisher(repo)
+    gone = collect(pub, NOW + timedelta(days=31), grace_days=30, max_deletions=10)
+    assert gone.deleted_images == [(image_a.config_digest, f"{registry.host}/{unique_repo}:a")]
+    client = cvmfs_repo.client()
+    assert not os.path.lexists(path_a)
+    assert not os.path.lexists(client / layout.flat_dir(image_a.config_digest))
+    assert not os.path.lexists(client / layout.layer_dir(image_a.layer_digests[2]))
+    assert (client / layout.layerfs_dir(mid_digest) / "etc/.wh.gone").exists()
+    assert (path_b / "app/b.txt").read_text() == "b\n"
