@@ -5,17 +5,24 @@ For an image that is added or moved, inside one transaction:
 1. each layer not yet published is downloaded into a temporary directory
    (the client verifies digest and size), its diffID checked against the
    image config, and unpacked as-is into ``.layers/xx/<hex>/layerfs``, with
-   ``layers.json``;
+   ``layers.json``. A publisher with :attr:`~Publisher.separate_layers`
+   (CernVM-FS, whose publish would drop whiteout files) gets them unpacked
+   outside the repository and publishes each on its own *before* the image's
+   transaction, together with the flat image's ``.flat/xx`` partition;
 2. the flat image ``.flat/xx/<id>`` is built from the layers' ``layerfs``
-   (fresh in this transaction or published before) with the
-   Apptainer/Singularity metadata, unless it exists already;
+   (fresh in this run or published before) with the Apptainer/Singularity
+   metadata, unless it exists already; where the publisher has catalog-level
+   clones, it starts as a copy of its first layer's published ``layerfs``
+   (when that holds no whiteout) and only the other layers are applied;
 3. backlinks (``origin.json``), ``.cvmfscatalog`` markers, ``manifest.json``;
 4. the public symlink (re-pointed atomically; a non-symlink is never
    replaced), or for a multi-platform wish the per-architecture symlink plus
    the CernVM-FS variant symlink;
 5. the old image of a moved tag goes to the remove schedule;
 6. the thin image is pushed, last, so a failed push aborts the transaction
-   and the next run tries again.
+   and the next run tries again; a multi-platform wish gets each platform's
+   thin image by digest and, with its last platform converted, an OCI index
+   of all of them under the output name.
 
 A removed wish keeps its public path: the path goes to the remove schedule
 and serves the same image until gc deletes both after the grace period (see
