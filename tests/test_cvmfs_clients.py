@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -285,3 +286,52 @@ def test_images_through_a_real_client(
     assert not os.path.lexists(client / layout.layer_dir(image_a.layer_digests[2]))
     assert (client / layout.layerfs_dir(mid_digest) / "etc/.wh.gone").exists()
     assert (path_b / "app/b.txt").read_text() == "b\n"
+
+
+@pytest.mark.parametrize("crash", ["layer", "image-written"])
+def test_apply_killed_midway_is_recovered(
+    cvmfs_repo: Repo, registry: LocalRegistry, unique_repo: str, tmp_path: Path, crash: str
+) -> None:
+    """``wishbot apply`` SIGKILLed with a transaction open (or between layer ingests):
+    nothing of the image is visible; the next run aborts what is left and publishes it."""
+    layer = build_tar([E("k/", "dir"), E(f"k/{crash}", data=crash.encode())])
+    push_image(registry.url, unique_repo, "k", [build_tar(TOP_A), layer])
+    wishlist = _wishlist(
+        tmp_path / "w.yaml",
+        registry,
+        cvmfs_repo.name,
+        [
+            f"  - '{registry.host}/{unique_repo}:k'",
+        ],
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "bot",
+        "apply",
+        str(wishlist),
+        "--no-thin",
+        "--publisher",
+        f"cvmfs:{cvmfs_repo.name}",
+    ]
+    env = {**os.environ, "WISHBOT_INSECURE_REGISTRIES": registry.host, "WISHBOT_BACKOFF": "0.01"}
+    killed = subprocess.run(
+        command,
+        env={**env, "WISHBOT_TEST_CRASH_AT": crash},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert killed.returncode == -9, killed.stderr
+    path = f"{registry.host}/{unique_repo}:k"
+    assert not os.path.lexists(cvmfs_repo.client() / path)
+    again = subprocess.run(
+        command, env=env, cwd="/", capture_output=True, text=True, timeout=300, check=False
+    )
+    assert again.returncode == 0, again.stderr
+    if crash == "image-written":  # killed inside the image's transaction: found and aborted
+        assert "aborted the transaction a crashed run left open" in again.stdout + again.stderr
+    assert (cvmfs_repo.client() / path / f"k/{crash}").read_text() == crash
+    assert not CvmfsPublisher(cvmfs_repo.name).in_transaction()
