@@ -16,7 +16,21 @@ Measured, each in its own process (wall time and peak RSS):
   every layer, then the flat image from the ``layerfs`` trees with
   ``apply_layerfs``) vs ``tar -xzf`` plus ``umoci unpack``.
 
-Run: ``.venv/bin/python bench/convert.py [--files N] [--keep DIR]``.
+With ``--cvmfs`` (root, CernVM-FS installed: CERN's packages), the images
+are published into throwaway repositories of a real CernVM-FS instead, with
+``wishbot apply`` (``cvmfs:`` publisher) and read through an independent
+client mount, measuring:
+
+- the time from apply start until the client mount sees the image (after an
+  explicit ``remount sync``), and the publishes (ingests and transactions)
+  per image: image A (base + a layer that changes and deletes files + a small
+  top), then image B, which shares A's base and middle layer;
+- the same two images with every flat tree published whole (no catalog-level
+  clone of the first layer), in a second repository;
+- a floor in the same run: ``cp -a`` of B's new layer files into a
+  transaction and one publish.
+
+Run: ``.venv/bin/python bench/convert.py [--files N] [--keep DIR] [--cvmfs]``.
 """
 
 from __future__ import annotations
@@ -34,7 +48,9 @@ import sys
 import tarfile
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,23 +203,142 @@ def digest_tree(root: Path) -> dict[str, str]:
     return out
 
 
+def _cvmfs_apply(registry: Any, repo: Any, wishlist: Path, path: str, clones: bool) -> str:
+    """One ``apply`` into ``repo``: seconds until its client sees ``path``, and publishes."""
+    from bot.config import Config
+    from bot.core.recipe import load_wishlist
+    from bot.publisher.converge import converge
+    from bot.publisher.cvmfs import CvmfsPublisher
+    from bot.registry.client import RegistryClient
+
+    loaded, problems = load_wishlist(wishlist.read_bytes(), str(wishlist))
+    assert loaded is not None, problems
+    publisher = CvmfsPublisher(repo.name)
+    publisher.catalog_clones = clones
+    config = Config(insecure_registries=(registry.host,), thin=False)
+    start = time.perf_counter()
+    with RegistryClient(config) as client:
+        _plan, report = converge(loaded, publisher, client, config=config, now=datetime.now(UTC))
+    if not report.ok:
+        raise SystemExit(f"apply failed: {report.to_json()}")
+    seen = repo.client() / path
+    if not (seen / "app/hello.txt").exists() and not (seen / "app").exists():
+        raise SystemExit(f"the client does not see {path}")
+    elapsed = time.perf_counter() - start
+    return f"{elapsed:6.2f} s until a client sees it, {publisher.publishes} publishes"
+
+
+def cvmfs_bench(work: Path, layers: list[bytes], kind: str) -> None:
+    """Publish two images sharing a base into real CernVM-FS repositories (see the docstring)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from cvmfs_fixture import RealRepo, real_cvmfs_missing
+
+    from bot.sandbox.image_builder import push_image
+    from bot.sandbox.registry_server import LocalRegistry
+
+    missing = real_cvmfs_missing()
+    if missing:
+        raise SystemExit(f"--cvmfs: {missing}")
+    base, middle, top = layers
+    other_top = tar_of_text("app/other.txt", "other\n")
+    total = sum(len(x) for x in layers)
+    print(f"image A: {kind}; base + middle + top, {total / 2**20:.1f} MiB uncompressed")
+    print("image B: A's base and middle + its own small top")
+    with LocalRegistry() as registry:
+        push_image(registry.url, "bench/img", "a", [base, middle, top])
+        push_image(registry.url, "bench/img", "b", [base, middle, other_top])
+        wishlists = {}
+        for name in ("a", "b"):
+            wishlists[name] = work / f"{name}.yaml"
+        for clones in (True, False):
+            repo = RealRepo(Path(tempfile.mkdtemp(prefix="cvmfs-", dir=work)))
+            try:
+                repo.create()
+                os.environ.update(repo.env)
+                images = []
+                for name in ("a", "b"):
+                    images.append(f"{registry.host}/bench/img:{name}")
+                    _write_bench_wishlist(wishlists[name], registry.host, repo.name, images)
+                    path = f"{registry.host}/bench/img:{name}"
+                    result = _cvmfs_apply(registry, repo, wishlists[name], path, clones)
+                    how = "flat image cloned from its base" if clones else "whole flat tree"
+                    print(f"cvmfs apply, image {name.upper()} ({how}): {result}")
+                if clones:
+                    print(
+                        f"cvmfs floor (cp -a of B's new layer + one publish): {_floor(repo, other_top, work)}"
+                    )
+            finally:
+                repo.close()
+
+
+def tar_of_text(name: str, text: str) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        data = text.encode()
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def _write_bench_wishlist(path: Path, host: str, repo: str, images: list[str]) -> None:
+    lines = [
+        "version: 1",
+        "user: bench",
+        f"cvmfs_repo: '{repo}'",
+        f"output_format: '{host}/thin/$(image)'",
+        "input:",
+    ]
+    path.write_text("\n".join([*lines, *(f"  - '{image}'" for image in images)]) + "\n")
+
+
+def _floor(repo: Any, layer: bytes, work: Path) -> str:
+    """``cp -a`` of a layer's files into a transaction, and one publish."""
+    files = work / "floor"
+    files.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
+        tar.extractall(files, filter="tar")
+    name = repo.name
+    start = time.perf_counter()
+    for command in (
+        ["cvmfs_server", "transaction", name],
+        ["cp", "-a", str(files), f"/cvmfs/{name}/floor"],
+        ["cvmfs_server", "publish", name],
+    ):
+        subprocess.run(command, cwd="/", stdin=subprocess.DEVNULL, capture_output=True, check=True)
+    seen = repo.client() / "floor"
+    if not seen.is_dir():
+        raise SystemExit("the client does not see the floor's files")
+    return f"{time.perf_counter() - start:6.2f} s until a client sees it, 1 publish"
+
+
+def source_tree(work: Path, files: int) -> tuple[Path, str]:
+    """A Debian root file system where debootstrap works, else a synthetic tree."""
+    tree = work / "source"
+    tree.mkdir()
+    if debootstrap_tree(tree):
+        return tree, "debootstrap minbase bookworm"
+    shutil.rmtree(tree)
+    tree.mkdir()
+    synthetic_tree(tree, files)
+    return tree, f"synthetic tree, {files} files"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=6000, help="synthetic tree size")
     parser.add_argument("--keep", type=Path, help="keep the work directory here")
+    parser.add_argument(
+        "--cvmfs", action="store_true", help="publish into a real CernVM-FS (root, installed)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wishbot-bench-", dir=args.keep))
     try:
-        tree = work / "source"
-        tree.mkdir()
-        if debootstrap_tree(tree):
-            kind = "debootstrap minbase bookworm"
-        else:
-            shutil.rmtree(tree)
-            tree.mkdir()
-            synthetic_tree(tree, args.files)
-            kind = f"synthetic tree, {args.files} files"
+        tree, kind = source_tree(work, args.files)
         layers = make_layers(tree, work)
+        if args.cvmfs:
+            cvmfs_bench(work, layers, kind)
+            return 0
         blobs = []
         for n, layer in enumerate(layers):
             blob = work / f"layer{n}.tar.gz"

@@ -23,6 +23,9 @@ import pytest
 
 from bot.sandbox.registry_server import LocalRegistry
 
+#: ``cvmfs_repo``: the fake and (where installed) a real CernVM-FS repository
+pytest_plugins = ["cvmfs_fixture"]
+
 _counter = itertools.count()
 
 

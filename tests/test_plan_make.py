@@ -195,9 +195,8 @@ def test_multiarch_rows_are_keyed_by_path_and_platform() -> None:
         ("unchanged", "registry.hub.docker.com/org/multi:1", "linux/amd64"),
         ("add", "registry.hub.docker.com/org/multi:1", "linux/arm64/v8"),
     ]
-    assert (
-        plan.images[1].published_path == ".multiarch/arm64:v8/registry.hub.docker.com/org/multi:1"
-    )
+    # .multiarch names are what $(CVMFS_ARCH) expands to on a client (uname -m)
+    assert plan.images[1].published_path == ".multiarch/aarch64/registry.hub.docker.com/org/multi:1"
     assert public_path(".multiarch/arm64:v8/quay.io/a/b:1") == "quay.io/a/b:1"
 
 

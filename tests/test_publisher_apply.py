@@ -187,14 +187,49 @@ def test_multiarch_wish_gets_variant_symlink(
     report = run_apply(registry, wishlist, tree, thin=False)
     assert report.ok, report.to_json()
     path = f"{registry.host}/{unique_repo}:1.0"
-    assert "$(CVMFS_ARCH:-amd64)" in os.readlink(tree / path)
-    for platform, arch in (("linux/amd64", "amd64"), ("linux/arm64/v8", "arm64:v8")):
+    # directories named as $(CVMFS_ARCH) expands on stock clients (uname -m)
+    assert "$(CVMFS_ARCH:-x86_64)" in os.readlink(tree / path)
+    for platform, arch in (("linux/amd64", "x86_64"), ("linux/arm64/v8", "aarch64")):
         arch_link = tree / ".multiarch" / arch / path
         image = index.image_for(platform)
         assert os.path.realpath(arch_link).endswith(layout.hex_of(image.config_digest))
     state = read_state(tree, REPO)
     assert sorted(str(i.platform) for i in state.images) == ["linux/amd64", "linux/arm64/v8"]
     assert run_apply(registry, wishlist, tree, thin=False).transactions == 0
+
+
+def test_multiarch_thin_images_are_one_index(
+    registry: LocalRegistry, unique_repo: str, tmp_path: Path
+) -> None:
+    """Every platform's thin image, under one name: an OCI image index (not last-one-wins)."""
+    push_index(registry.url, unique_repo, "2.0", {"linux/amd64": [BASE], "linux/arm64/v8": [TOP]})
+    wishlist = tmp_path / "wishlist.yaml"
+    wishlist.write_text(
+        f"version: 1\nuser: t\ncvmfs_repo: '{REPO}'\n"
+        f"output_format: '{registry.host}/thin/$(image)'\ninput:\n"
+        f"  - image: '{registry.host}/{unique_repo}:2.0'\n"
+        "    platforms: [linux/amd64, linux/arm64/v8]\n"
+    )
+    assert run_apply(registry, wishlist, tmp_path / "tree").ok
+    accept = {"Accept": "application/vnd.oci.image.index.v1+json"}
+    url = f"{registry.url}/v2/thin/{unique_repo}/manifests/2.0"
+    index = requests.get(url, headers=accept, timeout=10).json()
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    platforms = {
+        "/".join(
+            filter(
+                None,
+                (m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant")),
+            )
+        )
+        for m in index["manifests"]
+    }
+    assert platforms == {"linux/amd64", "linux/arm64/v8"}
+    urls = set()
+    for entry in index["manifests"]:
+        thin, _config = pull_thin(registry, f"thin/{unique_repo}", entry["digest"])
+        urls |= {layer["url"] for layer in thin["layers"]}  # type: ignore[attr-defined]
+    assert len(urls) == 2  # each platform's own layers
 
 
 class _NoRegistry:
@@ -286,3 +321,33 @@ def test_flat_from_blobs_equals_flat_from_published_layers(
     flat = layout.flat_dir(x.config_digest)
     assert _flat_digest(fresh / flat) == _flat_digest(reused / flat)
     assert (fresh / flat / "usr/bin/tool").read_text() == "new\n"
+
+
+def test_rerun_downloads_no_blob_not_even_the_config(
+    registry: LocalRegistry, unique_repo: str, tmp_path: Path
+) -> None:
+    """The config blob is kept beside manifest.json, content-addressed: a re-run with
+    nothing changed asks the registry for manifests only."""
+    pushed = push_image(registry.url, unique_repo, "1.0", [BASE, TOP], cmd=["/bin/sh"])
+    wishlist = tmp_path / "wishlist.yaml"
+    write_wishlist(wishlist, registry, f"{unique_repo}:1.0")
+    tree = tmp_path / "tree"
+    assert run_apply(registry, wishlist, tree, thin=False).ok
+    stored = tree / ".metadata" / f"{registry.host}/{unique_repo}:1.0" / "config.json"
+    assert stored.read_bytes() == pushed.config
+    loaded, _problems = load_wishlist(wishlist.read_bytes(), str(wishlist))
+    assert loaded is not None
+    paths: list[str] = []
+    with client_for(registry.host) as client:
+        send = client.transport.send
+
+        def record(endpoint: object, method: str, path: str, **kw: object) -> object:
+            paths.append(path)
+            return send(endpoint, method, path, **kw)  # type: ignore[arg-type]
+
+        client.transport.send = record  # type: ignore[method-assign,assignment]
+        _plan, report = converge(
+            loaded, LocalPublisher(tree), client, config=Config(thin=False), now=NOW
+        )
+    assert report.ok and report.transactions == 0
+    assert paths and not [p for p in paths if "/blobs/" in p]

@@ -190,15 +190,15 @@ def test_a_removed_multiplatform_wish_keeps_its_variant_symlink_until_gc(
     tree = tmp_path / "tree"
     path = f"{registry.host}/{unique_repo}:1.0"
     assert _apply(registry, wishlist, tree, NOW)[1].ok
-    arch_links = {arch: f".multiarch/{arch}/{path}" for arch in ("amd64", "arm64")}
+    arch_links = {arch: f".multiarch/{arch}/{path}" for arch in ("x86_64", "aarch64")}
 
     plan, report = _apply(registry, none, tree, NOW)
     assert [c.action for c in plan.images] == ["remove", "remove"] and report.ok
-    assert "$(CVMFS_ARCH:-amd64)" in os.readlink(tree / path)
-    for arch, platform in (("amd64", "linux/amd64"), ("arm64", "linux/arm64")):
+    assert "$(CVMFS_ARCH:-x86_64)" in os.readlink(tree / path)
+    for arch, platform in (("x86_64", "linux/amd64"), ("aarch64", "linux/arm64")):
         image_id = index.image_for(platform).config_digest
         assert os.path.realpath(tree / arch_links[arch]).endswith(layout.hex_of(image_id))
-    assert (tree / arch_links["amd64"] / "app/keep.txt").is_file()
+    assert (tree / arch_links["x86_64"] / "app/keep.txt").is_file()
     assert {(s.id, s.path) for s in read_state(tree, REPO).schedule} == {
         (index.image_for("linux/amd64").config_digest, path),
         (index.image_for("linux/arm64").config_digest, path),

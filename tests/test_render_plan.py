@@ -112,7 +112,7 @@ def test_json_validates_against_schema_and_totals_agree() -> None:
     assert totals["layers_to_ingest"] == sum(1 for r in data["layers"] if r["action"] == "ingest")
     assert totals["has_errors"] is True
     arm = next(r for r in data["images"] if r["platform"] == "linux/arm64/v8")
-    assert arm["published_path"].startswith(".multiarch/arm64:v8/nvcr.io/")
+    assert arm["published_path"].startswith(".multiarch/aarch64/nvcr.io/")  # uname -m
 
 
 def test_schema_rejects_a_broken_plan() -> None:

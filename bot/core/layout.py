@@ -28,8 +28,32 @@ CATALOG_MARKER = ".cvmfscatalog"
 #: the podman additional image store (opt-in, ``podman_store``); never a public path
 PODMAN_STORE = "podmanStore"
 
-#: CernVM-FS names for architectures (``CVMFS_ARCH``), with their aliases.
-ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64", "ppc64el": "ppc64le"}
+#: OCI ``architecture[/variant]`` -> the ``.multiarch`` directory: what
+#: ``$(CVMFS_ARCH)`` expands to on a stock client (``uname -m``). arm64/v8 is
+#: plain arm64 (every arm64 is v8); 32-bit arm variants are distinct kernels.
+#: Anything not listed keeps its OCI name (``arch`` or ``arch:variant``), which
+#: no stock client selects but which stays unique.
+CVMFS_ARCH = {
+    ("amd64", None): "x86_64",
+    ("arm64", None): "aarch64",
+    ("arm64", "v8"): "aarch64",
+    ("arm", "v7"): "armv7l",
+    ("arm", "v6"): "armv6l",
+    ("arm", "v5"): "armv5tel",
+    ("386", None): "i686",
+    ("ppc64le", None): "ppc64le",
+    ("s390x", None): "s390x",
+    ("riscv64", None): "riscv64",
+    ("mips64le", None): "mips64",
+    ("loong64", None): "loongarch64",
+}
+_FROM_CVMFS_ARCH: dict[str, tuple[str, str | None]] = {}
+for _key, _name in CVMFS_ARCH.items():
+    _FROM_CVMFS_ARCH.setdefault(_name, _key)  # aarch64 -> plain arm64
+#: the default of the variant symlink: what a client without ``CVMFS_ARCH`` gets
+DEFAULT_CVMFS_ARCH = "x86_64"
+#: the variant symlink's marker, expanded by the client
+ARCH_VARIABLE = f"$(CVMFS_ARCH:-{DEFAULT_CVMFS_ARCH})"
 
 
 def hex_of(digest: str) -> str:
@@ -72,9 +96,29 @@ def image_metadata_dir(path: str) -> str:
 
 
 def arch_name(platform: Platform) -> str:
-    """``.multiarch`` directory name: ``amd64``, ``arm64:v8`` …"""
-    arch = ARCH_ALIASES.get(platform.architecture, platform.architecture)
+    """``.multiarch`` directory name: ``x86_64``, ``aarch64``, ``armv7l`` … (see
+    :data:`CVMFS_ARCH`); an unknown one ``arch`` or ``arch:variant``."""
+    name = CVMFS_ARCH.get((platform.architecture, platform.variant))
+    if name is not None:
+        return name
+    arch = platform.architecture
     return f"{arch}:{platform.variant}" if platform.variant else arch
+
+
+def platform_of(arch: str) -> Platform:
+    """The platform of a ``.multiarch`` directory name (the inverse of
+    :func:`arch_name`; ``aarch64`` gives plain arm64, older OCI-named trees
+    such as ``amd64`` or ``arm64:v8`` read as written)."""
+    if arch in _FROM_CVMFS_ARCH:
+        return Platform("linux", *_FROM_CVMFS_ARCH[arch])
+    name, _, variant = arch.partition(":")
+    return Platform("linux", name, variant or None)
+
+
+def is_variant_link(target: str) -> bool:
+    """Is a symlink target a CernVM-FS variant symlink (``$(CVMFS_ARCH…)``)?
+    Older trees default to ``amd64``, newer ones to ``x86_64``."""
+    return "$(CVMFS_ARCH" in target
 
 
 def multiarch_path(platform: Platform, path: str) -> str:

@@ -5,12 +5,17 @@ For an image that is added or moved, inside one transaction:
 1. each layer not yet published is downloaded into a temporary directory
    (the client verifies digest and size), its diffID checked against the
    image config, and unpacked as-is into ``.layers/xx/<hex>/layerfs``, with
-   ``layers.json``;
+   ``layers.json``. A publisher with :attr:`~Publisher.separate_layers`
+   (CernVM-FS, whose publish would drop whiteout files) gets them unpacked
+   outside the repository and publishes each on its own *before* the image's
+   transaction, together with the flat image's ``.flat/xx`` partition;
 2. the flat image ``.flat/xx/<id>`` is built from the layers' ``layerfs``
-   (fresh in this transaction or published before) with the
-   Apptainer/Singularity metadata, unless it exists already, and checked
-   (:func:`bot.publisher.verify.check_flat`: its Singularity files are
-   there, no whiteout marker is left);
+   (fresh in this run or published before) with the Apptainer/Singularity
+   metadata, unless it exists already; where the publisher has catalog-level
+   clones, it starts as a copy of its first layer's published ``layerfs``
+   (when that holds no whiteout) and only the other layers are applied; it is
+   checked (:func:`bot.publisher.verify.check_flat`: its Singularity files
+   are there, no whiteout marker is left);
 3. backlinks (``origin.json``), ``.cvmfscatalog`` markers, ``manifest.json``
    (and the tree's repository name, :mod:`bot.publisher.repoinfo`);
 4. the public symlink (re-pointed atomically; a non-symlink is never
@@ -18,7 +23,9 @@ For an image that is added or moved, inside one transaction:
    the CernVM-FS variant symlink;
 5. the old image of a moved tag goes to the remove schedule;
 6. the thin image is pushed, last, so a failed push aborts the transaction
-   and the next run tries again.
+   and the next run tries again; a multi-platform wish gets each platform's
+   thin image by digest and, with its last platform converted, an OCI index
+   of all of them under the output name.
 
 A removed wish keeps its public path: the path goes to the remove schedule
 and serves the same image until gc deletes both after the grace period (see
@@ -41,6 +48,7 @@ import posixpath
 import re
 import tarfile
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -73,7 +81,7 @@ from bot.publisher.metadata import (
 from bot.publisher.repoinfo import record_repository
 from bot.publisher.retiring import revive, serving_links
 from bot.publisher.scratch import blob_dir
-from bot.publisher.state import ARCH_VARIABLE
+from bot.publisher.state import ARCH_VARIABLE, scan
 from bot.publisher.unpack import LayerStats, Limits, recorded_diff_id, unpack_layer
 from bot.publisher.verify import check_flat
 
@@ -82,6 +90,10 @@ _log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 #: ``(label, bytes done, bytes total)`` while a layer downloads (for progress bars)
 Meter = Callable[[str, int, int], None]
+
+WHITEOUT_PREFIX = ".wh."
+#: the image's config blob, beside its manifest.json (content-addressed: its digest is the image id)
+CONFIG = "config.json"
 
 
 class Watch(Protocol):
@@ -96,6 +108,7 @@ class Watch(Protocol):
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
@@ -203,11 +216,15 @@ def apply_plan(
         watch.planned(plan)
     count = sum(1 for change in plan.images if has_work(plan, change))
     number = 0
+    indexes = _thin_indexes(plan)
     for change in plan.images:
         if watch is not None and has_work(plan, change):
             number += 1
             watch.image(number, count, change)
-        result = _apply_change(plan, change, publisher, client, config, say, output_format, meter)
+        index = indexes.get(id(change))
+        result = _apply_change(
+            plan, change, publisher, client, config, say, output_format, meter, index
+        )
         if result is not None:
             report.results.append(result)
     report.transactions = publisher.transactions_opened - opened
@@ -234,6 +251,7 @@ def _apply_change(
     say: Progress,
     output_format: str | None,
     meter: Meter | None = None,
+    index: list[ResolvedImage] | None = None,
 ) -> ImageResult | None:
     wish = change.wish.text if change.wish else ""
     image = change.new or change.old
@@ -274,6 +292,7 @@ def _apply_change(
         assert change.new is not None
         _check_image(change.new)
         converter = _Converter(plan, change, change.new, publisher, client, config, say, meter)
+        converter.index = index
         thin = _thin_name(output_format, change.new.reference) if config.thin else None
         converter.run(thin)
         return replace(
@@ -362,11 +381,24 @@ class _Converter:
         self.limits = Limits(config.max_layer_bytes, config.max_layer_entries)
         self.downloaded_layers = 0
         self.downloaded_bytes = 0
+        #: where new layers are unpacked before they are published on their own
+        self.staging: Path | None = None
+        #: the flat image started as a catalog-level copy of the first layer
+        self.cloned = False
+        #: every platform of a multi-platform wish, when this image pushes their thin index
+        self.index: list[ResolvedImage] | None = None
 
     def where(self, view: Path, relpath: str) -> Path:
-        """Read-your-writes: the staged copy if this transaction wrote one."""
-        staged = view / relpath
-        return staged if os.path.lexists(staged) else self.root / relpath
+        """Read-your-writes: the staged copy if this run wrote one (the layer
+        staging area of a publisher with separate layers, or the transaction)."""
+        for staged in (self.staging / relpath if self.staging else None, view / relpath):
+            if staged is not None and os.path.lexists(staged):
+                return staged
+        return self.root / relpath
+
+    def _layer_source(self, digest: str) -> Path:
+        """A layer's files: the local staged copy if this run unpacked it, else the published one."""
+        return self.where(self.root, layout.layerfs_dir(digest))
 
     def run(self, thin: str | None) -> None:
         image = self.image
@@ -380,26 +412,71 @@ class _Converter:
                     hint="wishbot never replaces a real file or directory; move it away by hand",
                 )
         self.say(f"{path}: converting {image.reference} ({image.platform}, {image.image_id})")
-        with (
-            blob_dir() as tmp,
-            self.publisher.transaction() as view,
-        ):
-            self._layers(view, tmp)
-            self._flat(view, tmp)
-            self._check_flat(view)
-            self._backlinks(view)
-            self._markers(view)
-            self._manifest(view, link, thin)
-            record_repository(view, self.root, self.plan.cvmfs_repo)
-            self._links(view, path, link)
-            if self.config.podman_store:
-                podman.publish(view, self.root, image, path, self.client, self.plan.now)
-            self._schedule(view)
-            if thin:
-                self._push_thin(thin)
-            hooks.crash_point("image-written")
-            self.say(f"{path}: publishing")
+        with blob_dir() as tmp:
+            if self.publisher.separate_layers:
+                self._stage_and_publish_layers(tmp)
+            with self._image_transaction() as view:
+                if not self.publisher.separate_layers:
+                    self._layers(view, tmp)
+                self._write_image(view, tmp, path, link, thin)
         self.say(f"{path}: done")
+
+    def _stage_and_publish_layers(self, tmp: Path) -> None:
+        """Unpack the new layers outside the repository, then publish each in a
+        step of its own (whiteout files kept), before the image's transaction;
+        with them the flat image's partition directory, so it can be cloned into."""
+        self.staging = tmp / "staged"
+        self._layers(self.staging, tmp)
+        staged = [
+            (layout.layer_dir(digest), self.staging / layout.layer_dir(digest))
+            for digest in dict.fromkeys(layer.digest for layer in self.image.layers)
+            if (self.staging / layout.layer_dir(digest)).is_dir()
+        ]
+        partition = posixpath.dirname(layout.flat_dir(self.image.image_id))
+        flat_exists = os.path.lexists(self.root / layout.flat_dir(self.image.image_id))
+        dirs = [] if flat_exists or (self.root / partition).is_dir() else [partition]
+        if staged or dirs:
+            self.say(f"{self.change.path}: publishing {len(staged)} new layer(s)")
+            self.publisher.publish_layers(staged, dirs)
+
+    def _image_transaction(self) -> AbstractContextManager[Path]:
+        """The image's transaction; its flat image starts as a catalog-level copy of
+        its first layer where the publisher can (see :meth:`_clone_source`)."""
+        source = self._clone_source()
+        if source is None:
+            return self.publisher.transaction()
+        self.cloned = True
+        return self.publisher.clone_transaction(source, layout.flat_dir(self.image.image_id))
+
+    def _clone_source(self) -> str | None:
+        """The published ``layerfs`` of the first layer, when the flat image is new
+        and that layer is published and holds no whiteout (a copy would carry the
+        markers into the flat image)."""
+        flat = layout.flat_dir(self.image.image_id)
+        if not self.publisher.catalog_clones or os.path.lexists(self.root / flat):
+            return None
+        source = layout.layerfs_dir(self.image.layers[0].digest)
+        if not (self.root / posixpath.dirname(flat)).is_dir() or not (self.root / source).is_dir():
+            return None
+        if _has_whiteouts(self._layer_source(self.image.layers[0].digest)):
+            return None
+        return source
+
+    def _write_image(self, view: Path, tmp: Path, path: str, link: str, thin: str | None) -> None:
+        self._flat(view, tmp)
+        self._check_flat(view)
+        self._backlinks(view)
+        self._markers(view)
+        self._manifest(view, link, thin)
+        record_repository(view, self.root, self.plan.cvmfs_repo)
+        self._links(view, path, link)
+        if self.config.podman_store:
+            podman.publish(view, self.root, self.image, path, self.client, self.plan.now)
+        self._schedule(view)
+        if thin:
+            self._push_thin(thin)
+        hooks.crash_point("image-written")
+        self.say(f"{path}: publishing")
 
     # --- steps --------------------------------------------------------------
 
@@ -451,15 +528,19 @@ class _Converter:
 
     def _flat(self, view: Path, tmp: Path) -> None:
         flat = layout.flat_dir(self.image.image_id)
-        if (self.root / flat).is_dir() or (view / flat).is_dir():
+        layers = self.image.layers
+        if self.cloned and (view / flat).is_dir():
+            # the first layer is there already, as a catalog-level copy
+            layers = layers[1:]
+        elif (self.root / flat).is_dir() or (view / flat).is_dir():
             return
         self.say(f"{self.change.path}: building the flat image {flat}")
         target = view / flat
-        target.mkdir(parents=True)
-        # From the unpacked layers (fresh in this transaction or published
-        # before): a local copy, about three times faster than decompressing
-        # the blobs again, and the same tree.
-        for layer in self.image.layers:
+        target.mkdir(parents=True, exist_ok=True)
+        # From the unpacked layers (fresh in this run or published before): a
+        # local copy, about three times faster than decompressing the blobs
+        # again, and the same tree.
+        for layer in layers:
             layerfs, sidecar = self._flat_source(view, layer, tmp)
             apply_layerfs(
                 target,
@@ -567,9 +648,9 @@ class _Converter:
             write_json(view / relpath, {"origin": sorted(users | {self.image.image_id})})
 
     def _markers(self, view: Path) -> None:
+        # where the reference converter puts them: not in the .flat/xx partitions
         dirs = [
             layout.FLAT,
-            posixpath.dirname(layout.flat_dir(self.image.image_id)),
             layout.flat_dir(self.image.image_id),
             layout.LAYERS,
         ]
@@ -600,6 +681,9 @@ class _Converter:
             unpacked_size=unpacked,
         )
         write_json(view / layout.image_metadata_dir(link) / MANIFEST, record.to_json())
+        config = _config_blob(self.client, image)
+        if config is not None:
+            (view / layout.image_metadata_dir(link) / CONFIG).write_bytes(config)
 
     def _links(self, view: Path, path: str, link: str) -> None:
         _symlink(view, link, layout.flat_link(link, self.image.image_id))
@@ -634,8 +718,55 @@ class _Converter:
                 f"the thin image name '{name}' of {self.image.reference} is not valid: {exc}",
                 hint="check output_format in the wishlist",
             ) from None
-        self.say(f"{self.change.path}: pushing the thin image {name}")
-        push_thin_image(self.client, target, self.image, self.plan.cvmfs_repo)
+        repo = self.plan.cvmfs_repo
+        if not self.image.multiarch:
+            self.say(f"{self.change.path}: pushing the thin image {name}")
+            push_thin_image(self.client, target, self.image, repo)
+            return
+        # one thin image per platform, by digest; the name gets an index of them all,
+        # pushed with the last platform converted in this run
+        by_digest = replace(target, tag=None, digest=None)
+        push_thin_image(self.client, by_digest, self.image, repo)
+        if self.index:
+            # platforms that failed to publish stay out: their layers are not there
+            members = [
+                m
+                for m in self.index
+                if m is self.image or (self.root / layout.flat_dir(m.image_id)).is_dir()
+            ]
+            self.say(f"{self.change.path}: pushing the thin image index {name}")
+            push_thin_index(self.client, target, members, repo)
+
+
+def _config_blob(client: RegistryClientLike, image: ResolvedImage) -> bytes | None:
+    """The image's config blob as the client resolved it (cached: no new download)."""
+    get_config = getattr(client, "get_config", None)
+    if get_config is None:
+        return None
+    blob = get_config(image.reference, image.image_id)
+    return blob if isinstance(blob, bytes) and _sha256(blob) == image.image_id else None
+
+
+def published_configs(root: Path) -> dict[str, bytes]:
+    """The config blobs of the published images (``.metadata/<path>/config.json``),
+    by digest, each checked against it: a re-run resolves them without a download."""
+    found: dict[str, bytes] = {}
+    for link, image_id in scan(root).links.items():
+        try:
+            blob = (root / layout.image_metadata_dir(link) / CONFIG).read_bytes()
+        except OSError:
+            continue
+        if _sha256(blob) == image_id:
+            found[image_id] = blob
+    return found
+
+
+def _has_whiteouts(tree: Path) -> bool:
+    """Does the layer tree hold a whiteout file (``.wh.<name>`` or ``.wh..wh..opq``)?"""
+    for _dirpath, dirs, files in os.walk(tree):
+        if any(name.startswith(WHITEOUT_PREFIX) for name in (*dirs, *files)):
+            return True
+    return False
 
 
 def expected_diff_ids(image: ResolvedImage) -> dict[str, str]:
@@ -831,6 +962,57 @@ def push_thin_image(
         if digest != _sha256(blob):
             raise IntegrityError(f"the registry stored {digest} for a blob of {_sha256(blob)}")
     return client.push_manifest(target, manifest, OCI_MANIFEST)
+
+
+def _thin_indexes(plan: Plan) -> dict[int, list[ResolvedImage]]:
+    """For each multi-platform path with a platform to convert: its last such
+    change (by ``id``) -> every platform the path will serve, in plan order."""
+    members: dict[str, list[ResolvedImage]] = {}
+    last: dict[str, ImageChange] = {}
+    for change in plan.images:
+        new = change.new
+        if new is None or not new.multiarch or change.action == "error":
+            continue
+        members.setdefault(change.path, []).append(new)
+        if change.action in ("add", "update"):
+            last[change.path] = change
+    return {id(change): members[path] for path, change in last.items()}
+
+
+def thin_index(images: Sequence[ResolvedImage], cvmfs_repo: str) -> bytes:
+    """The OCI image index of the thin images of every platform of a wish."""
+    manifests = []
+    for image in images:
+        manifest = thin_image_parts(image, cvmfs_repo)[2]
+        platform: dict[str, str] = {
+            "architecture": image.platform.architecture,
+            "os": image.platform.os,
+        }
+        if image.platform.variant:
+            platform["variant"] = image.platform.variant
+        manifests.append(
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": _sha256(manifest),
+                "size": len(manifest),
+                "platform": platform,
+            }
+        )
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
+    return json.dumps(index, sort_keys=True).encode("utf-8")
+
+
+def push_thin_index(
+    client: RegistryClientLike,
+    target: ImageReference,
+    images: Sequence[ResolvedImage],
+    cvmfs_repo: str,
+) -> str:
+    """Push every platform's thin image by digest, then their index to ``target``."""
+    by_digest = replace(target, tag=None, digest=None)
+    for image in images:
+        push_thin_image(client, by_digest, image, cvmfs_repo)
+    return client.push_manifest(target, thin_index(images, cvmfs_repo), OCI_INDEX)
 
 
 def _sha256(data: bytes) -> str:

@@ -31,6 +31,12 @@ class Publisher(ABC):
     target: str
     #: the CernVM-FS repository name, when the backend knows it
     cvmfs_repo: str | None = None
+    #: layers are published on their own before their image's transaction
+    #: (:meth:`publish_layer`) instead of being written into it
+    separate_layers: bool = False
+    #: a flat image may start as a catalog-level copy of a published layer
+    #: (:meth:`clone_transaction`); off, every flat tree is written whole
+    catalog_clones: bool = False
 
     def __init__(self) -> None:
         self.transactions_opened = 0
@@ -48,6 +54,19 @@ class Publisher(ABC):
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Path]:
         """A writable view of the tree: published on success, aborted on exception."""
+
+    def clone_transaction(self, source: str, dest: str) -> AbstractContextManager[Path]:
+        """A transaction in which ``dest`` may start as a copy of the published
+        directory ``source`` (a cheap catalog-level copy where the backend has
+        one). The default copies nothing: the caller checks whether ``dest``
+        exists in the view and builds it otherwise."""
+        return self.transaction()
+
+    def publish_layers(self, layers: list[tuple[str, Path]], dirs: list[str]) -> None:
+        """Publish each staged layer directory ``(relpath, local dir)`` in a step of
+        its own, entries as they are (whiteout files included), and create the
+        empty directories ``dirs``. Only for backends with :attr:`separate_layers`."""
+        raise PublisherError(f"{self.target} publishes layers inside the image's transaction")
 
     @abstractmethod
     def remove(self, view: Path, relpath: str) -> None:

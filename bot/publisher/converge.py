@@ -17,7 +17,7 @@ from bot.core.model import Wishlist
 from bot.core.plan import Plan, make_plan
 from bot.core.recipe import ignored_by
 from bot.errors import UsageError
-from bot.publisher.apply import ApplyReport, Meter, Progress, Watch, apply_plan
+from bot.publisher.apply import ApplyReport, Meter, Progress, Watch, apply_plan, published_configs
 from bot.publisher.backend import Publisher
 from bot.publisher.diskerrors import disk_errors
 from bot.publisher.repoinfo import check_repository, tree_repository
@@ -60,6 +60,9 @@ def converge(
     )
     say = progress or (lambda _line: None)
     say(f"resolving {len(wishlist.wishes)} wish(es)")
+    remember = getattr(client, "remember_configs", None)
+    if remember is not None:
+        remember(published_configs(publisher.root))  # no config download for those
     resolutions = client.resolve_all(wishlist.wishes)
     with disk_errors(f"publisher {publisher.target}"), publisher.lock():
         for line in publisher.recover():

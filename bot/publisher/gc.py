@@ -34,7 +34,7 @@ from bot.core.plan import public_path
 from bot.publisher import podman
 from bot.publisher.backend import Publisher
 from bot.publisher.metadata import ORIGIN, ScheduleEntry, schedule_json, write_json
-from bot.publisher.state import ARCH_VARIABLE, scan
+from bot.publisher.state import scan
 
 
 @dataclass
@@ -272,7 +272,7 @@ def _remove_links(
     still = {public_path(link) for link in remaining if link.startswith(f"{layout.MULTIARCH}/")}
     for public in sorted(variants - still):
         path = root / public
-        if path.is_symlink() and ARCH_VARIABLE in os.readlink(path):
+        if path.is_symlink() and layout.is_variant_link(os.readlink(path)):
             publisher.remove(view, public)
     for link in sorted(gone):
         publisher.remove(view, link)

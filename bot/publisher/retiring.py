@@ -19,7 +19,7 @@ from bot.core import layout
 from bot.core.model import ScheduledRemoval
 from bot.core.plan import public_path
 from bot.publisher.metadata import ScheduleEntry
-from bot.publisher.state import ARCH_VARIABLE, flat_target
+from bot.publisher.state import flat_target
 
 
 def serving_links(root: Path, path: str) -> dict[str, str]:
@@ -32,7 +32,7 @@ def serving_links(root: Path, path: str) -> dict[str, str]:
     if not public.is_symlink():
         return {}
     target = os.readlink(public)
-    if ARCH_VARIABLE not in target:
+    if not layout.is_variant_link(target):
         image = flat_target(path, target)
         return {path: image} if image else {}
     out: dict[str, str] = {}

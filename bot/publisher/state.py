@@ -31,7 +31,7 @@ from bot.publisher.metadata import (
 )
 
 #: the variant-symlink marker CernVM-FS expands on the client
-ARCH_VARIABLE = "$(CVMFS_ARCH:-amd64)"
+ARCH_VARIABLE = layout.ARCH_VARIABLE
 _MAX_DEPTH = 16
 
 
@@ -65,14 +65,15 @@ def read_state(root: Path, cvmfs_repo: str) -> CurrentState:
 def scan(root: Path) -> TreeScan:
     found = TreeScan()
     for path, target in public_links(root):
-        if ARCH_VARIABLE in target:
+        if layout.is_variant_link(target):
             arch_root = root / layout.MULTIARCH
             arches = sorted(p.name for p in arch_root.iterdir()) if arch_root.is_dir() else []
             for arch in arches:
                 arch_path = f"{layout.MULTIARCH}/{arch}/{path}"
                 link = root / arch_path
                 if link.is_symlink():
-                    _add_image(root, found, path, arch_path, os.readlink(link), _platform(arch))
+                    target = os.readlink(link)
+                    _add_image(root, found, path, arch_path, target, layout.platform_of(arch))
         else:
             _add_image(root, found, path, path, target, None)
     found.layers = _layers(root)
@@ -124,9 +125,12 @@ def flat_target(link_path: str, target: str) -> str | None:
     return None
 
 
-def _platform(arch: str) -> Platform:
-    name, _, variant = arch.partition(":")
-    return Platform("linux", name, variant or None)
+def _exact_platform(from_tree: Platform | None, recorded: Platform) -> Platform:
+    """The platform an image was published for: its metadata's, when it names the
+    same ``.multiarch`` directory (``aarch64`` holds arm64 and arm64/v8 alike)."""
+    if from_tree is None or layout.arch_name(recorded) == layout.arch_name(from_tree):
+        return recorded
+    return from_tree
 
 
 def _add_image(
@@ -151,7 +155,7 @@ def _add_image(
             PublishedImage(
                 path=path,
                 reference=record.reference,
-                platform=platform or record.platform,
+                platform=_exact_platform(platform, record.platform),
                 manifest_digest=record.manifest_digest,
                 image_id=image_id,
                 layers=tuple(d for d, _, _ in record.layers),

@@ -20,7 +20,7 @@ import os
 import re
 import threading
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -336,6 +336,13 @@ class RegistryClient:
         if self.cache is not None:
             self.cache.put(digest, body, "config")
         return body
+
+    def remember_configs(self, blobs: Mapping[str, bytes]) -> None:
+        """Config blobs known already (by digest; each checked): never downloaded."""
+        with self._lock:
+            for digest, body in blobs.items():
+                if sha256_digest(body) == digest:
+                    self._configs[digest] = body
 
     def inspect(self, ref: ImageReference, platforms: Sequence[Platform]) -> list[ImageInfo]:
         """One :class:`ImageInfo` per wanted platform of a concrete reference."""
