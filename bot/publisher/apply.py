@@ -56,6 +56,7 @@ from typing import Protocol
 
 from bot.config import Config
 from bot.core import layout
+from bot.core.mediatypes import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST
 from bot.core.model import Layer, PublishedImage, ResolvedImage, ScheduledRemoval
 from bot.core.plan import ImageChange, Plan, public_path
 from bot.core.reference import ImageReference, ReferenceError, parse
@@ -104,12 +105,6 @@ class Watch(Protocol):
 
     def image(self, number: int, count: int, change: ImageChange) -> None:
         """Image ``number`` of ``count`` (the images with work to do) starts."""
-
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
 class RegistryClientLike(Protocol):

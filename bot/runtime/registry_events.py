@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.core.mediatypes import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from bot.core.model import Wish
 from bot.core.reference import ReferenceError
 from bot.core.reference import parse as parse_reference
@@ -51,12 +52,7 @@ _REPOSITORY = re.compile(
 )
 _REGISTRY = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
-_MANIFEST_TYPES = (
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-)
+_MANIFEST_TYPES = (DOCKER_MANIFEST, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX)
 
 
 @dataclass(frozen=True, order=True)
