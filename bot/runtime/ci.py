@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from bot.errors import UsageError
+from bot.runtime.actions import Action, Maintain, Publish, Review
 
 
 @dataclass(frozen=True)
@@ -116,3 +117,14 @@ def _github(env: Mapping[str, str], event_text: str | None) -> CiJob:
     if name == "schedule":
         return CiJob("github", url, repository, "maintain", reason="scheduled workflow")
     return CiJob("github", url, repository, "none", reason=f"event {name!r} needs no work")
+
+
+def ci_action(job: CiJob) -> Action | None:
+    """The action a CI job asks for (None: nothing to do, ``job.reason`` says why)."""
+    if job.step == "review":
+        return Review(job.forge, job.repository, job.number)
+    if job.step == "push":
+        return Publish(job.forge, job.repository, job.branch, job.sha)
+    if job.step == "maintain":
+        return Maintain(job.forge, job.repository)
+    return None

@@ -34,6 +34,7 @@ from bot.config import Config
 from bot.errors import ConfigError, ForgeError
 from bot.forge.base import Forge
 from bot.runtime import registry_events as events
+from bot.runtime.actions import Refresh, encode
 from bot.runtime.journal import Journal
 from bot.runtime.logs import Throttle, fields
 from bot.runtime.metrics import Metrics
@@ -43,7 +44,6 @@ from bot.runtime.workflow import PUBLISH, Outcome, StatusSet, _failure_text, com
 
 log = logging.getLogger(__name__)
 
-REFRESH = "refresh"  # job kind: re-publish the wishes registry events may concern
 RESULTS = ("received", "accepted", "refused", "ignored", "duplicate")
 MAX_LOGGED = 20  # hints named in one log line
 
@@ -132,16 +132,9 @@ class RegistryEvents:
         digest = events.delivery_key(fmt, headers, body)
         result = "queued"
         for repository in self.config.repositories:
-            payload = {
-                "forge": self.config.forge,
-                "repository": repository,
-                "images": sorted(images),
-                "received": time.time(),
-            }
+            action = Refresh(self.config.forge, repository, tuple(images), time.time())
             result = self.queue.put_merged(
-                REFRESH,
-                f"refresh:{repository}",
-                payload,
+                *encode(action),
                 merge="images",
                 limit=max(self.config.registry_event_max_tags, 1),
                 digest=f"{digest}:{repository}",
@@ -181,12 +174,11 @@ class RegistryEvents:
 
 
 def run_refresh(
-    job: Job, forge: Forge, pipeline: Pipeline, config: Config, journal: Journal
+    action: Refresh, forge: Forge, pipeline: Pipeline, config: Config, journal: Journal | None
 ) -> Outcome:
     """The ``refresh`` job: re-publish, from the default branch's wishlist, the
     wishes the job's tags may concern (every wish when they overflowed)."""
-    payload = job.payload
-    images = None if payload.get("overflow") else [str(i) for i in payload.get("images") or ()]
+    images = None if action.overflow else list(action.images)
     refresh = getattr(pipeline, "refresh", None)
     if refresh is None:
         raise ConfigError("this pipeline cannot re-publish on registry events")
@@ -205,15 +197,15 @@ def run_refresh(
         )
     catalog_commit = commit_catalog(forge, config, default, head, publication)
     if not publication.ok:
-        StatusSet(forge, journal, head, default).set(
+        StatusSet(forge, journal or Journal(), head, default).set(
             PUBLISH,
             "failure",
             f"registry event: {publication.failure or publication.description}",
         )
         detail = publication.failure or publication.description
         return Outcome("failed", detail, head, True, catalog_commit, ok=False)
-    action = "published" if publication.published or catalog_commit else "skipped"
-    return Outcome(action, publication.description, head, False, catalog_commit)
+    done = "published" if publication.published or catalog_commit else "skipped"
+    return Outcome(done, publication.description, head, False, catalog_commit)
 
 
 def registry_token() -> str:

@@ -38,7 +38,18 @@ from bot.forge.base import Forge
 from bot.publisher.backend import open_publisher
 from bot.publisher.metadata import parse_time
 from bot.publisher.verify import read_status
-from bot.runtime.events import Ignored, MergeRequestEvent, PushEvent, header, parse_event
+from bot.runtime.actions import (
+    MAINTAIN,
+    PUBLISH,
+    REFRESH,
+    REVIEW,
+    Maintain,
+    action_of,
+    decode,
+    encode,
+)
+from bot.runtime.dispatch import Deps, dispatch
+from bot.runtime.events import Ignored, header, parse_event
 from bot.runtime.httpd import BoundedHandler, BoundedHTTPServer, Limits
 from bot.runtime.journal import Journal
 from bot.runtime.logs import Throttle, fields
@@ -46,15 +57,12 @@ from bot.runtime.metrics import CONTENT_TYPE, Metrics
 from bot.runtime.pipeline_api import Pipeline
 from bot.runtime.queue import Job, Queue, Retention
 from bot.runtime.registry_events import route as registry_route
-from bot.runtime.registry_refresh import REFRESH, RegistryEvents, registry_token, run_refresh
-from bot.runtime.workflow import Outcome, on_merge_request, on_push, on_schedule, recover
+from bot.runtime.registry_refresh import RegistryEvents, registry_token
+from bot.runtime.workflow import Outcome, recover
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6
-REVIEW = "review"
-PUBLISH = "publish"
-MAINTAIN = "maintain"  # periodic re-publication (tags move upstream) and gc
 _SIGNATURE = re.compile(r"sha256=[0-9a-fA-F]{64}")
 
 ForgeFor = Callable[[str, str], Forge]
@@ -146,45 +154,6 @@ def body_digest(headers: Mapping[str, str], body: bytes) -> str:
 # --- the jobs --------------------------------------------------------------------
 
 
-class DeadlineExceeded(WishbotError):
-    """A job ran past its total deadline (``job_deadline``)."""
-
-    retryable = True
-
-
-class _DeadlineForge:
-    """A forge whose reads refuse to start once the job's deadline has passed.
-
-    The writes that report an outcome (statuses, the comment) always go
-    through, so a stopped job still ends every status it opened. Each forge
-    call is bounded by the forge's own timeout, so a job ends at most one
-    call after its deadline.
-    """
-
-    _REPORTING = frozenset({"set_status", "upsert_comment", "repository", "kind", "limits"})
-
-    def __init__(self, forge: Forge, deadline: float, seconds: float):
-        self._forge = forge
-        self._deadline = deadline
-        self._seconds = seconds
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._forge, name)
-        if name in self._REPORTING or not callable(value):
-            return value
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if time.monotonic() > self._deadline:
-                raise DeadlineExceeded(
-                    f"the job ran longer than its deadline of {self._seconds:g} s",
-                    hint="the forge or a registry is too slow; the job will be retried "
-                    "(raise job_deadline if such jobs are expected)",
-                )
-            return value(*args, **kwargs)
-
-        return call
-
-
 def run_job(
     job: Job,
     *,
@@ -194,34 +163,21 @@ def run_job(
     forge_for: ForgeFor,
     max_attempts: int = MAX_ATTEMPTS,
 ) -> Outcome:
-    """Do one queued job: review a merge request or publish a pushed branch.
+    """Do one queued job: decode its action and hand it to :func:`dispatch`.
 
     A review must finish within ``config.job_deadline`` seconds; a publication
     is bounded by its lease renewal instead (it may legitimately take hours).
     """
-    payload = job.payload
-    forge = forge_for(str(payload["forge"]), str(payload["repository"]))
-    if job.kind == REVIEW:
-        if config.job_deadline > 0:
-            deadline = time.monotonic() + config.job_deadline
-            forge = cast(Forge, _DeadlineForge(forge, deadline, config.job_deadline))
-        mr = forge.merge_request(str(payload["number"]))
-        return on_merge_request(forge, pipeline, mr, config, journal)
-    if job.kind == PUBLISH:
-        return on_push(
-            forge,
-            pipeline,
-            str(payload["branch"]),
-            str(payload["sha"]),
-            config,
-            journal,
-            retried=job.attempts < max_attempts,
-        )
-    if job.kind == MAINTAIN:
-        return on_schedule(forge, pipeline, config, journal)
-    if job.kind == REFRESH:
-        return run_refresh(job, forge, pipeline, config, journal)
-    raise WishbotError(f"unknown job kind {job.kind!r}")
+    action = decode(job.kind, job.payload)
+    deps = Deps(
+        forge=forge_for(action.forge, action.repository),
+        pipeline=pipeline,
+        config=config,
+        journal=journal,
+        retried=job.attempts < max_attempts,
+        deadline=max(config.job_deadline, 0.0),
+    )
+    return dispatch(action, deps)
 
 
 def _job_facts(job: Job) -> dict[str, Any]:
@@ -368,9 +324,8 @@ class WebhookServer:
 
     def schedule_maintenance(self) -> None:
         for repository in self.config.repositories:
-            payload = {"forge": self.config.forge, "repository": repository}
             try:
-                self.queue.put(MAINTAIN, f"maintain:{repository}", payload)
+                self.queue.put(*encode(Maintain(self.config.forge, repository)))
             except Exception as exc:
                 log.error("cannot queue maintenance of %s: %s", repository, exc)
 
@@ -422,14 +377,7 @@ class WebhookServer:
         if event.repository.lower() not in self._allowed:
             facts = {"repository": event.repository}
             return HTTPStatus.FORBIDDEN, {"error": "repository is not allow-listed"}, facts
-        payload = {"forge": event.forge, "repository": event.repository}
-        if isinstance(event, MergeRequestEvent):
-            kind, key = REVIEW, f"review:{event.repository}:{event.number}"
-            payload["number"] = event.number
-        else:
-            assert isinstance(event, PushEvent)
-            kind, key = PUBLISH, f"publish:{event.repository}:{event.branch}"
-            payload.update(branch=event.branch, sha=event.sha)
+        kind, key, payload = encode(action_of(event))
         result = self.queue.put(
             kind,
             key,
@@ -512,8 +460,7 @@ class WebhookServer:
                 )
                 if outcome.sha:
                     facts["sha"] = outcome.sha
-                if job.kind == REFRESH:
-                    self.registry.finished(job, outcome)
+                self.registry.finished(job, outcome)
         seconds = time.monotonic() - started
         self.metrics.job_seconds.labels(job.kind).observe(seconds)
         if action in ("error", "failed"):

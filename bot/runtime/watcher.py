@@ -17,9 +17,11 @@ from pathlib import Path
 from bot.config import Config
 from bot.errors import WishbotError
 from bot.forge.base import Forge
+from bot.runtime.actions import Maintain, Publish, Review
+from bot.runtime.dispatch import Deps, dispatch
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import Pipeline
-from bot.runtime.workflow import Outcome, on_merge_request, on_push, on_schedule
+from bot.runtime.workflow import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,11 @@ class Watcher:
         self.state_file = state
         self.clock = clock
         self.seen: dict[str, str] = self._load()
+
+    @property
+    def _deps(self) -> Deps:
+        # a failed publication is retried at the next poll
+        return Deps(self.forge, self.pipeline, self.config, self.journal, retried=True)
 
     def _load(self) -> dict[str, str]:
         try:
@@ -66,10 +73,9 @@ class Watcher:
             target = self.seen.get(f"{key}:target", mr.target_branch)
             if self.seen.get(key) == mr.head_sha and target == mr.target_branch:
                 continue
+            review = Review(self.forge.kind, self.forge.repository, mr.number, merge_request=mr)
             try:
-                outcomes.append(
-                    on_merge_request(self.forge, self.pipeline, mr, self.config, self.journal)
-                )
+                outcomes.append(dispatch(review, self._deps))
             except WishbotError as exc:
                 log.warning("review of %s failed: %s (will retry)", mr.number, exc)
                 continue
@@ -81,9 +87,8 @@ class Watcher:
         key = f"branch:{branch}"
         if self.seen.get(key) != head:
             try:
-                outcome = on_push(
-                    self.forge, self.pipeline, branch, head, self.config, self.journal, retried=True
-                )
+                publish = Publish(self.forge.kind, self.forge.repository, branch, head)
+                outcome = dispatch(publish, self._deps)
             except WishbotError as exc:
                 log.warning("publishing %s failed: %s (will retry)", head[:12], exc)
                 return outcomes
@@ -115,7 +120,8 @@ class Watcher:
         if now - last < interval:
             return []
         try:
-            outcome = on_schedule(self.forge, self.pipeline, self.config, self.journal)
+            maintain = Maintain(self.forge.kind, self.forge.repository)
+            outcome = dispatch(maintain, self._deps)
         except WishbotError as exc:
             log.warning("maintenance failed: %s (will retry)", exc)
             return []
