@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import hmac
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +33,7 @@ from typing import IO, Any, cast
 from bot.config import Config
 from bot.errors import ConfigError, WishbotError, is_retryable
 from bot.forge.base import Forge
+from bot.forge.kinds import spec_of, specs
 from bot.publisher.backend import open_publisher
 from bot.publisher.metadata import parse_time
 from bot.publisher.verify import read_status
@@ -49,7 +48,7 @@ from bot.runtime.actions import (
     encode,
 )
 from bot.runtime.dispatch import Deps, dispatch
-from bot.runtime.events import Ignored, header, parse_event
+from bot.runtime.events import Ignored, parse_event
 from bot.runtime.httpd import BoundedHandler, BoundedHTTPServer, Limits
 from bot.runtime.journal import Journal
 from bot.runtime.logs import Throttle, fields
@@ -63,7 +62,6 @@ from bot.runtime.workflow import Outcome, recover
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6
-_SIGNATURE = re.compile(r"sha256=[0-9a-fA-F]{64}")
 
 ForgeFor = Callable[[str, str], Forge]
 
@@ -104,49 +102,38 @@ def retention_of(config: Config) -> Retention:
 def verify(headers: Mapping[str, str], body: bytes, secret: str, forge: str = "") -> str | None:
     """Which forge signed this delivery ("gitlab"/"github"), or None if it is not authentic.
 
-    ``forge`` (the configured forge kind) restricts the accepted scheme.
+    ``forge`` (the configured forge kind) restricts the accepted scheme; the
+    first kind whose credential header the delivery carries decides.
     """
     if not secret:
         return None
-    token = header(headers, "X-Gitlab-Token")
-    signature = header(headers, "X-Hub-Signature-256")
-    if token and forge in ("", "gitlab"):
-        if hmac.compare_digest(token.encode(), secret.encode()):
-            return "gitlab"
+    spec = next((s for s in specs(forge) if s.claims(headers)), None)
+    if spec is None or not spec.verify(headers, body, secret):
         return None
-    if signature and forge in ("", "github"):
-        expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        if hmac.compare_digest(signature.strip().encode(), expected.encode()):
-            return "github"
-    return None
+    return spec.kind
 
 
 def may_be_authentic(headers: Mapping[str, str], secret: str, forge: str = "") -> bool:
-    """What the headers alone can prove, before any body byte is read: a GitLab
-    token must be the secret (compared in constant time); a GitHub signature
-    must at least look like one. :func:`verify` decides after the body."""
+    """What the headers alone can prove, before any body byte is read (each forge
+    kind's ``may_be_authentic``); :func:`verify` decides after the body."""
     if not secret:
         return False
-    token = header(headers, "X-Gitlab-Token")
-    if token and forge in ("", "gitlab"):
-        return hmac.compare_digest(token.encode(), secret.encode())
-    signature = header(headers, "X-Hub-Signature-256").strip()
-    return forge in ("", "github") and _SIGNATURE.fullmatch(signature) is not None
+    spec = next((s for s in specs(forge) if s.claims(headers)), None)
+    return spec is not None and spec.may_be_authentic(headers, secret)
 
 
-def delivery_id(headers: Mapping[str, str], body: bytes) -> str:
-    """The delivery's unique id (GitHub, GitLab), else a hash of its body."""
-    for name in ("X-GitHub-Delivery", "X-Gitlab-Event-UUID"):
-        value = header(headers, name)
-        if value:
-            return f"{name.lower()}:{value}"
-    return "sha256:" + hashlib.sha256(body).hexdigest()
+def delivery_id(headers: Mapping[str, str], body: bytes, forge: str) -> str:
+    """The delivery's unique id as ``forge`` (its signer) names it, else a hash of its body."""
+    spec = spec_of(forge)
+    found = spec.delivery_id(headers) if spec is not None else None
+    return f"{forge}-delivery:{found}" if found else "sha256:" + hashlib.sha256(body).hexdigest()
 
 
-def body_digest(headers: Mapping[str, str], body: bytes) -> str:
+def body_digest(headers: Mapping[str, str], body: bytes, forge: str) -> str:
     """What the signature covers, as a replay key: the event kind and the body
     (a delivery id is not signed, so a replayer can change it at will)."""
-    kind = header(headers, "X-GitHub-Event") or header(headers, "X-Gitlab-Event")
+    spec = spec_of(forge)
+    kind = spec.event_name(headers) if spec is not None else ""
     digest = hashlib.sha256(kind.encode() + b"\n" + body).hexdigest()
     return f"body:{digest}"
 
@@ -382,8 +369,8 @@ class WebhookServer:
             kind,
             key,
             payload,
-            delivery=delivery_id(headers, body),
-            digest=body_digest(headers, body),
+            delivery=delivery_id(headers, body, signed_by),
+            digest=body_digest(headers, body, signed_by),
         )
         status = HTTPStatus.OK if result == "duplicate" else HTTPStatus.ACCEPTED
         return status, {"status": result}, dict(payload, kind=kind)
@@ -557,8 +544,8 @@ def _delivery_facts(
     facts: dict[str, Any] = {
         "result": answer.get("status", result),
         "status": status,
-        "event": header(headers, "X-GitHub-Event") or header(headers, "X-Gitlab-Event"),
-        "delivery": header(headers, "X-GitHub-Delivery") or header(headers, "X-Gitlab-Event-UUID"),
+        "event": next((e for e in (s.event_name(headers) for s in specs()) if e), ""),
+        "delivery": next((d for d in (s.delivery_id(headers) for s in specs()) if d), ""),
     }
     facts.update({k: v for k, v in job.items() if k != "forge"})
     reason = answer.get("reason") or answer.get("error")
