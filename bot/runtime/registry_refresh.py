@@ -31,16 +31,22 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 
 from bot.config import Config
-from bot.errors import ConfigError, ForgeError
+from bot.errors import ConfigError
 from bot.forge.base import Forge
 from bot.runtime import registry_events as events
 from bot.runtime.actions import Refresh, encode
 from bot.runtime.journal import Journal
 from bot.runtime.logs import Throttle, fields
 from bot.runtime.metrics import Metrics
-from bot.runtime.pipeline_api import Pipeline, Publication
+from bot.runtime.pipeline_api import Pipeline
 from bot.runtime.queue import Job, Queue
-from bot.runtime.workflow import PUBLISH, Outcome, StatusSet, _failure_text, commit_catalog
+from bot.runtime.workflow import (
+    PUBLISH,
+    Outcome,
+    StatusSet,
+    commit_catalog,
+    guarded_publication,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,15 +192,12 @@ def run_refresh(
     wishlist = forge.read_file(config.wishlist_path, head)
     if wishlist is None:
         return Outcome("skipped", f"{config.wishlist_path} does not exist on {default}", head)
-    try:
-        publication: Publication = refresh(wishlist, config.wishlist_path, head, images)
-    except ForgeError:
-        raise
-    except Exception as exc:
-        log.warning("refresh of %s failed: %s", head[:12], _failure_text(exc), exc_info=True)
-        publication = Publication(
-            ok=False, description="re-publication failed", failure=_failure_text(exc)
-        )
+    publication = guarded_publication(
+        lambda: refresh(wishlist, config.wishlist_path, head, images),
+        head,
+        what="refresh of",
+        failed="re-publication failed",
+    )
     catalog_commit = commit_catalog(forge, config, default, head, publication)
     if not publication.ok:
         StatusSet(forge, journal or Journal(), head, default).set(
