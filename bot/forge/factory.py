@@ -39,7 +39,7 @@ def make_forge(
     """
     kind = (kind or config.forge or "").strip().lower()
     url = url or config.forge_url
-    name = repository or (config.repositories[0] if config.repositories else "")
+    name = repository or _first_repository(config)
     if kind == "local":
         return _local(repository or url or name)
     if not name:
@@ -54,6 +54,10 @@ def make_forge(
             hint="set forge (WISHBOT_FORGE) to gitlab, github or local",
         )
     return spec.make(config, name, url or "", forge_token(kind, environ), pipeline)
+
+
+def _first_repository(config: Config) -> str:
+    return config.repositories[0] if config.repositories else ""
 
 
 def _local(path: str) -> Forge:

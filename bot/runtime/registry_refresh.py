@@ -115,17 +115,24 @@ class RegistryEvents:
                 "registry event: tag deleted upstream; nothing is removed here",
                 extra=fields(source=fmt, image=hint.image),
             )
-        allowed = [h for h in parsed.pushed if events.allowed(h, self.config.registry_events)]
-        refused = [h for h in parsed.pushed if h not in allowed]
-        facts: dict[str, Any] = {"tags": len(allowed)}
-        if refused:
-            facts["refused"] = [h.image for h in refused[:MAX_LOGGED]]
+        allowed, refused, facts = self._sorted(parsed)
         if refused and not allowed:
             answer = {"error": "registry or repository is not allow-listed"}
             return HTTPStatus.FORBIDDEN, answer, facts
         if not allowed:
             return HTTPStatus.OK, {"status": "ignored", "reason": "no tag pushed"}, facts
         return self._queue(fmt, headers, body, [h.image for h in allowed], facts)
+
+    def _sorted(
+        self, parsed: events.Parsed
+    ) -> tuple[list[events.TagHint], list[events.TagHint], dict[str, Any]]:
+        """The pushed tags allow-listed by ``registry_events``, those refused, and the facts."""
+        allowed = [h for h in parsed.pushed if events.allowed(h, self.config.registry_events)]
+        refused = [h for h in parsed.pushed if h not in allowed]
+        facts: dict[str, Any] = {"tags": len(allowed)}
+        if refused:
+            facts["refused"] = [h.image for h in refused[:MAX_LOGGED]]
+        return allowed, refused, facts
 
     def _queue(
         self,

@@ -65,7 +65,14 @@ class Watcher:
         os.replace(tmp, self.state_file)
 
     def poll_once(self) -> list[Outcome]:
-        """One round: every moved merge request, then the default branch."""
+        """One round: every moved merge request, maintenance when due, then the
+        default branch; each is an action handed to :func:`dispatch`."""
+        outcomes = self._review_moved()
+        outcomes += self._maintain()
+        outcomes += self._publish_moved()
+        return outcomes
+
+    def _review_moved(self) -> list[Outcome]:
         outcomes: list[Outcome] = []
         for mr in self.forge.open_merge_requests():
             key = f"mr:{mr.number}"
@@ -82,29 +89,31 @@ class Watcher:
             self.seen[key] = mr.head_sha
             self.seen[f"{key}:target"] = mr.target_branch
             self._save()
-        outcomes += self._maintain()
+        return outcomes
+
+    def _publish_moved(self) -> list[Outcome]:
         branch, head = self.forge.default_branch()
         key = f"branch:{branch}"
-        if self.seen.get(key) != head:
-            try:
-                publish = Publish(self.forge.kind, self.forge.repository, branch, head)
-                outcome = dispatch(publish, self._deps)
-            except WishbotError as exc:
-                log.warning("publishing %s failed: %s (will retry)", head[:12], exc)
-                return outcomes
-            outcomes.append(outcome)
-            if not outcome.retry:
-                self.seen[key] = outcome.sha or head
-                # the bot's own catalog commit needs no publication of its own
-                on_branch = self.config.catalog_branch in ("", branch)
-                if (
-                    outcome.catalog_commit
-                    and on_branch
-                    and self.forge.default_branch()[1] == outcome.catalog_commit
-                ):
-                    self.seen[key] = outcome.catalog_commit
-                self._save()
-        return outcomes
+        if self.seen.get(key) == head:
+            return []
+        try:
+            publish = Publish(self.forge.kind, self.forge.repository, branch, head)
+            outcome = dispatch(publish, self._deps)
+        except WishbotError as exc:
+            log.warning("publishing %s failed: %s (will retry)", head[:12], exc)
+            return []
+        if not outcome.retry:
+            self.seen[key] = outcome.sha or head
+            # the bot's own catalog commit needs no publication of its own
+            on_branch = self.config.catalog_branch in ("", branch)
+            if (
+                outcome.catalog_commit
+                and on_branch
+                and self.forge.default_branch()[1] == outcome.catalog_commit
+            ):
+                self.seen[key] = outcome.catalog_commit
+            self._save()
+        return [outcome]
 
     def _maintain(self) -> list[Outcome]:
         """Every ``reapply_interval`` seconds: re-publish (tags move upstream) and gc."""

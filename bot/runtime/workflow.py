@@ -293,12 +293,7 @@ def _publish_head(run: _Push, pipeline: Pipeline, statuses: StatusSet) -> Outcom
     catalog_commit, catalog_problem = commit_catalog_or_say_why(
         run.forge, run.config, default, head, publication
     )
-    state: StatusState = "success" if publication.ok and not catalog_problem else "failure"
-    text = publication.description
-    if not publication.ok:
-        text = publication.failure or publication.description
-    elif catalog_problem:
-        text = catalog_problem.status
+    state, text = _publish_status(publication, catalog_problem)
     statuses.set(PUBLISH, state, text)
     commits = [head]
     if _pushed_commit_too(run.forge, path, run.sha, head, wishlist, publication, catalog_commit):
@@ -306,8 +301,25 @@ def _publish_head(run: _Push, pipeline: Pipeline, statuses: StatusSet) -> Outcom
         StatusSet(run.forge, run.journal, run.sha, default, target).set(PUBLISH, state, text)
         commits.append(run.sha)
     _note_requests(run, commits, publication, catalog_problem)
-    if publication.ok and catalog_problem:
-        return Outcome("published", catalog_problem.detail, head, False, "", ok=False)
+    return _push_outcome(head, publication, catalog_commit, catalog_problem)
+
+
+def _publish_status(
+    publication: Publication, catalog_problem: CatalogProblem | None
+) -> tuple[StatusState, str]:
+    """The ``wishbot/publish`` status of a publication and its catalog commit."""
+    if not publication.ok:
+        return "failure", publication.failure or publication.description
+    if catalog_problem:
+        return "failure", catalog_problem.status
+    return "success", publication.description
+
+
+def _push_outcome(
+    head: str, publication: Publication, catalog_commit: str, problem: CatalogProblem | None
+) -> Outcome:
+    if publication.ok and problem:
+        return Outcome("published", problem.detail, head, False, "", ok=False)
     if publication.ok:
         return Outcome("published", publication.description, head, False, catalog_commit)
     failure = publication.failure or publication.description
