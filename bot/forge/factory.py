@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from bot.config import Config
 from bot.errors import ConfigError
 from bot.forge.base import Forge
+from bot.forge.events_model import ForgeKindSpec
 from bot.forge.kinds import spec_of
 
 
@@ -37,7 +38,7 @@ def make_forge(
     (the CI runtime knows them from the CI variables), and so ``pipeline``:
     ``(sha, id)`` of the GitLab pipeline the job runs in.
     """
-    kind = (kind or config.forge or "").strip().lower()
+    kind = _kind(kind or config.forge)
     url = url or config.forge_url
     name = repository or _first_repository(config)
     if kind == "local":
@@ -47,13 +48,21 @@ def make_forge(
             "no repository given",
             hint="set repositories in the configuration (owner/name) or pass --repository",
         )
+    return _spec(kind).make(config, name, url or "", forge_token(kind, environ), pipeline)
+
+
+def _spec(kind: str) -> ForgeKindSpec:
     spec = spec_of(kind)
     if spec is None:
         raise ConfigError(
             f"unknown forge {kind!r}" if kind else "no forge configured",
             hint="set forge (WISHBOT_FORGE) to gitlab, github or local",
         )
-    return spec.make(config, name, url or "", forge_token(kind, environ), pipeline)
+    return spec
+
+
+def _kind(kind: str | None) -> str:
+    return (kind or "").strip().lower()
 
 
 def _first_repository(config: Config) -> str:

@@ -533,6 +533,15 @@ def _lock_state_dir(state_dir: Path) -> IO[str]:
     return handle
 
 
+def _announced(headers: Mapping[str, str]) -> dict[str, str]:
+    """The event kind and delivery id a delivery's headers claim (unverified: for the log)."""
+    for spec in specs():
+        event = spec.event_name(headers)
+        if event:
+            return {"event": event, "delivery": spec.delivery_id(headers) or ""}
+    return {"event": "", "delivery": ""}
+
+
 def _delivery_facts(
     result: str,
     status: int,
@@ -544,8 +553,7 @@ def _delivery_facts(
     facts: dict[str, Any] = {
         "result": answer.get("status", result),
         "status": status,
-        "event": next((e for e in (s.event_name(headers) for s in specs()) if e), ""),
-        "delivery": next((d for d in (s.delivery_id(headers) for s in specs()) if d), ""),
+        **_announced(headers),
     }
     facts.update({k: v for k, v in job.items() if k != "forge"})
     reason = answer.get("reason") or answer.get("error")
