@@ -37,16 +37,11 @@ from bot.forge.kinds import spec_of, specs
 from bot.publisher.backend import open_publisher
 from bot.publisher.metadata import parse_time
 from bot.publisher.verify import read_status
-from bot.runtime.actions import (
-    MAINTAIN,
-    PUBLISH,
-    REFRESH,
-    REVIEW,
-    Maintain,
-    action_of,
-    decode,
-    encode,
-)
+from bot.runtime.actions import FORGE, PUBLISHER, Maintain, action_of, decode, encode, kinds_in
+from bot.runtime.actions import MAINTAIN as MAINTAIN  # the job kinds, for callers of run_job
+from bot.runtime.actions import PUBLISH as PUBLISH
+from bot.runtime.actions import REFRESH as REFRESH
+from bot.runtime.actions import REVIEW as REVIEW
 from bot.runtime.dispatch import Deps, dispatch
 from bot.runtime.events import Ignored, parse_event
 from bot.runtime.httpd import BoundedHandler, BoundedHTTPServer, Limits
@@ -289,9 +284,9 @@ class WebhookServer:
         self._spawn("wishbot-http", lambda: httpd.serve_forever(poll_interval=0.1))
         if workers:
             # one worker for everything that writes to the publisher
-            self._spawn("wishbot-publish", lambda: self._work((PUBLISH, MAINTAIN, REFRESH)))
+            self._spawn("wishbot-publish", lambda: self._work(kinds_in(PUBLISHER)))
             for n in range(self._plan_workers):
-                self._spawn(f"wishbot-review-{n}", lambda: self._work((REVIEW,)))
+                self._spawn(f"wishbot-review-{n}", lambda: self._work(kinds_in(FORGE)))
         if self.config.reapply_interval > 0 and self.config.forge:
             self._spawn("wishbot-schedule", self._schedule)
         log.info(
