@@ -94,7 +94,10 @@ class ForgeKindSpec:
     - ``ci_job(environ, event_text)``: the CI job, None when not this kind's CI;
     - ``job_url(environ)``: the running CI job's page ('' if unknown);
     - ``token_variables``: where its token is looked up, in order;
-    - ``make(config, repository, url, token, pipeline)``: the API adapter.
+    - ``make(config, repository, url, token, pipeline)``: the API adapter;
+    - ``request_paths``: what stands between the repository's web page and a
+      request's number in its web URL; ``blob_path``: between the repository's
+      web page and ``BRANCH/FILE`` in a file's.
     """
 
     kind: str
@@ -108,6 +111,8 @@ class ForgeKindSpec:
     job_url: Callable[[Mapping[str, str]], str]
     token_variables: tuple[str, ...]
     make: Callable[[Config, str, str, str | None, tuple[str, int] | None], Forge]
+    request_paths: tuple[str, ...]
+    blob_path: str
 
 
 def header(headers: Mapping[str, str], name: str) -> str:

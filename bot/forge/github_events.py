@@ -191,4 +191,6 @@ SPEC = ForgeKindSpec(
     job_url=job_url,
     token_variables=TOKEN_VARIABLES,
     make=make,
+    request_paths=("/pull/",),
+    blob_path="/blob/",
 )

@@ -179,4 +179,6 @@ SPEC = ForgeKindSpec(
     job_url=job_url,
     token_variables=TOKEN_VARIABLES,
     make=make,
+    request_paths=("/-/merge_requests/", "/merge_requests/"),
+    blob_path="/-/blob/",
 )

@@ -33,6 +33,7 @@ from bot.forge.base import (
     MergeRequest,
     StatusState,
 )
+from bot.forge.kinds import spec_of, specs
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import PLAN_MARKER, PUBLISH_MARKER, Pipeline, Publication
 
@@ -123,7 +124,7 @@ def repository_url(forge: Forge, mr: MergeRequest | None) -> str:
     """The repository's web page, from a merge request's web URL ("" when unknown)."""
     if mr is None:
         return ""
-    for tail in ("/-/merge_requests/", "/merge_requests/", "/pull/"):
+    for tail in (tail for spec in specs() for tail in spec.request_paths):
         base, found, _number = mr.web_url.rpartition(tail)
         if found and base.startswith(("https://", "http://")):
             return base
@@ -136,10 +137,11 @@ def comment_links(
     """Links for a comment: the job, the catalog (setting, else CATALOG.md on the forge), docs."""
     catalog = config.catalog_url
     base = repository_url(forge, mr)
-    if not catalog and base and forge.kind in ("gitlab", "github"):
+    spec = spec_of(forge.kind)
+    if not catalog and base and spec is not None:
         branch = config.catalog_branch or (mr.target_branch if mr else "")
-        blob = "/-/blob/" if forge.kind == "gitlab" else "/blob/"
-        catalog = f"{base}{blob}{branch}/{catalog_path(config, CATALOG_MD)}" if branch else ""
+        path = catalog_path(config, CATALOG_MD)
+        catalog = f"{base}{spec.blob_path}{branch}/{path}" if branch else ""
     return CommentLinks(
         commit=commit, job_url=job_url, catalog_url=catalog, docs_url=config.docs_url
     )
