@@ -7,7 +7,7 @@ the event file's text) through each forge kind's ``ci_job``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from bot.errors import UsageError
@@ -35,10 +35,13 @@ def ci_job(env: Mapping[str, str], event_text: str | None = None) -> CiJob:
 
 def ci_action(job: CiJob) -> Action | None:
     """The action a CI job asks for (None: nothing to do, ``job.reason`` says why)."""
-    if job.step == "review":
-        return Review(job.forge, job.repository, job.number)
-    if job.step == "push":
-        return Publish(job.forge, job.repository, job.branch, job.sha)
-    if job.step == "maintain":
-        return Maintain(job.forge, job.repository)
-    return None
+    build = _ACTIONS.get(job.step)
+    return build(job) if build is not None else None
+
+
+#: the action of each CI step ("none" has none)
+_ACTIONS: dict[str, Callable[[CiJob], Action]] = {
+    "review": lambda job: Review(job.forge, job.repository, job.number),
+    "push": lambda job: Publish(job.forge, job.repository, job.branch, job.sha),
+    "maintain": lambda job: Maintain(job.forge, job.repository),
+}
