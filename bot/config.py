@@ -210,6 +210,10 @@ def _check_words(config: Config) -> None:
     host, colon, port = config.listen.rpartition(":")
     if not colon or not host or not port.isdigit() or int(port) > 65_535:
         _bad("listen", config.listen, "HOST:PORT, e.g. 127.0.0.1:8080")
+    _check_lists(config)
+
+
+def _check_lists(config: Config) -> None:
     for registry, url in config.mirrors.items():
         if not url.startswith(("https://", "http://")):
             _bad("mirrors", f"{registry}={url}", "registry=https://mirror.example.org")

@@ -8,6 +8,10 @@ points; no adapter imports another adapter except where listed.
 Inside a package too, modules import each other one way: the module import
 graph of ``bot/**.py`` (every import, at module level or inside a function,
 ``TYPE_CHECKING`` ones included) has no cycle.
+
+The runtimes (``serve``, ``ci``, ``watch``) hand every action to the one
+dispatcher (``bot.runtime.dispatch``), and forge kinds are looked up in one
+registry (``bot.forge.kinds``).
 """
 
 from __future__ import annotations
@@ -194,3 +198,45 @@ def test_no_import_cycles() -> None:
         if not any(cycle <= known for known in KNOWN_CYCLES)
     ]
     assert not new, f"modules that import each other (break the cycle): {new}"
+
+
+# --- one dispatcher, one forge-kind registry --------------------------------------
+
+#: the runtimes build actions and hand them to bot.runtime.dispatch; none runs a step itself
+RUNTIMES = ["runtime/server.py", "runtime/watcher.py", "runtime/ci.py", "commands/ci.py"]
+WORKFLOW_STEPS = {"on_merge_request", "on_push", "on_schedule", "run_refresh"}
+
+
+def _names_imported(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_runtimes_hand_their_work_to_the_one_dispatcher(runtime: str) -> None:
+    path = BOT / runtime
+    steps = _names_imported(path) & WORKFLOW_STEPS
+    assert not steps, f"{runtime} runs {sorted(steps)} itself; build an action and dispatch it"
+    assert "bot.runtime.dispatch" in import_graph()[_module_name(path)] or runtime.endswith(
+        "runtime/ci.py"
+    )
+
+
+def test_forge_kinds_are_looked_up_in_one_registry() -> None:
+    """Each forge kind's module (``bot/forge/*_events.py``) is imported by the
+    registry (``bot.forge.kinds``) only: the rest of the bot asks the registry."""
+    kind_modules = {
+        _module_name(p) for p in (BOT / "forge").glob("*_events.py") if p.stem != "events_model"
+    }
+    assert {"bot.forge.gitlab_events", "bot.forge.github_events"} <= kind_modules
+    importers = {
+        module
+        for module, imported in import_graph().items()
+        if imported & kind_modules and module not in kind_modules
+    }
+    assert importers == {"bot.forge.kinds"}

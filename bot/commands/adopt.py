@@ -72,16 +72,7 @@ def run(args: argparse.Namespace) -> int:
     text.append(render_text(plan).rstrip("\n"))
     renamed = renamed_paths(plan)
     out["renamed"] = [{"from": old, "to": new} for old, new in renamed]
-    text.extend(
-        f"note: {old} moves to {new} (wishbot's one spelling of the registry); the old path "
-        "serves until gc deletes it after the grace period"
-        for old, new in renamed
-    )
-    if plan.images_removed > len(renamed):
-        text.append(
-            f"note: {plan.images_removed - len(renamed)} path(s) the wishlist does not name "
-            "will retire (they serve until gc deletes them after the grace period)"
-        )
+    text.extend(_notes(renamed, plan.images_removed))
     ok = not plan.has_errors
     if not args.dry_run and ok:
         ok = _apply(args, config, publisher, load_wishlist, out, text)
@@ -97,6 +88,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\n".join(text))
     return 0 if ok else 1
+
+
+def _notes(renamed: list[tuple[str, str]], removed: int) -> list[str]:
+    """What taking over renames, and what it retires."""
+    notes = [
+        f"note: {old} moves to {new} (wishbot's one spelling of the registry); the old path "
+        "serves until gc deletes it after the grace period"
+        for old, new in renamed
+    ]
+    if removed > len(renamed):
+        notes.append(
+            f"note: {removed - len(renamed)} path(s) the wishlist does not name "
+            "will retire (they serve until gc deletes them after the grace period)"
+        )
+    return notes
 
 
 def _apply(

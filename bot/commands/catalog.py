@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +64,7 @@ def run(args: argparse.Namespace) -> int:
     config = Config.load()
     publisher = publisher_of(args.publisher, config)
     require_tree(publisher, hint="check the path; wishbot apply creates the tree on its first run")
-    known = tree_repository(publisher)
-    if args.cvmfs_repo and known and args.cvmfs_repo != known:
-        raise UsageError(f"--cvmfs-repo {args.cvmfs_repo}, but {publisher.target} is {known}")
-    cvmfs_repo = args.cvmfs_repo or known
-    if not cvmfs_repo:
-        raise UsageError(
-            f"the repository name of {publisher.target} is not known (apply records it "
-            "when it publishes)",
-            hint="pass --cvmfs-repo REPO (e.g. unpacked.cern.ch)",
-        )
+    cvmfs_repo = _cvmfs_repo(args.cvmfs_repo, publisher.target, tree_repository(publisher))
     generated = parse_time(args.generated, "--generated") if args.generated else None
     state = read_state(publisher.root, cvmfs_repo)
     files = catalog_files(
@@ -81,13 +73,7 @@ def run(args: argparse.Namespace) -> int:
         generated=generated,
         verified=read_status(publisher.root),
     )
-    targets: dict[str, Path] = {}
-    if args.output:
-        targets = {name: Path(args.output) / name for name in files}
-    if args.markdown:
-        targets[CATALOG_MD] = Path(args.markdown)
-    if args.json:
-        targets[CATALOG_JSON] = Path(args.json)
+    targets = _targets(args, files)
     if args.html:
         from bot.core.catalog_html import CATALOG_HTML, catalog_html
 
@@ -101,6 +87,31 @@ def run(args: argparse.Namespace) -> int:
     name = CATALOG_JSON if args.format == "json" else CATALOG_MD
     sys.stdout.write(files[name].decode())
     return 0
+
+
+def _cvmfs_repo(given: str | None, target: str, known: str | None) -> str:
+    """The CernVM-FS repository's name: ``--cvmfs-repo``, else the one apply recorded."""
+    if given and known and given != known:
+        raise UsageError(f"--cvmfs-repo {given}, but {target} is {known}")
+    cvmfs_repo = given or known
+    if not cvmfs_repo:
+        raise UsageError(
+            f"the repository name of {target} is not known (apply records it when it publishes)",
+            hint="pass --cvmfs-repo REPO (e.g. unpacked.cern.ch)",
+        )
+    return cvmfs_repo
+
+
+def _targets(args: argparse.Namespace, files: Mapping[str, bytes]) -> dict[str, Path]:
+    """Where each catalog file goes (--output DIR, --markdown, --json)."""
+    targets: dict[str, Path] = {}
+    if args.output:
+        targets = {name: Path(args.output) / name for name in files}
+    if args.markdown:
+        targets[CATALOG_MD] = Path(args.markdown)
+    if args.json:
+        targets[CATALOG_JSON] = Path(args.json)
+    return targets
 
 
 def _write_if_changed(path: Path, data: bytes) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from bot.config import Config
 from bot.forge.factory import make_forge
-from bot.runtime.ci import ci_job
+from bot.runtime.ci import ci_action, ci_job
+from bot.runtime.dispatch import Deps, dispatch
 from bot.runtime.journal import Journal
 from bot.runtime.wiring import load_pipeline
-from bot.runtime.workflow import on_merge_request, on_push, on_schedule
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,20 +36,18 @@ def run(args: argparse.Namespace) -> int:
         except OSError:
             event_text = None
     job = ci_job(os.environ, event_text)
-    if job.step == "none":
+    action = ci_action(job)
+    if action is None:
         print(f"wishbot: nothing to do: {job.reason}")
         return 0
     forge = make_forge(config, job.repository, kind=job.forge, url=job.url, pipeline=job.pipeline)
-    journal = Journal.in_state_dir(config.state_dir)
-    pipeline = load_pipeline(config)
-    if job.step == "review":
-        mr = forge.merge_request(job.number)
-        outcome = on_merge_request(forge, pipeline, mr, config, journal, job_url=job.job_url)
-    elif job.step == "maintain":
-        outcome = on_schedule(forge, pipeline, config, journal)
-    else:
-        outcome = on_push(
-            forge, pipeline, job.branch, job.sha, config, journal, job_url=job.job_url
-        )
+    deps = Deps(
+        forge=forge,
+        pipeline=load_pipeline(config),
+        config=config,
+        journal=Journal.in_state_dir(config.state_dir),
+        job_url=job.job_url,
+    )
+    outcome = dispatch(action, deps)
     print(f"wishbot: {outcome.action} {outcome.sha[:12]}: {outcome.detail}")
     return 0 if outcome.ok else 1

@@ -86,14 +86,9 @@ def require_writable(publisher: Publisher) -> None:
     """
     if publisher.cvmfs_repo:
         return
-    path = publisher.root
-    while not os.path.lexists(path) and path != path.parent:
-        path = path.parent
-    if path.is_dir() and os.access(path, os.W_OK | os.X_OK):
-        state = publisher.lock_path.parent
-        if not state.is_dir() or os.access(state, os.W_OK | os.X_OK):
-            return
-        path = state
+    path = _unwritable(publisher)
+    if path is None:
+        return
     if path.is_dir() and os.statvfs(path).f_flag & os.ST_RDONLY:
         raise PublisherError(
             f"cannot write to the publisher tree: {path} is on a read-only file system "
@@ -107,3 +102,17 @@ def require_writable(publisher: Publisher) -> None:
         hint="run wishbot as the tree's owner (on a release manager: the repository owner), "
         "or fix the permissions",
     )
+
+
+def _unwritable(publisher: Publisher) -> Path | None:
+    """The tree's nearest existing ancestor, or its state directory, when this user
+    cannot write it (None: both are writable)."""
+    path = publisher.root
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    if path.is_dir() and os.access(path, os.W_OK | os.X_OK):
+        state = publisher.lock_path.parent
+        if not state.is_dir() or os.access(state, os.W_OK | os.X_OK):
+            return None
+        path = state
+    return path

@@ -23,6 +23,7 @@ import os
 import stat
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.core.model import Location, Problem, Wishlist
@@ -149,7 +150,32 @@ def check_registry(
     return check_wishlist(client, wishlist, base)
 
 
+@dataclass
+class _Tally:
+    """What one ``validate`` run counted, for its summary line."""
+
+    files: int
+    invalid: int = 0
+    wishes: int = 0
+    checked: int = 0
+    images: int = 0
+    unavailable: int = 0
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_options(args)
+    tally = _Tally(files=len(args.files))
+    problems: list[Problem] = []
+    wishlists = _validate_files(args, problems, tally)
+    if args.check_registry and wishlists:
+        _check_registries(args, wishlists, problems, tally)
+    render(problems, args.format, sys.stdout)
+    if args.format == "text":
+        print(_summary(args, problems, tally), file=sys.stderr)
+    return 1 if tally.invalid else 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
     if args.base and not args.check_registry:
         raise UsageError(
             "--base only makes sense with --check-registry",
@@ -161,10 +187,13 @@ def run(args: argparse.Namespace) -> int:
             "files were given",
             hint="validate one FILE at a time with --base",
         )
+
+
+def _validate_files(
+    args: argparse.Namespace, problems: list[Problem], tally: _Tally
+) -> list[Wishlist]:
+    """The valid wishlists among ``args.files``; every file's problems are added."""
     wishlists: list[Wishlist] = []
-    problems: list[Problem] = []
-    invalid = 0
-    wishes = 0
     for path in args.files:
         wishlist, found = validate_file(path)
         if wishlist is not None and args.ducc_compatible:
@@ -172,36 +201,42 @@ def run(args: argparse.Namespace) -> int:
             wishlist = None if any(p.severity == "error" for p in found) else wishlist
         problems.extend(found)
         if wishlist is None:
-            invalid += 1
+            tally.invalid += 1
         else:
-            wishes += len(wishlist.wishes)
+            tally.wishes += len(wishlist.wishes)
             wishlists.append(wishlist)
-    checked = images = unavailable = 0
-    if args.check_registry and wishlists:
-        from bot.config import Config
-        from bot.registry.client import RegistryClient
+    return wishlists
 
-        with RegistryClient(Config.load()) as client:
-            for wishlist in wishlists:
-                result = check_registry(client, wishlist, args.base)
-                problems.extend(result.problems)
-                checked += len(result.checked)
-                images += result.images
-                unavailable += len(result.unavailable)
-                invalid += bool(result.errors)
-    render(problems, args.format, sys.stdout)
-    if args.format == "text":
-        errors = sum(problem.severity == "error" for problem in problems)
-        warnings = len(problems) - errors
-        files = len(args.files)
-        verdict = f"{invalid} of {files} invalid" if invalid else f"{files} valid"
-        noun = "file" if files == 1 else "files"
-        line = f"wishbot validate: {verdict} {noun}, {errors} error(s), {warnings} warning(s)"
-        if not invalid:
-            line += f", {wishes} image(s)"
-        if args.check_registry:
-            line += f"; {checked} wish(es) checked in their registries, {images} image(s) found"
-            if unavailable:
-                line += f"; could not check {unavailable} right now: re-run later"
-        print(line, file=sys.stderr)
-    return 1 if invalid else 0
+
+def _check_registries(
+    args: argparse.Namespace, wishlists: list[Wishlist], problems: list[Problem], tally: _Tally
+) -> None:
+    from bot.config import Config
+    from bot.registry.client import RegistryClient
+
+    with RegistryClient(Config.load()) as client:
+        for wishlist in wishlists:
+            result = check_registry(client, wishlist, args.base)
+            problems.extend(result.problems)
+            tally.checked += len(result.checked)
+            tally.images += result.images
+            tally.unavailable += len(result.unavailable)
+            tally.invalid += bool(result.errors)
+
+
+def _summary(args: argparse.Namespace, problems: list[Problem], tally: _Tally) -> str:
+    errors = sum(problem.severity == "error" for problem in problems)
+    warnings = len(problems) - errors
+    files = tally.files
+    verdict = f"{tally.invalid} of {files} invalid" if tally.invalid else f"{files} valid"
+    noun = "file" if files == 1 else "files"
+    line = f"wishbot validate: {verdict} {noun}, {errors} error(s), {warnings} warning(s)"
+    if not tally.invalid:
+        line += f", {tally.wishes} image(s)"
+    if args.check_registry:
+        line += (
+            f"; {tally.checked} wish(es) checked in their registries, {tally.images} image(s) found"
+        )
+        if tally.unavailable:
+            line += f"; could not check {tally.unavailable} right now: re-run later"
+    return line

@@ -80,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
                     print(f"recovery: {line}", file=sys.stderr)
                 repairs = Repairer(publisher, client, limits).run(report.findings)
             report = verify(publisher.root, download=deep, limits=limits)
+    _show(args, report, repairs)
+    return 0 if report.ok else 1
+
+
+def _show(args: argparse.Namespace, report: Any, repairs: list[Any]) -> None:
     if args.format == "json":
         data = report.to_json()
         if args.repair:
@@ -90,4 +95,3 @@ def run(args: argparse.Namespace) -> int:
         for repair in repairs:
             print(repair.render())
         print(report.render())
-    return 0 if report.ok else 1

@@ -30,12 +30,6 @@ StatusState = Literal["pending", "running", "success", "failure", "error"]
 STATUS_STATES: tuple[StatusState, ...] = ("pending", "running", "success", "failure", "error")
 FINAL_STATES: frozenset[str] = frozenset({"success", "failure", "error"})
 
-#: tokens are looked up in this order; the forge-specific one wins
-TOKEN_VARIABLES = {
-    "gitlab": ("GITLAB_TOKEN", "WISHBOT_FORGE_TOKEN"),
-    "github": ("GITHUB_TOKEN", "WISHBOT_FORGE_TOKEN"),
-}
-
 
 @dataclass(frozen=True)
 class MergeRequest:

@@ -7,13 +7,16 @@ from collections.abc import Mapping
 
 from bot.config import Config
 from bot.errors import ConfigError
-from bot.forge.base import TOKEN_VARIABLES, Forge
+from bot.forge.base import Forge
+from bot.forge.events_model import ForgeKindSpec
+from bot.forge.kinds import spec_of
 
 
 def forge_token(kind: str, environ: Mapping[str, str] | None = None) -> str | None:
     """The token for ``kind`` from ``GITLAB_TOKEN``/``GITHUB_TOKEN`` or ``WISHBOT_FORGE_TOKEN``."""
     env = os.environ if environ is None else environ
-    for name in TOKEN_VARIABLES.get(kind, ()):
+    spec = spec_of(kind)
+    for name in spec.token_variables if spec is not None else ():
         value = env.get(name, "").strip()
         if value:
             return value
@@ -35,42 +38,40 @@ def make_forge(
     (the CI runtime knows them from the CI variables), and so ``pipeline``:
     ``(sha, id)`` of the GitLab pipeline the job runs in.
     """
-    kind = (kind or config.forge or "").strip().lower()
+    kind = _kind(kind or config.forge)
     url = url or config.forge_url
-    name = repository or (config.repositories[0] if config.repositories else "")
+    name = repository or _first_repository(config)
     if kind == "local":
-        from bot.forge.local import LocalForge
-
-        path = repository or url or name
-        if not path:
-            raise ConfigError("the local forge needs a repository path", hint="set forge_url")
-        return LocalForge(path.removeprefix("file://"))
+        return _local(repository or url or name)
     if not name:
         raise ConfigError(
             "no repository given",
             hint="set repositories in the configuration (owner/name) or pass --repository",
         )
-    token = forge_token(kind, environ)
-    if kind == "gitlab":
-        from bot.forge.gitlab import GitLabForge
+    return _spec(kind).make(config, name, url or "", forge_token(kind, environ), pipeline)
 
-        if not url:
-            raise ConfigError("forge_url is not set", hint="e.g. https://gitlab.example.org")
-        return GitLabForge(url, name, token, timeout=config.timeout, pipeline=pipeline)
-    if kind == "github":
-        from bot.forge.github import API_URL, GitHubForge
 
-        interval = config.github_write_interval if config.github_write_interval > 0 else None
-        return GitHubForge(
-            url or API_URL,
-            name,
-            token,
-            timeout=config.timeout,
-            write_interval=interval,
-            max_rate_limit_wait=config.max_retry_after,
-            bot_login=config.bot_login,
+def _spec(kind: str) -> ForgeKindSpec:
+    spec = spec_of(kind)
+    if spec is None:
+        raise ConfigError(
+            f"unknown forge {kind!r}" if kind else "no forge configured",
+            hint="set forge (WISHBOT_FORGE) to gitlab, github or local",
         )
-    raise ConfigError(
-        f"unknown forge {kind!r}" if kind else "no forge configured",
-        hint="set forge (WISHBOT_FORGE) to gitlab, github or local",
-    )
+    return spec
+
+
+def _kind(kind: str | None) -> str:
+    return (kind or "").strip().lower()
+
+
+def _first_repository(config: Config) -> str:
+    return config.repositories[0] if config.repositories else ""
+
+
+def _local(path: str) -> Forge:
+    from bot.forge.local import LocalForge
+
+    if not path:
+        raise ConfigError("the local forge needs a repository path", hint="set forge_url")
+    return LocalForge(path.removeprefix("file://"))

@@ -31,19 +31,25 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 
 from bot.config import Config
-from bot.errors import ConfigError, ForgeError
+from bot.errors import ConfigError
 from bot.forge.base import Forge
 from bot.runtime import registry_events as events
+from bot.runtime.actions import Refresh, encode
 from bot.runtime.journal import Journal
 from bot.runtime.logs import Throttle, fields
 from bot.runtime.metrics import Metrics
-from bot.runtime.pipeline_api import Pipeline, Publication
+from bot.runtime.pipeline_api import Pipeline
 from bot.runtime.queue import Job, Queue
-from bot.runtime.workflow import PUBLISH, Outcome, StatusSet, _failure_text, commit_catalog
+from bot.runtime.workflow import (
+    PUBLISH,
+    Outcome,
+    StatusSet,
+    commit_catalog,
+    guarded_publication,
+)
 
 log = logging.getLogger(__name__)
 
-REFRESH = "refresh"  # job kind: re-publish the wishes registry events may concern
 RESULTS = ("received", "accepted", "refused", "ignored", "duplicate")
 MAX_LOGGED = 20  # hints named in one log line
 
@@ -109,17 +115,24 @@ class RegistryEvents:
                 "registry event: tag deleted upstream; nothing is removed here",
                 extra=fields(source=fmt, image=hint.image),
             )
-        allowed = [h for h in parsed.pushed if events.allowed(h, self.config.registry_events)]
-        refused = [h for h in parsed.pushed if h not in allowed]
-        facts: dict[str, Any] = {"tags": len(allowed)}
-        if refused:
-            facts["refused"] = [h.image for h in refused[:MAX_LOGGED]]
+        allowed, refused, facts = self._sorted(parsed)
         if refused and not allowed:
             answer = {"error": "registry or repository is not allow-listed"}
             return HTTPStatus.FORBIDDEN, answer, facts
         if not allowed:
             return HTTPStatus.OK, {"status": "ignored", "reason": "no tag pushed"}, facts
         return self._queue(fmt, headers, body, [h.image for h in allowed], facts)
+
+    def _sorted(
+        self, parsed: events.Parsed
+    ) -> tuple[list[events.TagHint], list[events.TagHint], dict[str, Any]]:
+        """The pushed tags allow-listed by ``registry_events``, those refused, and the facts."""
+        allowed = [h for h in parsed.pushed if events.allowed(h, self.config.registry_events)]
+        refused = [h for h in parsed.pushed if h not in allowed]
+        facts: dict[str, Any] = {"tags": len(allowed)}
+        if refused:
+            facts["refused"] = [h.image for h in refused[:MAX_LOGGED]]
+        return allowed, refused, facts
 
     def _queue(
         self,
@@ -132,16 +145,9 @@ class RegistryEvents:
         digest = events.delivery_key(fmt, headers, body)
         result = "queued"
         for repository in self.config.repositories:
-            payload = {
-                "forge": self.config.forge,
-                "repository": repository,
-                "images": sorted(images),
-                "received": time.time(),
-            }
+            action = Refresh(self.config.forge, repository, tuple(images), time.time())
             result = self.queue.put_merged(
-                REFRESH,
-                f"refresh:{repository}",
-                payload,
+                *encode(action),
                 merge="images",
                 limit=max(self.config.registry_event_max_tags, 1),
                 digest=f"{digest}:{repository}",
@@ -181,12 +187,11 @@ class RegistryEvents:
 
 
 def run_refresh(
-    job: Job, forge: Forge, pipeline: Pipeline, config: Config, journal: Journal
+    action: Refresh, forge: Forge, pipeline: Pipeline, config: Config, journal: Journal | None
 ) -> Outcome:
     """The ``refresh`` job: re-publish, from the default branch's wishlist, the
     wishes the job's tags may concern (every wish when they overflowed)."""
-    payload = job.payload
-    images = None if payload.get("overflow") else [str(i) for i in payload.get("images") or ()]
+    images = None if action.overflow else list(action.images)
     refresh = getattr(pipeline, "refresh", None)
     if refresh is None:
         raise ConfigError("this pipeline cannot re-publish on registry events")
@@ -194,26 +199,23 @@ def run_refresh(
     wishlist = forge.read_file(config.wishlist_path, head)
     if wishlist is None:
         return Outcome("skipped", f"{config.wishlist_path} does not exist on {default}", head)
-    try:
-        publication: Publication = refresh(wishlist, config.wishlist_path, head, images)
-    except ForgeError:
-        raise
-    except Exception as exc:
-        log.warning("refresh of %s failed: %s", head[:12], _failure_text(exc), exc_info=True)
-        publication = Publication(
-            ok=False, description="re-publication failed", failure=_failure_text(exc)
-        )
+    publication = guarded_publication(
+        lambda: refresh(wishlist, config.wishlist_path, head, images),
+        head,
+        what="refresh of",
+        failed="re-publication failed",
+    )
     catalog_commit = commit_catalog(forge, config, default, head, publication)
     if not publication.ok:
-        StatusSet(forge, journal, head, default).set(
+        StatusSet(forge, journal or Journal(), head, default).set(
             PUBLISH,
             "failure",
             f"registry event: {publication.failure or publication.description}",
         )
         detail = publication.failure or publication.description
         return Outcome("failed", detail, head, True, catalog_commit, ok=False)
-    action = "published" if publication.published or catalog_commit else "skipped"
-    return Outcome(action, publication.description, head, False, catalog_commit)
+    done = "published" if publication.published or catalog_commit else "skipped"
+    return Outcome(done, publication.description, head, False, catalog_commit)
 
 
 def registry_token() -> str:

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import hmac
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -35,10 +33,17 @@ from typing import IO, Any, cast
 from bot.config import Config
 from bot.errors import ConfigError, WishbotError, is_retryable
 from bot.forge.base import Forge
+from bot.forge.kinds import spec_of, specs
 from bot.publisher.backend import open_publisher
 from bot.publisher.metadata import parse_time
 from bot.publisher.verify import read_status
-from bot.runtime.events import Ignored, MergeRequestEvent, PushEvent, header, parse_event
+from bot.runtime.actions import FORGE, PUBLISHER, Maintain, action_of, decode, encode, kinds_in
+from bot.runtime.actions import MAINTAIN as MAINTAIN  # the job kinds, for callers of run_job
+from bot.runtime.actions import PUBLISH as PUBLISH
+from bot.runtime.actions import REFRESH as REFRESH
+from bot.runtime.actions import REVIEW as REVIEW
+from bot.runtime.dispatch import Deps, dispatch
+from bot.runtime.events import Ignored, parse_event
 from bot.runtime.httpd import BoundedHandler, BoundedHTTPServer, Limits
 from bot.runtime.journal import Journal
 from bot.runtime.logs import Throttle, fields
@@ -46,16 +51,12 @@ from bot.runtime.metrics import CONTENT_TYPE, Metrics
 from bot.runtime.pipeline_api import Pipeline
 from bot.runtime.queue import Job, Queue, Retention
 from bot.runtime.registry_events import route as registry_route
-from bot.runtime.registry_refresh import REFRESH, RegistryEvents, registry_token, run_refresh
-from bot.runtime.workflow import Outcome, on_merge_request, on_push, on_schedule, recover
+from bot.runtime.registry_refresh import RegistryEvents, registry_token
+from bot.runtime.workflow import Outcome, recover
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6
-REVIEW = "review"
-PUBLISH = "publish"
-MAINTAIN = "maintain"  # periodic re-publication (tags move upstream) and gc
-_SIGNATURE = re.compile(r"sha256=[0-9a-fA-F]{64}")
 
 ForgeFor = Callable[[str, str], Forge]
 
@@ -96,93 +97,43 @@ def retention_of(config: Config) -> Retention:
 def verify(headers: Mapping[str, str], body: bytes, secret: str, forge: str = "") -> str | None:
     """Which forge signed this delivery ("gitlab"/"github"), or None if it is not authentic.
 
-    ``forge`` (the configured forge kind) restricts the accepted scheme.
+    ``forge`` (the configured forge kind) restricts the accepted scheme; the
+    first kind whose credential header the delivery carries decides.
     """
     if not secret:
         return None
-    token = header(headers, "X-Gitlab-Token")
-    signature = header(headers, "X-Hub-Signature-256")
-    if token and forge in ("", "gitlab"):
-        if hmac.compare_digest(token.encode(), secret.encode()):
-            return "gitlab"
+    spec = next((s for s in specs(forge) if s.claims(headers)), None)
+    if spec is None or not spec.verify(headers, body, secret):
         return None
-    if signature and forge in ("", "github"):
-        expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        if hmac.compare_digest(signature.strip().encode(), expected.encode()):
-            return "github"
-    return None
+    return spec.kind
 
 
 def may_be_authentic(headers: Mapping[str, str], secret: str, forge: str = "") -> bool:
-    """What the headers alone can prove, before any body byte is read: a GitLab
-    token must be the secret (compared in constant time); a GitHub signature
-    must at least look like one. :func:`verify` decides after the body."""
+    """What the headers alone can prove, before any body byte is read (each forge
+    kind's ``may_be_authentic``); :func:`verify` decides after the body."""
     if not secret:
         return False
-    token = header(headers, "X-Gitlab-Token")
-    if token and forge in ("", "gitlab"):
-        return hmac.compare_digest(token.encode(), secret.encode())
-    signature = header(headers, "X-Hub-Signature-256").strip()
-    return forge in ("", "github") and _SIGNATURE.fullmatch(signature) is not None
+    spec = next((s for s in specs(forge) if s.claims(headers)), None)
+    return spec is not None and spec.may_be_authentic(headers, secret)
 
 
-def delivery_id(headers: Mapping[str, str], body: bytes) -> str:
-    """The delivery's unique id (GitHub, GitLab), else a hash of its body."""
-    for name in ("X-GitHub-Delivery", "X-Gitlab-Event-UUID"):
-        value = header(headers, name)
-        if value:
-            return f"{name.lower()}:{value}"
-    return "sha256:" + hashlib.sha256(body).hexdigest()
+def delivery_id(headers: Mapping[str, str], body: bytes, forge: str) -> str:
+    """The delivery's unique id as ``forge`` (its signer) names it, else a hash of its body."""
+    spec = spec_of(forge)
+    found = spec.delivery_id(headers) if spec is not None else None
+    return f"{forge}-delivery:{found}" if found else "sha256:" + hashlib.sha256(body).hexdigest()
 
 
-def body_digest(headers: Mapping[str, str], body: bytes) -> str:
+def body_digest(headers: Mapping[str, str], body: bytes, forge: str) -> str:
     """What the signature covers, as a replay key: the event kind and the body
     (a delivery id is not signed, so a replayer can change it at will)."""
-    kind = header(headers, "X-GitHub-Event") or header(headers, "X-Gitlab-Event")
+    spec = spec_of(forge)
+    kind = spec.event_name(headers) if spec is not None else ""
     digest = hashlib.sha256(kind.encode() + b"\n" + body).hexdigest()
     return f"body:{digest}"
 
 
 # --- the jobs --------------------------------------------------------------------
-
-
-class DeadlineExceeded(WishbotError):
-    """A job ran past its total deadline (``job_deadline``)."""
-
-    retryable = True
-
-
-class _DeadlineForge:
-    """A forge whose reads refuse to start once the job's deadline has passed.
-
-    The writes that report an outcome (statuses, the comment) always go
-    through, so a stopped job still ends every status it opened. Each forge
-    call is bounded by the forge's own timeout, so a job ends at most one
-    call after its deadline.
-    """
-
-    _REPORTING = frozenset({"set_status", "upsert_comment", "repository", "kind", "limits"})
-
-    def __init__(self, forge: Forge, deadline: float, seconds: float):
-        self._forge = forge
-        self._deadline = deadline
-        self._seconds = seconds
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._forge, name)
-        if name in self._REPORTING or not callable(value):
-            return value
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if time.monotonic() > self._deadline:
-                raise DeadlineExceeded(
-                    f"the job ran longer than its deadline of {self._seconds:g} s",
-                    hint="the forge or a registry is too slow; the job will be retried "
-                    "(raise job_deadline if such jobs are expected)",
-                )
-            return value(*args, **kwargs)
-
-        return call
 
 
 def run_job(
@@ -194,34 +145,21 @@ def run_job(
     forge_for: ForgeFor,
     max_attempts: int = MAX_ATTEMPTS,
 ) -> Outcome:
-    """Do one queued job: review a merge request or publish a pushed branch.
+    """Do one queued job: decode its action and hand it to :func:`dispatch`.
 
     A review must finish within ``config.job_deadline`` seconds; a publication
     is bounded by its lease renewal instead (it may legitimately take hours).
     """
-    payload = job.payload
-    forge = forge_for(str(payload["forge"]), str(payload["repository"]))
-    if job.kind == REVIEW:
-        if config.job_deadline > 0:
-            deadline = time.monotonic() + config.job_deadline
-            forge = cast(Forge, _DeadlineForge(forge, deadline, config.job_deadline))
-        mr = forge.merge_request(str(payload["number"]))
-        return on_merge_request(forge, pipeline, mr, config, journal)
-    if job.kind == PUBLISH:
-        return on_push(
-            forge,
-            pipeline,
-            str(payload["branch"]),
-            str(payload["sha"]),
-            config,
-            journal,
-            retried=job.attempts < max_attempts,
-        )
-    if job.kind == MAINTAIN:
-        return on_schedule(forge, pipeline, config, journal)
-    if job.kind == REFRESH:
-        return run_refresh(job, forge, pipeline, config, journal)
-    raise WishbotError(f"unknown job kind {job.kind!r}")
+    action = decode(job.kind, job.payload)
+    deps = Deps(
+        forge=forge_for(action.forge, action.repository),
+        pipeline=pipeline,
+        config=config,
+        journal=journal,
+        retried=job.attempts < max_attempts,
+        deadline=max(config.job_deadline, 0.0),
+    )
+    return dispatch(action, deps)
 
 
 def _job_facts(job: Job) -> dict[str, Any]:
@@ -346,9 +284,9 @@ class WebhookServer:
         self._spawn("wishbot-http", lambda: httpd.serve_forever(poll_interval=0.1))
         if workers:
             # one worker for everything that writes to the publisher
-            self._spawn("wishbot-publish", lambda: self._work((PUBLISH, MAINTAIN, REFRESH)))
+            self._spawn("wishbot-publish", lambda: self._work(kinds_in(PUBLISHER)))
             for n in range(self._plan_workers):
-                self._spawn(f"wishbot-review-{n}", lambda: self._work((REVIEW,)))
+                self._spawn(f"wishbot-review-{n}", lambda: self._work(kinds_in(FORGE)))
         if self.config.reapply_interval > 0 and self.config.forge:
             self._spawn("wishbot-schedule", self._schedule)
         log.info(
@@ -368,9 +306,8 @@ class WebhookServer:
 
     def schedule_maintenance(self) -> None:
         for repository in self.config.repositories:
-            payload = {"forge": self.config.forge, "repository": repository}
             try:
-                self.queue.put(MAINTAIN, f"maintain:{repository}", payload)
+                self.queue.put(*encode(Maintain(self.config.forge, repository)))
             except Exception as exc:
                 log.error("cannot queue maintenance of %s: %s", repository, exc)
 
@@ -422,20 +359,13 @@ class WebhookServer:
         if event.repository.lower() not in self._allowed:
             facts = {"repository": event.repository}
             return HTTPStatus.FORBIDDEN, {"error": "repository is not allow-listed"}, facts
-        payload = {"forge": event.forge, "repository": event.repository}
-        if isinstance(event, MergeRequestEvent):
-            kind, key = REVIEW, f"review:{event.repository}:{event.number}"
-            payload["number"] = event.number
-        else:
-            assert isinstance(event, PushEvent)
-            kind, key = PUBLISH, f"publish:{event.repository}:{event.branch}"
-            payload.update(branch=event.branch, sha=event.sha)
+        kind, key, payload = encode(action_of(event))
         result = self.queue.put(
             kind,
             key,
             payload,
-            delivery=delivery_id(headers, body),
-            digest=body_digest(headers, body),
+            delivery=delivery_id(headers, body, signed_by),
+            digest=body_digest(headers, body, signed_by),
         )
         status = HTTPStatus.OK if result == "duplicate" else HTTPStatus.ACCEPTED
         return status, {"status": result}, dict(payload, kind=kind)
@@ -512,8 +442,7 @@ class WebhookServer:
                 )
                 if outcome.sha:
                     facts["sha"] = outcome.sha
-                if job.kind == REFRESH:
-                    self.registry.finished(job, outcome)
+                self.registry.finished(job, outcome)
         seconds = time.monotonic() - started
         self.metrics.job_seconds.labels(job.kind).observe(seconds)
         if action in ("error", "failed"):
@@ -599,6 +528,15 @@ def _lock_state_dir(state_dir: Path) -> IO[str]:
     return handle
 
 
+def _announced(headers: Mapping[str, str]) -> dict[str, str]:
+    """The event kind and delivery id a delivery's headers claim (unverified: for the log)."""
+    for spec in specs():
+        event = spec.event_name(headers)
+        if event:
+            return {"event": event, "delivery": spec.delivery_id(headers) or ""}
+    return {"event": "", "delivery": ""}
+
+
 def _delivery_facts(
     result: str,
     status: int,
@@ -610,8 +548,7 @@ def _delivery_facts(
     facts: dict[str, Any] = {
         "result": answer.get("status", result),
         "status": status,
-        "event": header(headers, "X-GitHub-Event") or header(headers, "X-Gitlab-Event"),
-        "delivery": header(headers, "X-GitHub-Delivery") or header(headers, "X-Gitlab-Event-UUID"),
+        **_announced(headers),
     }
     facts.update({k: v for k, v in job.items() if k != "forge"})
     reason = answer.get("reason") or answer.get("error")

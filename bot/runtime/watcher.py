@@ -17,9 +17,11 @@ from pathlib import Path
 from bot.config import Config
 from bot.errors import WishbotError
 from bot.forge.base import Forge
+from bot.runtime.actions import Maintain, Publish, Review
+from bot.runtime.dispatch import Deps, dispatch
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import Pipeline
-from bot.runtime.workflow import Outcome, on_merge_request, on_push, on_schedule
+from bot.runtime.workflow import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,11 @@ class Watcher:
         self.clock = clock
         self.seen: dict[str, str] = self._load()
 
+    @property
+    def _deps(self) -> Deps:
+        # a failed publication is retried at the next poll
+        return Deps(self.forge, self.pipeline, self.config, self.journal, retried=True)
+
     def _load(self) -> dict[str, str]:
         try:
             data = json.loads(self.state_file.read_text(encoding="utf-8"))
@@ -58,7 +65,14 @@ class Watcher:
         os.replace(tmp, self.state_file)
 
     def poll_once(self) -> list[Outcome]:
-        """One round: every moved merge request, then the default branch."""
+        """One round: every moved merge request, maintenance when due, then the
+        default branch; each is an action handed to :func:`dispatch`."""
+        outcomes = self._review_moved()
+        outcomes += self._maintain()
+        outcomes += self._publish_moved()
+        return outcomes
+
+    def _review_moved(self) -> list[Outcome]:
         outcomes: list[Outcome] = []
         for mr in self.forge.open_merge_requests():
             key = f"mr:{mr.number}"
@@ -66,40 +80,40 @@ class Watcher:
             target = self.seen.get(f"{key}:target", mr.target_branch)
             if self.seen.get(key) == mr.head_sha and target == mr.target_branch:
                 continue
+            review = Review(self.forge.kind, self.forge.repository, mr.number, merge_request=mr)
             try:
-                outcomes.append(
-                    on_merge_request(self.forge, self.pipeline, mr, self.config, self.journal)
-                )
+                outcomes.append(dispatch(review, self._deps))
             except WishbotError as exc:
                 log.warning("review of %s failed: %s (will retry)", mr.number, exc)
                 continue
             self.seen[key] = mr.head_sha
             self.seen[f"{key}:target"] = mr.target_branch
             self._save()
-        outcomes += self._maintain()
+        return outcomes
+
+    def _publish_moved(self) -> list[Outcome]:
         branch, head = self.forge.default_branch()
         key = f"branch:{branch}"
-        if self.seen.get(key) != head:
-            try:
-                outcome = on_push(
-                    self.forge, self.pipeline, branch, head, self.config, self.journal, retried=True
-                )
-            except WishbotError as exc:
-                log.warning("publishing %s failed: %s (will retry)", head[:12], exc)
-                return outcomes
-            outcomes.append(outcome)
-            if not outcome.retry:
-                self.seen[key] = outcome.sha or head
-                # the bot's own catalog commit needs no publication of its own
-                on_branch = self.config.catalog_branch in ("", branch)
-                if (
-                    outcome.catalog_commit
-                    and on_branch
-                    and self.forge.default_branch()[1] == outcome.catalog_commit
-                ):
-                    self.seen[key] = outcome.catalog_commit
-                self._save()
-        return outcomes
+        if self.seen.get(key) == head:
+            return []
+        try:
+            publish = Publish(self.forge.kind, self.forge.repository, branch, head)
+            outcome = dispatch(publish, self._deps)
+        except WishbotError as exc:
+            log.warning("publishing %s failed: %s (will retry)", head[:12], exc)
+            return []
+        if not outcome.retry:
+            self.seen[key] = outcome.sha or head
+            # the bot's own catalog commit needs no publication of its own
+            on_branch = self.config.catalog_branch in ("", branch)
+            if (
+                outcome.catalog_commit
+                and on_branch
+                and self.forge.default_branch()[1] == outcome.catalog_commit
+            ):
+                self.seen[key] = outcome.catalog_commit
+            self._save()
+        return [outcome]
 
     def _maintain(self) -> list[Outcome]:
         """Every ``reapply_interval`` seconds: re-publish (tags move upstream) and gc."""
@@ -115,7 +129,8 @@ class Watcher:
         if now - last < interval:
             return []
         try:
-            outcome = on_schedule(self.forge, self.pipeline, self.config, self.journal)
+            maintain = Maintain(self.forge.kind, self.forge.repository)
+            outcome = dispatch(maintain, self._deps)
         except WishbotError as exc:
             log.warning("maintenance failed: %s (will retry)", exc)
             return []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.config import Config
@@ -32,6 +33,7 @@ from bot.forge.base import (
     MergeRequest,
     StatusState,
 )
+from bot.forge.kinds import spec_of, specs
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import PLAN_MARKER, PUBLISH_MARKER, Pipeline, Publication
 
@@ -122,7 +124,7 @@ def repository_url(forge: Forge, mr: MergeRequest | None) -> str:
     """The repository's web page, from a merge request's web URL ("" when unknown)."""
     if mr is None:
         return ""
-    for tail in ("/-/merge_requests/", "/merge_requests/", "/pull/"):
+    for tail in (tail for spec in specs() for tail in spec.request_paths):
         base, found, _number = mr.web_url.rpartition(tail)
         if found and base.startswith(("https://", "http://")):
             return base
@@ -135,10 +137,11 @@ def comment_links(
     """Links for a comment: the job, the catalog (setting, else CATALOG.md on the forge), docs."""
     catalog = config.catalog_url
     base = repository_url(forge, mr)
-    if not catalog and base and forge.kind in ("gitlab", "github"):
+    spec = spec_of(forge.kind)
+    if not catalog and base and spec is not None:
         branch = config.catalog_branch or (mr.target_branch if mr else "")
-        blob = "/-/blob/" if forge.kind == "gitlab" else "/blob/"
-        catalog = f"{base}{blob}{branch}/{catalog_path(config, CATALOG_MD)}" if branch else ""
+        path = catalog_path(config, CATALOG_MD)
+        catalog = f"{base}{spec.blob_path}{branch}/{path}" if branch else ""
     return CommentLinks(
         commit=commit, job_url=job_url, catalog_url=catalog, docs_url=config.docs_url
     )
@@ -161,56 +164,84 @@ def on_merge_request(
         return Outcome("skipped", f"merge request {mr.number} is {mr.state}", mr.head_sha)
     if mr.draft and not config.plan_drafts:
         return Outcome("skipped", f"merge request {mr.number} is a draft", mr.head_sha)
-    journal = journal or Journal()
-    path = config.wishlist_path
     # a fork's branch name means nothing in the target project: give no ref then
     ref = None if mr.from_fork else mr.source_branch
-    statuses = StatusSet(forge, journal, mr.head_sha, ref, job_url or mr.web_url)
+    statuses = StatusSet(forge, journal or Journal(), mr.head_sha, ref, job_url or mr.web_url)
     links = comment_links(forge, config, mr, mr.head_sha, job_url)
     try:
-        statuses.set(VALIDATE, "pending", f"validating {path}")
-        statuses.set(PLAN, "pending", "waiting for validation")
-        head = forge.read_file(path, mr.head_sha)
-        if head is None:
-            forge.upsert_comment(mr, PLAN_MARKER, missing_wishlist_comment(path, links))
-            statuses.set(VALIDATE, "failure", f"{path} is missing")
-            statuses.set(PLAN, "failure", "nothing to plan")
-            return Outcome("reviewed", f"{path} is missing", mr.head_sha, ok=False)
-        base = forge.read_file(path, mr.base_sha) if mr.base_sha else None
-        catalog = forge.read_file(
-            catalog_path(config, CATALOG_JSON),
-            config.catalog_branch or mr.base_sha or mr.head_sha,
-        )
-        review = pipeline.review(base, head, path, trusted=not mr.from_fork, catalog=catalog)
-        comment = review.comment
-        if review.plan is not None:
-            comment = render_markdown(review.plan, title=review.title, links=links)
-        forge.upsert_comment(mr, PLAN_MARKER, comment)
-        statuses.set(
-            VALIDATE, "success" if review.valid else "failure", review.validate_description
-        )
-        statuses.set(PLAN, "success" if review.planned else "failure", review.plan_description)
-        ok = review.valid and review.planned
-        # a failed review says why (file and line) where CI shows it: the job's log
-        detail = review.plan_description
-        if not review.valid:
-            detail = f"{review.validate_description}; {detail}"
-        return Outcome("reviewed", detail, mr.head_sha, ok=ok)
+        return _review(forge, pipeline, mr, config, statuses, links)
     except ForgeError as exc:
         statuses.close(cut(f"forge error: {exc}", 120))
         raise
     except Exception as exc:
-        log.warning("review of %s failed: %s", mr.number, _failure_text(exc), exc_info=True)
-        try:
-            forge.upsert_comment(
-                mr, PLAN_MARKER, _error_comment(PLAN_MARKER, "review this change", exc, False)
-            )
-        except WishbotError as comment_exc:
-            log.warning("could not comment on %s: %s", mr.number, comment_exc)
-        statuses.close(cut(f"failed: {_failure_text(exc)}", 120))
-        return Outcome("failed", _failure_text(exc), mr.head_sha, ok=False)
+        return _review_failed(forge, mr, statuses, exc)
     finally:
         statuses.close("wishbot stopped before finishing; push again to re-run")
+
+
+def _review(
+    forge: Forge,
+    pipeline: Pipeline,
+    mr: MergeRequest,
+    config: Config,
+    statuses: StatusSet,
+    links: CommentLinks,
+) -> Outcome:
+    """Validate and plan: the statuses, then the comment, then the final statuses."""
+    path = config.wishlist_path
+    statuses.set(VALIDATE, "pending", f"validating {path}")
+    statuses.set(PLAN, "pending", "waiting for validation")
+    head = forge.read_file(path, mr.head_sha)
+    if head is None:
+        forge.upsert_comment(mr, PLAN_MARKER, missing_wishlist_comment(path, links))
+        statuses.set(VALIDATE, "failure", f"{path} is missing")
+        statuses.set(PLAN, "failure", "nothing to plan")
+        return Outcome("reviewed", f"{path} is missing", mr.head_sha, ok=False)
+    base = forge.read_file(path, mr.base_sha) if mr.base_sha else None
+    catalog = forge.read_file(
+        catalog_path(config, CATALOG_JSON),
+        config.catalog_branch or mr.base_sha or mr.head_sha,
+    )
+    review = pipeline.review(base, head, path, trusted=not mr.from_fork, catalog=catalog)
+    comment = review.comment
+    if review.plan is not None:
+        comment = render_markdown(review.plan, title=review.title, links=links)
+    forge.upsert_comment(mr, PLAN_MARKER, comment)
+    statuses.set(VALIDATE, "success" if review.valid else "failure", review.validate_description)
+    statuses.set(PLAN, "success" if review.planned else "failure", review.plan_description)
+    ok = review.valid and review.planned
+    # a failed review says why (file and line) where CI shows it: the job's log
+    detail = review.plan_description
+    if not review.valid:
+        detail = f"{review.validate_description}; {detail}"
+    return Outcome("reviewed", detail, mr.head_sha, ok=ok)
+
+
+def _review_failed(forge: Forge, mr: MergeRequest, statuses: StatusSet, exc: Exception) -> Outcome:
+    """A review that broke: say so in the comment and the statuses."""
+    log.warning("review of %s failed: %s", mr.number, _failure_text(exc), exc_info=True)
+    try:
+        forge.upsert_comment(
+            mr, PLAN_MARKER, _error_comment(PLAN_MARKER, "review this change", exc, False)
+        )
+    except WishbotError as comment_exc:
+        log.warning("could not comment on %s: %s", mr.number, comment_exc)
+    statuses.close(cut(f"failed: {_failure_text(exc)}", 120))
+    return Outcome("failed", _failure_text(exc), mr.head_sha, ok=False)
+
+
+@dataclass(frozen=True)
+class _Push:
+    """One publication run: the pushed commit, the default branch and its head."""
+
+    forge: Forge
+    config: Config
+    journal: Journal
+    sha: str
+    default: str
+    head: str
+    retried: bool
+    job_url: str
 
 
 def on_push(
@@ -233,64 +264,10 @@ def on_push(
     default, head = forge.default_branch()
     if branch != default:
         return Outcome("skipped", f"{branch} is not the default branch {default}", sha)
-    journal = journal or Journal()
-    path = config.wishlist_path
-    statuses = StatusSet(forge, journal, head, default, job_url or config.catalog_url)
-    publication: Publication | None = None
+    run = _Push(forge, config, journal or Journal(), sha, default, head, retried, job_url)
+    statuses = StatusSet(forge, run.journal, head, default, job_url or config.catalog_url)
     try:
-        statuses.set(PUBLISH, "running", f"publishing {path}")
-        wishlist = forge.read_file(path, head)
-        if wishlist is None:
-            statuses.set(PUBLISH, "failure", f"{path} does not exist on {default}")
-            return Outcome("failed", f"{path} does not exist on {default}", head, ok=False)
-        try:
-            publication = pipeline.publish(wishlist, path, head)
-        except ForgeError:
-            raise
-        except Exception as exc:
-            log.warning("publishing %s failed: %s", head[:12], _failure_text(exc), exc_info=True)
-            publication = Publication(
-                ok=False, description="publishing failed", failure=_failure_text(exc)
-            )
-        catalog_commit, catalog_problem = commit_catalog_or_say_why(
-            forge, config, default, head, publication
-        )
-        state: StatusState = "success" if publication.ok and not catalog_problem else "failure"
-        text = publication.description
-        if not publication.ok:
-            text = publication.failure or publication.description
-        elif catalog_problem:
-            text = catalog_problem.status
-        statuses.set(PUBLISH, state, text)
-        commits = [head]
-        if _pushed_commit_too(forge, path, sha, head, wishlist, publication, catalog_commit):
-            target = job_url or config.catalog_url
-            StatusSet(forge, journal, sha, default, target).set(PUBLISH, state, text)
-            commits.append(sha)
-        noted: set[str] = set()
-        for commit in commits:
-            mr = forge.merge_request_for_commit(commit)
-            if mr is not None and mr.number not in noted:
-                noted.add(mr.number)
-                links = comment_links(forge, config, mr, head, job_url)
-                comment = publish_comment(
-                    head,
-                    ok=publication.ok,
-                    description=publication.description,
-                    published=publication.published,
-                    failure=publication.failure,
-                    retried=retried,
-                    links=links,
-                )
-                if catalog_problem:
-                    comment += f"\n{escape_markdown(catalog_problem.detail)}\n"
-                forge.upsert_comment(mr, PUBLISH_MARKER, comment)
-        if publication.ok and catalog_problem:
-            return Outcome("published", catalog_problem.detail, head, False, "", ok=False)
-        if publication.ok:
-            return Outcome("published", publication.description, head, False, catalog_commit)
-        failure = publication.failure or publication.description
-        return Outcome("failed", failure, head, True, catalog_commit, ok=False)
+        return _publish_head(run, pipeline, statuses)
     except ForgeError as exc:
         statuses.close(cut(f"forge error: {exc}", 120))
         raise
@@ -299,6 +276,98 @@ def on_push(
         return Outcome("failed", _failure_text(exc), head, retry=True, ok=False)
     finally:
         statuses.close("wishbot stopped before finishing; it will retry")
+
+
+def _publish_head(run: _Push, pipeline: Pipeline, statuses: StatusSet) -> Outcome:
+    """Publish the head's wishlist, commit the catalog, set the statuses and notes."""
+    path, head, default = run.config.wishlist_path, run.head, run.default
+    statuses.set(PUBLISH, "running", f"publishing {path}")
+    wishlist = run.forge.read_file(path, head)
+    if wishlist is None:
+        statuses.set(PUBLISH, "failure", f"{path} does not exist on {default}")
+        return Outcome("failed", f"{path} does not exist on {default}", head, ok=False)
+    publication = guarded_publication(
+        lambda: pipeline.publish(wishlist, path, head),
+        head,
+        what="publishing",
+        failed="publishing failed",
+    )
+    catalog_commit, catalog_problem = commit_catalog_or_say_why(
+        run.forge, run.config, default, head, publication
+    )
+    state, text = _publish_status(publication, catalog_problem)
+    statuses.set(PUBLISH, state, text)
+    commits = [head]
+    if _pushed_commit_too(run.forge, path, run.sha, head, wishlist, publication, catalog_commit):
+        target = run.job_url or run.config.catalog_url
+        StatusSet(run.forge, run.journal, run.sha, default, target).set(PUBLISH, state, text)
+        commits.append(run.sha)
+    _note_requests(run, commits, publication, catalog_problem)
+    return _push_outcome(head, publication, catalog_commit, catalog_problem)
+
+
+def _publish_status(
+    publication: Publication, catalog_problem: CatalogProblem | None
+) -> tuple[StatusState, str]:
+    """The ``wishbot/publish`` status of a publication and its catalog commit."""
+    if not publication.ok:
+        return "failure", publication.failure or publication.description
+    if catalog_problem:
+        return "failure", catalog_problem.status
+    return "success", publication.description
+
+
+def _push_outcome(
+    head: str, publication: Publication, catalog_commit: str, problem: CatalogProblem | None
+) -> Outcome:
+    if publication.ok and problem:
+        return Outcome("published", problem.detail, head, False, "", ok=False)
+    if publication.ok:
+        return Outcome("published", publication.description, head, False, catalog_commit)
+    failure = publication.failure or publication.description
+    return Outcome("failed", failure, head, True, catalog_commit, ok=False)
+
+
+def guarded_publication(
+    publish: Callable[[], Publication], head: str, *, what: str, failed: str
+) -> Publication:
+    """``publish()``'s publication; any failure but the forge's (which the caller
+    retries) is a failed publication described as ``failed``, logged as ``what``."""
+    try:
+        return publish()
+    except ForgeError:
+        raise
+    except Exception as exc:
+        log.warning("%s %s failed: %s", what, head[:12], _failure_text(exc), exc_info=True)
+        return Publication(ok=False, description=failed, failure=_failure_text(exc))
+
+
+def _note_requests(
+    run: _Push,
+    commits: list[str],
+    publication: Publication,
+    catalog_problem: CatalogProblem | None,
+) -> None:
+    """The publish note on the merge request of each commit (once per request)."""
+    noted: set[str] = set()
+    for commit in commits:
+        mr = run.forge.merge_request_for_commit(commit)
+        if mr is None or mr.number in noted:
+            continue
+        noted.add(mr.number)
+        links = comment_links(run.forge, run.config, mr, run.head, run.job_url)
+        comment = publish_comment(
+            run.head,
+            ok=publication.ok,
+            description=publication.description,
+            published=publication.published,
+            failure=publication.failure,
+            retried=run.retried,
+            links=links,
+        )
+        if catalog_problem:
+            comment += f"\n{escape_markdown(catalog_problem.detail)}\n"
+        run.forge.upsert_comment(mr, PUBLISH_MARKER, comment)
 
 
 def _pushed_commit_too(
@@ -387,17 +456,12 @@ def on_schedule(
     wishlist = forge.read_file(config.wishlist_path, head)
     if wishlist is None:
         return Outcome("skipped", f"{config.wishlist_path} does not exist on {default}", head)
-    try:
-        publication = pipeline.publish(wishlist, config.wishlist_path, head)
-    except ForgeError:
-        raise
-    except Exception as exc:
-        log.warning(
-            "periodic publish of %s failed: %s", head[:12], _failure_text(exc), exc_info=True
-        )
-        publication = Publication(
-            ok=False, description="periodic re-publication failed", failure=_failure_text(exc)
-        )
+    publication = guarded_publication(
+        lambda: pipeline.publish(wishlist, config.wishlist_path, head),
+        head,
+        what="periodic publish of",
+        failed="periodic re-publication failed",
+    )
     catalog_commit, catalog_problem = commit_catalog_or_say_why(
         forge, config, default, head, publication
     )
