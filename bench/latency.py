@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from cvmfs_fixture import RealRepo, _machine_lock, real_cvmfs_missing  # the tests' repository
+from merge_site import merge_site  # the tests' GitLab fake, registry and server
 from registry_events_site import Site, event_site, wait_for  # the tests' site
 
 REFERENCE = 15 * 60.0  # seconds: merge to availability, the reference services' own documentation
@@ -97,6 +98,25 @@ def bench_cvmfs(runs: int, debounce: float) -> str:
     return summary(what, times)
 
 
+def bench_merge(runs: int) -> str:
+    """Merge -> published: each run merges a merge request wishing a new image
+    on the GitLab fake and delivers GitLab's push webhook to the server."""
+    times = []
+    with tempfile.TemporaryDirectory() as work, merge_site(Path(work)) as site:
+        wished = []
+        for run in range(1, runs + 1):
+            digest = site.push(f"app{run}", "1", str(run)).manifest_digest
+            wished.append(f"app{run}:1")
+            _, sha = site.merge(f"add-app{run}", *wished)
+            started = time.monotonic()
+            if site.deliver_push(sha) != 202:
+                raise SystemExit("the server did not accept the push webhook")
+            wait_for(lambda n=run, d=digest: site.published(f"app{n}", "1") == d, timeout=120)  # type: ignore[misc]
+            times.append(time.monotonic() - started)
+            print(f"  run {run}: published {times[-1]:.2f} s after the merge")
+    return summary("merge -> published (GitLab push webhook, local:)", times)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=5)
@@ -108,6 +128,8 @@ def main() -> int:
     lines = [bench_local(args.runs, args.debounce)]
     print("cvmfs:")
     lines.append(bench_cvmfs(args.runs, args.debounce))
+    print("merge:")
+    lines.append(bench_merge(args.runs))
     for line in lines:
         print(line)
     print(f"reference services: about {REFERENCE / 60:.0f} min from merge to availability")
