@@ -32,6 +32,7 @@ from bot.forge.base import (
     MergeRequest,
     StatusState,
 )
+from bot.runtime import wish_requests
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import PLAN_MARKER, PUBLISH_MARKER, Pipeline, Publication
 
@@ -272,6 +273,7 @@ def on_push(
             mr = forge.merge_request_for_commit(commit)
             if mr is not None and mr.number not in noted:
                 noted.add(mr.number)
+                wish_requests.remember(config, mr, publication)
                 links = comment_links(forge, config, mr, head, job_url)
                 comment = publish_comment(
                     head,
