@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 from fake_gitlab import FakeGitLab
+from registry_events_site import TOKEN, _free_port, notifications_to
 
 from bot.config import Config
 from bot.forge.gitlab import GitLabForge
@@ -97,11 +98,14 @@ class MergeSite:
 def merge_site(work: Path, **settings: Any) -> Iterator[MergeSite]:
     """The fake GitLab with an empty wishlist on main, a registry, and a running
     server (real pipeline, ``local:`` publisher under ``work``); ``settings``
-    are more Config fields."""
+    are more Config fields. With ``registry_events`` among them, the registry
+    sends its notifications to the server too (``registry_events_site``'s way)."""
+    port = _free_port()
     fake = FakeGitLab()
     fake.start()
     try:
-        with LocalRegistry() as registry:
+        events = "registry_events" in settings
+        with LocalRegistry(notifications=notifications_to(port) if events else None) as registry:
             site_of = MergeSite(fake, registry, None, work / "tree")  # type: ignore[arg-type]
             fake.repo.commit("main", {"wishlist.yaml": site_of.wishlist()}, "initial")
             forge = GitLabForge(fake.url, fake.project, fake.token)
@@ -111,7 +115,7 @@ def merge_site(work: Path, **settings: Any) -> Iterator[MergeSite]:
                 thin=False,
                 forge="gitlab",
                 repositories=(fake.project,),
-                listen="127.0.0.1:0",
+                listen=f"127.0.0.1:{port}",
                 state_dir=str(work / "state"),
                 reapply_interval=0,
                 timeout=10.0,
@@ -128,6 +132,7 @@ def merge_site(work: Path, **settings: Any) -> Iterator[MergeSite]:
                 forge_for=lambda kind, repository: forge,
                 plan_workers=1,
                 poll=0.05,
+                registry_token=TOKEN,
             )
             server.start()
             site_of.server = server

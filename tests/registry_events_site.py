@@ -108,6 +108,23 @@ def wait_for(condition: Callable[[], object], timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def notifications_to(port: int) -> dict[str, object]:
+    """distribution's ``notifications:`` block sending pushes to a server on ``port``."""
+    return {
+        "endpoints": [
+            {
+                "name": "wishbot",
+                "url": f"http://127.0.0.1:{port}/hooks/registry/distribution",
+                "headers": {"Authorization": [f"Bearer {TOKEN}"]},
+                "timeout": "2s",
+                "threshold": 5,
+                "backoff": "200ms",
+                "ignore": {"actions": ["pull"]},
+            }
+        ]
+    }
+
+
 @contextmanager
 def event_site(
     work: Path,
@@ -121,19 +138,7 @@ def event_site(
     ``local:`` publisher under ``work`` unless ``publisher`` says otherwise), and
     the wishlist repository."""
     port = _free_port()
-    notifications = {
-        "endpoints": [
-            {
-                "name": "wishbot",
-                "url": f"http://127.0.0.1:{port}/hooks/registry/distribution",
-                "headers": {"Authorization": [f"Bearer {TOKEN}"]},
-                "timeout": "2s",
-                "threshold": 5,
-                "backoff": "200ms",
-                "ignore": {"actions": ["pull"]},
-            }
-        ]
-    }
+    notifications = notifications_to(port)
     repo = work / "wishlists"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")

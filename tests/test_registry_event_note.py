@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from forge_sites import CHANGED, GitHubSite, GitLabSite, Site
+from merge_site import CVMFS_REPO, merge_site
+from registry_events_site import wait_for
 
 from bot.config import Config
 from bot.runtime import wish_requests
@@ -97,3 +99,27 @@ def test_the_note_escapes_what_the_registry_named(tmp_path: Path) -> None:
     assert wish_requests.moved_to({"catalog.json": b"not json"}) == {}
     hostile = {"images": [{"cvmfs_path": PATH, "manifest_digest": "@everyone"}]}
     assert wish_requests.moved_to({"catalog.json": json.dumps(hostile).encode()}) == {}
+
+
+def test_end_to_end_a_merge_then_a_push_notes_the_request(tmp_path: Path) -> None:
+    """The real pipeline and registry: a merge published through GitLab's push
+    webhook, then a new build of the wished tag pushed (the registry's own
+    notification): the note names the new digest on that merge request."""
+    settings = {"registry_events": ("127.0.0.1:*/merged/*",), "registry_event_note": True}
+    settings["registry_event_debounce"] = 0.2
+    with merge_site(tmp_path, **settings) as site:
+        first = site.push("app", "1", "0")
+        number, sha = site.merge("add-app", "app:1")
+        assert site.deliver_push(sha) == 202
+        wait_for(lambda: site.published("app", "1") == first.manifest_digest, timeout=60)
+        wait_for(lambda: wish_requests.recorded(site.server.config), timeout=30)
+        moved = site.push("app", "1", "1")
+        wait_for(lambda: site.published("app", "1") == moved.manifest_digest, timeout=60)
+        path = f"/cvmfs/{CVMFS_REPO}/{site.registry.host}/merged/app:1"
+
+        def noted() -> list[str]:
+            notes = site.fake.mrs[number].notes
+            return [n["body"] for n in notes if n["body"].startswith("republished")]
+
+        wait_for(noted, timeout=30)
+        assert noted() == [wish_requests.note_text(path, moved.manifest_digest)]
