@@ -39,7 +39,7 @@ REFERENCE = 15 * 60.0  # seconds: merge to availability, the reference services'
 HOURLY = 60 * 60.0  # the periodic re-publication's interval (reapply_interval)
 
 
-def push_runs(site: Site, runs: int) -> list[float]:
+def push_runs(site: Site, runs: int, seen: str = "published") -> list[float]:
     """Seconds from each push of a new build of ``events/app:1`` until published."""
     site.wish("app:1")
     first = site.push("app", "1", "0")
@@ -52,7 +52,7 @@ def push_runs(site: Site, runs: int) -> list[float]:
         digest = pushed.manifest_digest
         wait_for(lambda d=digest: site.published("app", "1") == d, timeout=120)  # type: ignore[misc]
         times.append(time.monotonic() - started)
-        print(f"  run {run}: published {times[-1]:.2f} s after the push")
+        print(f"  run {run}: {seen} {times[-1]:.2f} s after the push")
     return times
 
 
@@ -91,7 +91,7 @@ def bench_cvmfs(runs: int, debounce: float) -> str:
                     view=repo.client,
                 ) as site,
             ):
-                times = push_runs(site, runs)
+                times = push_runs(site, runs, "seen by the client")
         finally:
             repo.close()
     what = f"push -> client mount sees it (cvmfs:, debounce {debounce:g} s)"
