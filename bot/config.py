@@ -101,6 +101,7 @@ class Config:
     registry_events: tuple[str, ...] = ()  # allow-listed registry/repository globs; () = off
     registry_event_debounce: float = 2.0  # seconds a refresh waits for more events
     registry_event_max_tags: int = 1000  # tags one refresh collects; beyond: every wish
+    registry_event_note: bool = False  # a note on the request that added a path it republishes
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> Config:

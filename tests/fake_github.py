@@ -274,6 +274,9 @@ class FakeGitHub(JsonServer):
         return 200, self._commit_json(sha)
 
     def commit_pulls(self, request: Request) -> Reply:
+        """REST "Commits", "List pull requests associated with a commit"
+        (``GET /repos/{owner}/{repo}/commits/{commit_sha}/pulls``): merged pull
+        requests that introduced the commit, and open ones whose head it is."""
         sha = request.match["sha"]
         found = [
             self._pull_json(p)

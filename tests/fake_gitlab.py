@@ -299,6 +299,9 @@ class FakeGitLab(JsonServer):
         return 404, {"message": "404 Note Not Found"}
 
     def commit_mrs(self, request: Request) -> Reply:
+        """Commits API, "List merge requests associated with a commit"
+        (``GET /projects/:id/repository/commits/:sha/merge_requests``): the
+        merge requests whose commits or merge commit include ``sha``."""
         sha = request.match["sha"]
         found = []
         for mr in self.mrs.values():

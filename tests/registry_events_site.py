@@ -49,6 +49,9 @@ class Site:
     repo: Path
     tree: Path
     forge: LocalForge
+    cvmfs_repo: str = CVMFS_REPO
+    #: where published images are looked for (a client mount for ``cvmfs:``); default ``tree``
+    view: Callable[[], Path] | None = None
 
     @property
     def url(self) -> str:
@@ -60,7 +63,7 @@ class Site:
         lines = [
             "version: 1",
             "user: tester",
-            f"cvmfs_repo: '{CVMFS_REPO}'",
+            f"cvmfs_repo: '{self.cvmfs_repo}'",
             "output_format: 'example.org/thin/$(image)'",
             "input:",
             *[f"  - '{self.registry.host}/events/{text}'" for text in inputs],
@@ -77,7 +80,8 @@ class Site:
     def published(self, name: str, tag: str) -> str | None:
         """The manifest digest the publisher serves for ``events/name:tag``."""
         path = f"{self.registry.host}/events/{name}:{tag}"
-        for image in read_state(self.tree, CVMFS_REPO).images:
+        root = self.view() if self.view else self.tree
+        for image in read_state(root, self.cvmfs_repo).images:
             if image.path == path:
                 return image.manifest_digest
         return None
@@ -104,12 +108,9 @@ def wait_for(condition: Callable[[], object], timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-@contextmanager
-def event_site(work: Path, *, debounce: float = 1.0) -> Iterator[Site]:
-    """A real registry whose notifications go to a running server (real pipeline,
-    ``local:`` publisher under ``work``), and the wishlist repository."""
-    port = _free_port()
-    notifications = {
+def notifications_to(port: int) -> dict[str, object]:
+    """distribution's ``notifications:`` block sending pushes to a server on ``port``."""
+    return {
         "endpoints": [
             {
                 "name": "wishbot",
@@ -122,11 +123,27 @@ def event_site(work: Path, *, debounce: float = 1.0) -> Iterator[Site]:
             }
         ]
     }
+
+
+@contextmanager
+def event_site(
+    work: Path,
+    *,
+    debounce: float = 1.0,
+    publisher: str | None = None,
+    cvmfs_repo: str = CVMFS_REPO,
+    view: Callable[[], Path] | None = None,
+) -> Iterator[Site]:
+    """A real registry whose notifications go to a running server (real pipeline,
+    ``local:`` publisher under ``work`` unless ``publisher`` says otherwise), and
+    the wishlist repository."""
+    port = _free_port()
+    notifications = notifications_to(port)
     repo = work / "wishlists"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
     (repo / "wishlist.yaml").write_text(
-        f"version: 1\nuser: t\ncvmfs_repo: '{CVMFS_REPO}'\n"
+        f"version: 1\nuser: t\ncvmfs_repo: '{cvmfs_repo}'\n"
         "output_format: 'example.org/thin/$(image)'\ninput: []\n"
     )
     git(repo, "add", "wishlist.yaml")
@@ -136,7 +153,7 @@ def event_site(work: Path, *, debounce: float = 1.0) -> Iterator[Site]:
     with LocalRegistry(notifications=notifications) as registry:
         config = Config(
             insecure_registries=(registry.host,),
-            publisher=f"local:{work / 'tree'}",
+            publisher=publisher or f"local:{work / 'tree'}",
             thin=False,
             forge="local",
             repositories=("team/wishlist",),
@@ -162,6 +179,6 @@ def event_site(work: Path, *, debounce: float = 1.0) -> Iterator[Site]:
         )
         server.start()
         try:
-            yield Site(registry, server, repo, work / "tree", forge)
+            yield Site(registry, server, repo, work / "tree", forge, cvmfs_repo, view)
         finally:
             server.stop()

@@ -34,6 +34,7 @@ from bot.config import Config
 from bot.errors import ConfigError
 from bot.forge.base import Forge
 from bot.runtime import registry_events as events
+from bot.runtime import wish_requests
 from bot.runtime.actions import Refresh, encode
 from bot.runtime.journal import Journal
 from bot.runtime.logs import Throttle, fields
@@ -214,6 +215,7 @@ def run_refresh(
         )
         detail = publication.failure or publication.description
         return Outcome("failed", detail, head, True, catalog_commit, ok=False)
+    wish_requests.note_republished(config, forge, publication)
     done = "published" if publication.published or catalog_commit else "skipped"
     return Outcome(done, publication.description, head, False, catalog_commit)
 

@@ -34,6 +34,7 @@ from bot.forge.base import (
     StatusState,
 )
 from bot.forge.kinds import spec_of, specs
+from bot.runtime import wish_requests
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import PLAN_MARKER, PUBLISH_MARKER, Pipeline, Publication
 
@@ -355,6 +356,7 @@ def _note_requests(
         if mr is None or mr.number in noted:
             continue
         noted.add(mr.number)
+        wish_requests.remember(run.config, mr, publication)
         links = comment_links(run.forge, run.config, mr, run.head, run.job_url)
         comment = publish_comment(
             run.head,
