@@ -150,6 +150,11 @@ def _label(text: str) -> str:
     return retry.group(0) if retry else text
 
 
+def box_action(text: str) -> DashboardAction | None:
+    """The action of a box's text (after ``- [ ] ``), None when it is not one of ours."""
+    return _action(_label(text))
+
+
 def _action(label: str) -> DashboardAction | None:
     if label == REPLAN_LABEL:
         return DashboardAction("replan")

@@ -33,11 +33,20 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from bot.config import Config
+from bot.core.commands import CommentEvent, screen
 from bot.errors import ConfigError, WishbotError, is_retryable
 from bot.forge.base import Forge
 from bot.publisher.backend import open_publisher
 from bot.publisher.metadata import parse_time
 from bot.publisher.verify import read_status
+from bot.runtime.command_events import (
+    CommandDelivery,
+    DashboardEdit,
+    from_payload,
+    parse_command_delivery,
+    to_payload,
+)
+from bot.runtime.commands import COMMAND_JOB, Enqueue, run_command_job
 from bot.runtime.events import Ignored, MergeRequestEvent, PushEvent, header, parse_event
 from bot.runtime.httpd import BoundedHandler, BoundedHTTPServer, Limits
 from bot.runtime.journal import Journal
@@ -193,6 +202,7 @@ def run_job(
     journal: Journal,
     forge_for: ForgeFor,
     max_attempts: int = MAX_ATTEMPTS,
+    enqueue: Enqueue | None = None,
 ) -> Outcome:
     """Do one queued job: review a merge request or publish a pushed branch.
 
@@ -221,6 +231,8 @@ def run_job(
         return on_schedule(forge, pipeline, config, journal)
     if job.kind == REFRESH:
         return run_refresh(job, forge, pipeline, config, journal)
+    if job.kind == COMMAND_JOB and enqueue is not None:  # comment commands (bot/runtime/commands)
+        return run_command_job(forge, from_payload(payload), config, journal, enqueue)
     raise WishbotError(f"unknown job kind {job.kind!r}")
 
 
@@ -349,6 +361,7 @@ class WebhookServer:
             self._spawn("wishbot-publish", lambda: self._work((PUBLISH, MAINTAIN, REFRESH)))
             for n in range(self._plan_workers):
                 self._spawn(f"wishbot-review-{n}", lambda: self._work((REVIEW,)))
+            self._spawn("wishbot-command", lambda: self._work((COMMAND_JOB,)))
         if self.config.reapply_interval > 0 and self.config.forge:
             self._spawn("wishbot-schedule", self._schedule)
         log.info(
@@ -410,9 +423,15 @@ class WebhookServer:
         signed_by = verify(headers, body, self._secret, self.config.forge)
         if signed_by is None:
             return HTTPStatus.UNAUTHORIZED, {"error": "bad or missing signature/token"}, {}
-        event = parse_event(headers, body)
-        if isinstance(event, Ignored):
-            return HTTPStatus.ACCEPTED, {"status": "ignored", "reason": event.reason}, {}
+        parsed = parse_event(headers, body)
+        event: MergeRequestEvent | PushEvent | CommandDelivery
+        if isinstance(parsed, Ignored):
+            command = parse_command_delivery(headers, body)  # comment commands, the dashboard
+            if command is None:
+                return HTTPStatus.ACCEPTED, {"status": "ignored", "reason": parsed.reason}, {}
+            event = command
+        else:
+            event = parsed
         if event.forge != signed_by:
             return (
                 HTTPStatus.UNAUTHORIZED,
@@ -422,6 +441,8 @@ class WebhookServer:
         if event.repository.lower() not in self._allowed:
             facts = {"repository": event.repository}
             return HTTPStatus.FORBIDDEN, {"error": "repository is not allow-listed"}, facts
+        if isinstance(event, CommentEvent | DashboardEdit):
+            return self._intake_command(event, headers, body)
         payload = {"forge": event.forge, "repository": event.repository}
         if isinstance(event, MergeRequestEvent):
             kind, key = REVIEW, f"review:{event.repository}:{event.number}"
@@ -439,6 +460,24 @@ class WebhookServer:
         )
         status = HTTPStatus.OK if result == "duplicate" else HTTPStatus.ACCEPTED
         return status, {"status": result}, dict(payload, kind=kind)
+
+    def _intake_command(
+        self, event: CommandDelivery, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, Any], dict[str, Any]]:
+        """Queue a comment command or dashboard edit as a ``command`` job: one per
+        comment id (a redelivery of the same comment is a duplicate)."""
+        if isinstance(event, CommentEvent):
+            command, why = screen(event, None, seen=False)
+            if command is None:  # most comments: no job at all
+                return HTTPStatus.ACCEPTED, {"status": "ignored", "reason": why}, {}
+        payload = to_payload(event)
+        once = event.key if payload["event"] == "comment" else body_digest(headers, body)
+        result = self.queue.put(
+            COMMAND_JOB, event.key, payload, delivery=delivery_id(headers, body), digest=once
+        )
+        status = HTTPStatus.OK if result == "duplicate" else HTTPStatus.ACCEPTED
+        facts = {"forge": event.forge, "repository": event.repository, "kind": COMMAND_JOB}
+        return status, {"status": result}, facts
 
     def note_delivery(
         self,
@@ -496,6 +535,7 @@ class WebhookServer:
                     journal=self.journal,
                     forge_for=self.forge_for,
                     max_attempts=self._max_attempts,
+                    enqueue=self.queue.put,
                 )
             except Exception as exc:
                 error = (

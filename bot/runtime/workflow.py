@@ -24,7 +24,7 @@ from bot.core.comment import (
     safe_url,
 )
 from bot.core.text import cut, escape_markdown
-from bot.errors import ForgeError, WishbotError
+from bot.errors import ForgeError, LockedError, WishbotError
 from bot.forge.base import (
     FINAL_STATES,
     BranchRefused,
@@ -93,6 +93,10 @@ class StatusSet:
             )
         else:
             self._forge.set_status(self._sha, context, state, description, ref=self._ref)
+
+    def keep_open(self, context: str) -> None:
+        """Leave ``context`` pending on purpose (the work waits in the queue): not closed."""
+        self._open.discard(context)
 
     def close(self, description: str) -> None:
         """Turn every status still pending or running into ``error``."""
@@ -247,6 +251,11 @@ def on_push(
             publication = pipeline.publish(wishlist, path, head)
         except ForgeError:
             raise
+        except LockedError as exc:
+            # another run holds the publisher: this one waits its turn, it has not failed
+            statuses.set(PUBLISH, "pending", queued_behind(exc))
+            statuses.keep_open(PUBLISH)
+            return Outcome("waiting", queued_behind(exc), head, retry=True)
         except Exception as exc:
             log.warning("publishing %s failed: %s", head[:12], _failure_text(exc), exc_info=True)
             publication = Publication(
@@ -299,6 +308,12 @@ def on_push(
         return Outcome("failed", _failure_text(exc), head, retry=True, ok=False)
     finally:
         statuses.close("wishbot stopped before finishing; it will retry")
+
+
+def queued_behind(exc: LockedError) -> str:
+    """The ``pending`` status of a publication waiting for the publisher's lock."""
+    holder = str(exc).rsplit("(", 1)[-1].rstrip(")") if "(" in str(exc) else "another run"
+    return f"queued behind another publication ({holder}); retried when it finishes"
 
 
 def _pushed_commit_too(
