@@ -73,6 +73,8 @@ class Config:
     # least permission for /wishbot plan|retry and the dashboard boxes:
     # write|maintain|admin (GitHub) = developer|maintainer|owner (GitLab)
     command_permission: str = "write"
+    dashboard: bool = False  # keep the dashboard issue current after each publication
+    watch_commands: bool = False  # watch: read comment commands and dashboard boxes each poll
     repositories: tuple[str, ...] = ()  # allow-listed wishlist repositories (owner/name)
     wishlist_path: str = "wishlist.yaml"
     catalog_branch: str = ""  # default: the default branch

@@ -137,3 +137,29 @@ def test_ticked_boxes_become_actions_only_when_they_changed_and_are_known() -> N
     assert d.ticked(after, before) == []
     # not the dashboard
     assert d.ticked(before.replace(d.MARKER, ""), after) == []
+
+
+def test_failing_wishes_from_a_publication_keep_their_first_date() -> None:
+    text = "2 images not published: /cvmfs/x/a:1: registry 503; /cvmfs/x/b:2: timeout"
+    first = d.failing_from(text, "2026-11-30")
+    assert [(w.wish, w.why, w.since) for w in first] == [
+        ("/cvmfs/x/a:1", "registry 503", "2026-11-30"),
+        ("/cvmfs/x/b:2", "timeout", "2026-11-30"),
+    ]
+    before = d.render(d.DashboardState(failing=first), d.GITLAB_DESCRIPTION_CHARS)
+    later = d.failing_from("1 image not published: /cvmfs/x/b:2: timeout", "2026-12-02", before)
+    assert later == (d.FailingWish("/cvmfs/x/b:2", "timeout", "2026-11-30"),)
+    assert d.failing_from("the wishlist is invalid", "now") == (
+        d.FailingWish("the whole wishlist", "the wishlist is invalid", "now"),
+    )
+
+
+def test_images_waiting_for_removal_from_the_catalog() -> None:
+    catalog = {
+        "schedule": [
+            {"kind": "image", "path": "/cvmfs/x/a:0", "deletion": "2026-12-30T00:00:00Z"},
+            {"kind": "layer", "id": "sha256:1", "deletion": "2026-12-30T00:00:00Z"},
+        ]
+    }
+    assert d.retiring_from(catalog) == (d.RetiringImage("/cvmfs/x/a:0", "2026-12-30"),)
+    assert d.retiring_from(None) == () and d.retiring_from({"schedule": "x"}) == ()

@@ -32,10 +32,11 @@ from bot.core import dashboard
 from bot.core.commands import CommentEvent
 from bot.errors import LockedError
 from bot.runtime.command_events import DashboardEdit, parse_command_delivery
-from bot.runtime.commands import handle, run_now
+from bot.runtime.commands import handle, refresh_dashboard, run_now
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import PLAN_MARKER
-from bot.runtime.workflow import PUBLISH, on_merge_request, on_push
+from bot.runtime.watcher import Watcher
+from bot.runtime.workflow import PUBLISH, Outcome, on_merge_request, on_push
 
 __all__ = ["forges", "make_server"]  # fixtures used by name
 RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "data" / "forge-recordings"
@@ -259,7 +260,8 @@ def test_serve_runs_a_command_once_per_comment(make_server: Any, forges: Any) ->
     body = json.dumps(payload).encode()
     status, answer = post(server, github_headers("issue_comment", body, "d-1"), None, raw=body)
     assert (status, answer) == (202, {"status": "queued"})
-    wait_for(lambda: any(c["body"].startswith(PLAN_MARKER) for c in fake.pulls[number].comments))
+    wait_for(lambda: server.queue.counts().get("done", 0) == 2)  # the command, the review
+    assert any(c["body"].startswith(PLAN_MARKER) for c in fake.pulls[number].comments)
     assert made["reactions"] == ["+1"]
     # the same comment again (a redelivery under a new id): a duplicate, no second job
     status, answer = post(server, github_headers("issue_comment", body, "d-2"), None, raw=body)
@@ -283,5 +285,53 @@ def test_serve_refuses_a_gitlab_outsider(make_server: Any, forges: Any) -> None:
     headers = {"X-Gitlab-Event": "Note Hook", "X-Gitlab-Token": SECRET}
     status, answer = post(server, headers, payload)
     assert (status, answer) == (202, {"status": "queued"})
-    wait_for(lambda: fake.mrs[iid].notes[-1]["body"].startswith("Sorry"))
+    wait_for(lambda: server.queue.counts().get("done", 0) == 1)
+    assert fake.mrs[iid].notes[-1]["body"].startswith("Sorry")
     assert note["award_emoji"] == ["confused"]
+
+
+# --- watch: new comments and ticked boxes, found by polling ---------------------------
+
+
+def test_watch_runs_only_comments_newer_than_its_first_look(site: Site, tmp_path: Path) -> None:
+    number = open_request(site)
+    site.human_comment(number, "/wishbot plan")  # before the bot looked: never run
+    pipeline, config = RecordingPipeline(), Config(watch_commands=True)
+    watcher = Watcher(site.forge, pipeline, config, Journal(), tmp_path / "watch.json")
+    watcher.poll_once()
+    assert len(pipeline.reviews) == 1 and reactions(site, number) == []
+    watcher.poll_once()
+    assert len(pipeline.reviews) == 1
+    comment(site, number, "/wishbot plan", "dev")
+    watcher.poll_once()
+    assert len(pipeline.reviews) == 2 and len(reactions(site, number)) == 1
+    watcher.poll_once()  # seen: not again
+    assert len(pipeline.reviews) == 2
+    # a ticked dashboard box, found on the next poll
+    body = dashboard.render(STATE, site.forge.limits.issue_chars)
+    issue = site.forge.upsert_issue(dashboard.MARKER, dashboard.TITLE, body)
+    watcher.poll_once()
+    site.fake.human_issue_edit(int(issue), body.replace("- [ ] re-plan", "- [x] re-plan"))
+    watcher.poll_once()
+    assert len(pipeline.reviews) == 3
+    assert [i.body for i in site.forge.open_issues(site.forge.bot_user() or "")] == [body]
+
+
+def test_the_dashboard_after_publications_keeps_since_dates(site: Site) -> None:
+    config = Config(dashboard=True)
+    failed = Outcome(
+        "failed",
+        "2 images not published: /cvmfs/x/a:1: registry 503; /cvmfs/x/b:2: timeout",
+        "a" * 40,
+    )
+    number = refresh_dashboard(site.forge, config, failed, now="2026-11-30")
+    again = Outcome("failed", "1 image not published: /cvmfs/x/a:1: registry 503", "b" * 40)
+    assert refresh_dashboard(site.forge, config, again, now="2026-12-01") == number
+    body = next(i.body for i in site.forge.open_issues(site.forge.bot_user() or ""))
+    assert body.startswith(dashboard.MARKER)
+    assert "- [ ] retry `/cvmfs/x/a:1`: registry 503 (since 2026-11-30)" in body
+    assert "b:2" not in body and "`bbbbbbbbbbbb`" in body
+    refresh_dashboard(site.forge, config, Outcome("published", "1 image published", "c" * 40),
+                      now="2026-12-02", queue={"queued": 2, "done": 0})  # fmt: skip
+    body = next(i.body for i in site.forge.open_issues(site.forge.bot_user() or ""))
+    assert "Nothing failing." in body and "- 2 queued" in body

@@ -180,3 +180,49 @@ def ticked(before: str, after: str) -> list[DashboardAction]:
             if action is not None and action not in actions:
                 actions.append(action)
     return actions
+
+
+# --- the state, from what the bot knows ---------------------------------------
+
+#: "3 images not published: a: why; b: why" (bot.runtime.pipeline's failure text)
+_NOT_PUBLISHED_RE = re.compile(r"^\d[\d,]* images? not published: (.*)$", re.DOTALL)
+_FAILING_LINE_RE = re.compile(
+    r"^\s*[-*] \[[ xX]\] retry (`+) ?(.+?) ?\1(?!`): .* \(since (.+)\)\s*$"
+)
+MAX_FAILING = 200
+
+
+def failing_from(failure: str, since: str, before: str = "") -> tuple[FailingWish, ...]:
+    """The wishes a publication's failure text names; ``since`` is now, or the date the
+    previous dashboard body (``before``) already gave a wish that still fails."""
+    match = _NOT_PUBLISHED_RE.match(failure.strip())
+    if not match:
+        return (FailingWish("the whole wishlist", failure, since),) if failure else ()
+    previous = previous_since(before)
+    found: list[FailingWish] = []
+    for part in match.group(1).split("; ")[:MAX_FAILING]:
+        wish, _, why = part.partition(": ")
+        found.append(FailingWish(wish, why or "failed", previous.get(wish, since)))
+    return tuple(found)
+
+
+def previous_since(body: str) -> dict[str, str]:
+    """wish -> since, from a dashboard body the bot rendered."""
+    found: dict[str, str] = {}
+    for line in body.splitlines():
+        match = _FAILING_LINE_RE.match(line)
+        if match:
+            found[match.group(2).replace("\\|", "|")] = match.group(3)
+    return found
+
+
+def retiring_from(catalog: object) -> tuple[RetiringImage, ...]:
+    """The removals a ``catalog.json`` (``wishbot-catalog/1``) schedules, with their dates."""
+    if not isinstance(catalog, dict) or not isinstance(catalog.get("schedule"), list):
+        return ()
+    found: list[RetiringImage] = []
+    for item in catalog["schedule"]:
+        if isinstance(item, dict) and item.get("kind") == "image":
+            what = str(item.get("path") or item.get("id") or "")
+            found.append(RetiringImage(what, str(item.get("deletion") or "")[:10]))
+    return tuple(found)

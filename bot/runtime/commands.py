@@ -20,14 +20,17 @@ or a publication, shaped like the queue's jobs — for the caller to queue
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.config import Config
 from bot.core import dashboard
+from bot.core.catalog import CATALOG_JSON
 from bot.core.commands import (
     Command,
     CommentEvent,
@@ -40,11 +43,19 @@ from bot.core.commands import (
     screen,
 )
 from bot.core.text import code_span, cut
+from bot.errors import WishbotError
 from bot.forge.base import Forge, Issue, MergeRequest
 from bot.runtime.command_events import CommandDelivery, DashboardEdit
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import Pipeline
-from bot.runtime.workflow import PUBLISH, Outcome, StatusSet, on_merge_request, on_push
+from bot.runtime.workflow import (
+    PUBLISH,
+    Outcome,
+    StatusSet,
+    catalog_path,
+    on_merge_request,
+    on_push,
+)
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +231,61 @@ def untick(body: str, actions: list[dashboard.DashboardAction]) -> str:
     return "\n".join(lines)
 
 
+def refresh_dashboard(
+    forge: Forge,
+    config: Config,
+    outcome: Outcome,
+    *,
+    now: str,
+    queue: Mapping[str, int] | None = None,
+) -> str:
+    """Render the dashboard after a publication (or maintenance) and upsert the issue;
+    returns its number. Failing wishes keep the date they first failed."""
+    bot = forge.bot_user() or ""
+    before = next(
+        (i.body for i in forge.open_issues(bot) if i.body.startswith(dashboard.MARKER)), ""
+    )
+    failed = outcome.action == "failed" or not outcome.ok
+    failing = dashboard.failing_from(outcome.detail, now, before) if failed else ()
+    result = f"{outcome.action}: {outcome.detail}" if outcome.detail else outcome.action
+    state = dashboard.DashboardState(
+        failing=failing,
+        retiring=dashboard.retiring_from(_catalog(forge, config)),
+        last_publication=dashboard.Publication(outcome.sha, result, now),
+        queue=tuple(f"{n} {state}" for state, n in sorted((queue or {}).items()) if n),
+    )
+    body = dashboard.render(state, forge.limits.issue_chars)
+    return forge.upsert_issue(dashboard.MARKER, dashboard.TITLE, body)
+
+
+def _catalog(forge: Forge, config: Config) -> object:
+    branch = config.catalog_branch or forge.default_branch()[0]
+    data = forge.read_file(catalog_path(config, CATALOG_JSON), branch)
+    try:
+        return json.loads(data) if data else None
+    except ValueError:
+        return None
+
+
+def refresh_dashboard_quietly(
+    forge: Forge, config: Config, outcome: Outcome, queue: Mapping[str, int] | None = None
+) -> None:
+    """:func:`refresh_dashboard` when configured (``dashboard``), for publication
+    outcomes; a failure is logged, never the job's."""
+    if not config.dashboard or outcome.action not in (
+        "published",
+        "failed",
+        "waiting",
+        "maintained",
+    ):
+        return
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        refresh_dashboard(forge, config, outcome, now=now, queue=queue)
+    except WishbotError as exc:
+        log.warning("could not update the dashboard of %s: %s", forge.repository, exc)
+
+
 # --- running the work --------------------------------------------------------
 
 
@@ -239,6 +305,70 @@ def run_now(
         journal,
         retried=True,
     )
+
+
+def poll_commands(
+    forge: Forge,
+    pipeline: Pipeline,
+    config: Config,
+    journal: Journal,
+    mrs: list[MergeRequest],
+    seen: dict[str, str],
+) -> list[Outcome]:
+    """``watch``: the commands in comments newer than the last seen one on each request
+    (and on the merged request of the default branch's head), and the boxes ticked on
+    the dashboard since the bot last saw it; their work is done at once.
+
+    ``seen`` is the watcher's memory (updated here). A request seen for the first time
+    only sets the mark: comments older than the bot's first look are never run, and
+    neither is an edited one (its id is not new)."""
+    outcomes: list[Outcome] = []
+    merged = forge.merge_request_for_commit(forge.default_branch()[1])
+    for mr in [*mrs, *([merged] if merged is not None else [])]:
+        for event in _new_comments(forge, mr, seen):
+            outcomes += _do(forge, pipeline, config, journal, handle(forge, event, config, journal))
+    outcomes += _poll_dashboard(forge, pipeline, config, journal, seen)
+    return outcomes
+
+
+def _new_comments(forge: Forge, mr: MergeRequest, seen: dict[str, str]) -> list[CommentEvent]:
+    key = f"comments:{mr.number}"
+    comments = forge.comments(mr)
+    newest = max((int(c.id) for c in comments if c.id.isdigit()), default=0)
+    last = seen.get(key)
+    seen[key] = str(max(newest, int(last or 0)))
+    if last is None:
+        return []
+    return [
+        CommentEvent(forge.kind, forge.repository, mr.number, c.id, c.author, c.author_id, c.body)
+        for c in comments
+        if c.id.isdigit() and int(c.id) > int(last)
+    ]
+
+
+def _poll_dashboard(
+    forge: Forge, pipeline: Pipeline, config: Config, journal: Journal, seen: dict[str, str]
+) -> list[Outcome]:
+    """Ticked boxes, against the body the bot saw last. Polling cannot tell who ticked:
+    the forge's own rule on who may edit the issue is the check here."""
+    bot = forge.bot_user() or ""
+    issue = next((i for i in forge.open_issues(bot) if i.body.startswith(dashboard.MARKER)), None)
+    if issue is None:
+        return []
+    before = seen.get("dashboard", issue.body)
+    actions = dashboard.ticked(before, issue.body)
+    body = untick(issue.body, actions) if actions else issue.body
+    if actions:
+        forge.edit_issue(issue.number, body)
+    seen["dashboard"] = body
+    work = dashboard_work(forge, actions) if actions else ()
+    return _do(forge, pipeline, config, journal, Handled("run", "dashboard", work))
+
+
+def _do(
+    forge: Forge, pipeline: Pipeline, config: Config, journal: Journal, handled: Handled
+) -> list[Outcome]:
+    return [run_now(forge, pipeline, config, journal, work) for work in handled.work]
 
 
 Enqueue = Callable[[str, str, Mapping[str, Any]], str]

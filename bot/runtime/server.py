@@ -46,7 +46,12 @@ from bot.runtime.command_events import (
     parse_command_delivery,
     to_payload,
 )
-from bot.runtime.commands import COMMAND_JOB, Enqueue, run_command_job
+from bot.runtime.commands import (
+    COMMAND_JOB,
+    Enqueue,
+    refresh_dashboard_quietly,
+    run_command_job,
+)
 from bot.runtime.events import Ignored, MergeRequestEvent, PushEvent, header, parse_event
 from bot.runtime.httpd import BoundedHandler, BoundedHTTPServer, Limits
 from bot.runtime.journal import Journal
@@ -554,6 +559,8 @@ class WebhookServer:
                     facts["sha"] = outcome.sha
                 if job.kind == REFRESH:
                     self.registry.finished(job, outcome)
+                if job.kind in (PUBLISH, MAINTAIN):
+                    self._refresh_dashboard(job, outcome)
         seconds = time.monotonic() - started
         self.metrics.job_seconds.labels(job.kind).observe(seconds)
         if action in ("error", "failed"):
@@ -563,6 +570,16 @@ class WebhookServer:
         facts.update(outcome=action, queue=state, seconds=round(seconds, 3), detail=detail)
         level = logging.INFO if ok and action != "error" else logging.WARNING
         log.log(level, "job %s %s", job.kind, action, extra=fields(**facts))
+
+    def _refresh_dashboard(self, job: Job, outcome: Outcome) -> None:
+        """The dashboard issue after a publication (``dashboard`` setting; bot/runtime/commands)."""
+        if not self.config.dashboard:
+            return
+        try:
+            forge = self.forge_for(str(job.payload["forge"]), str(job.payload["repository"]))
+            refresh_dashboard_quietly(forge, self.config, outcome, self.queue.counts())
+        except Exception as exc:  # the dashboard never fails the job
+            log.warning("could not update the dashboard: %s: %s", type(exc).__name__, exc)
 
     def _settle(self, job: Job, *, retry: bool, error: str, raised: bool = False) -> str:
         """Done, retried later or failed for good (after its last attempt, or at once

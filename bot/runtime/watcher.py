@@ -16,7 +16,8 @@ from pathlib import Path
 
 from bot.config import Config
 from bot.errors import WishbotError
-from bot.forge.base import Forge
+from bot.forge.base import Forge, MergeRequest
+from bot.runtime.commands import poll_commands, refresh_dashboard_quietly
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import Pipeline
 from bot.runtime.workflow import Outcome, on_merge_request, on_push, on_schedule
@@ -60,7 +61,9 @@ class Watcher:
     def poll_once(self) -> list[Outcome]:
         """One round: every moved merge request, then the default branch."""
         outcomes: list[Outcome] = []
-        for mr in self.forge.open_merge_requests():
+        mrs = self.forge.open_merge_requests()
+        outcomes += self._commands(mrs)
+        for mr in mrs:
             key = f"mr:{mr.number}"
             # a retargeted request (new base branch, same head) is reviewed again
             target = self.seen.get(f"{key}:target", mr.target_branch)
@@ -88,6 +91,7 @@ class Watcher:
                 log.warning("publishing %s failed: %s (will retry)", head[:12], exc)
                 return outcomes
             outcomes.append(outcome)
+            refresh_dashboard_quietly(self.forge, self.config, outcome)
             if not outcome.retry:
                 self.seen[key] = outcome.sha or head
                 # the bot's own catalog commit needs no publication of its own
@@ -100,6 +104,21 @@ class Watcher:
                     self.seen[key] = outcome.catalog_commit
                 self._save()
         return outcomes
+
+    def _commands(self, mrs: list[MergeRequest]) -> list[Outcome]:
+        """Comment commands and dashboard boxes (bot/runtime/commands), when enabled
+        (``watch_commands``); a failure is logged and retried next round."""
+        if not self.config.watch_commands:
+            return []
+        try:
+            found = poll_commands(
+                self.forge, self.pipeline, self.config, self.journal, mrs, self.seen
+            )
+        except WishbotError as exc:
+            log.warning("reading comment commands failed: %s (will retry)", exc)
+            return []
+        self._save()
+        return found
 
     def _maintain(self) -> list[Outcome]:
         """Every ``reapply_interval`` seconds: re-publish (tags move upstream) and gc."""
