@@ -163,3 +163,14 @@ def test_images_waiting_for_removal_from_the_catalog() -> None:
     }
     assert d.retiring_from(catalog) == (d.RetiringImage("/cvmfs/x/a:0", "2026-12-30"),)
     assert d.retiring_from(None) == () and d.retiring_from({"schedule": "x"}) == ()
+
+
+def test_hostile_bodies_are_read_in_bounded_time() -> None:
+    import time
+
+    before = d.render(_state(), d.GITLAB_DESCRIPTION_CHARS)
+    hostile = "- [x] retry " + "`" * 100_000 + "a" + "`" * 99_999 + "\n"
+    started = time.monotonic()
+    assert d.ticked(before, before + hostile * 5) == []
+    assert d.previous_since(hostile * 5) == {}
+    assert time.monotonic() - started < 1.0

@@ -26,6 +26,8 @@ TITLE = "wishbot dashboard"
 GITLAB_DESCRIPTION_CHARS = 1_048_576
 GITHUB_BODY_CHARS = 65_536
 REPLAN_LABEL = "re-plan everything"
+#: longest line read as a box (the bot renders a wish in at most ~600 characters)
+MAX_BOX_LINE = 2000
 #: one ``- [ ] label`` / ``- [x] label`` line (GFM task list items; also ``*`` bullets)
 _BOX_RE = re.compile(r"^\s*[-*] \[([ xX])\] (.+?)\s*$")
 _RETRY_RE = re.compile(r"^retry (`+) ?(.+?) ?\1(?!`)")
@@ -138,6 +140,8 @@ def boxes(body: str) -> dict[str, bool]:
     """Every task-list box of a body: its label and whether it is ticked."""
     found: dict[str, bool] = {}
     for line in body.splitlines():
+        if len(line) > MAX_BOX_LINE:  # the bot's lines are short; bounds the regex work
+            continue
         match = _BOX_RE.match(line)
         if match:
             found[_label(match.group(2))] = match.group(1) != " "
@@ -210,6 +214,8 @@ def previous_since(body: str) -> dict[str, str]:
     """wish -> since, from a dashboard body the bot rendered."""
     found: dict[str, str] = {}
     for line in body.splitlines():
+        if len(line) > MAX_BOX_LINE:
+            continue
         match = _FAILING_LINE_RE.match(line)
         if match:
             found[match.group(2).replace("\\|", "|")] = match.group(3)

@@ -224,7 +224,7 @@ def untick(body: str, actions: list[dashboard.DashboardAction]) -> str:
     wanted = set(actions)
     lines = []
     for line in body.split("\n"):
-        match = _TICKED.match(line)
+        match = _TICKED.match(line) if len(line) <= dashboard.MAX_BOX_LINE else None
         if match and dashboard.box_action(match.group(2).strip()) in wanted:
             line = f"{match.group(1)}[ ]{match.group(2)}"
         lines.append(line)
