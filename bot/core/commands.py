@@ -172,7 +172,8 @@ def help_text(need: Permission, unknown: str = "") -> str:
     if unknown:
         head = f"I do not know the command {code_span(cut(unknown, 40))}.\n\n"
     return (
-        f"{head}wishbot commands (first line of a comment, people with {need} access or more):\n\n"
+        f"{head}wishbot commands (the first line of a comment; plan and retry need {need} "
+        "access or more):\n\n"
         "- `/wishbot plan`: check the wishlist again and update the plan comment\n"
         "- `/wishbot retry`: retry the failed publication (merged request or default branch)\n"
         "- `/wishbot help`: this list\n"

@@ -118,9 +118,11 @@ def render(state: DashboardState, limit: int) -> str:
     body.add("### Last publication")
     body.add(_publication(state.last_publication))
     body.add("")
-    body.add(f"### Queue ({plural(len(state.queue), 'job')})")
+    body.add("### Queue")
     for job in state.queue:
         body.add(f"- {escape_markdown(cut(job, 200))}")
+    if not state.queue:
+        body.add("Empty.")
     text = "\n".join(body.lines) + "\n"
     if body.left_out:
         text += f"\n_({plural(body.left_out, 'line')} left out: the issue's size limit)_\n"
