@@ -26,6 +26,7 @@ from test_runtime_webhooks import (  # the server fixtures and helpers
     post,
     wait_for,
 )
+from webhook_payloads import github_push
 
 from bot.config import Config
 from bot.core import dashboard
@@ -335,3 +336,26 @@ def test_the_dashboard_after_publications_keeps_since_dates(site: Site) -> None:
                       now="2026-12-02", queue={"queued": 2, "done": 0})  # fmt: skip
     body = next(i.body for i in site.forge.open_issues(site.forge.bot_user() or ""))
     assert "Nothing failing." in body and "- 2 queued" in body
+
+
+def test_serve_a_publication_queued_behind_another_is_pending(
+    make_server: Any, forges: Any
+) -> None:
+    fake = forges.github
+    first = fake.repo.commit("main", {"wishlist.yaml": CHANGED}, "merge one")
+    server = make_server(workers=False)
+    push = github_push("main", first)
+    raw = json.dumps(push).encode()
+    assert post(server, github_headers("push", raw, "p-1"), None, raw=raw)[0] == 202
+    running = server.queue.claim(("publish",))  # the publish worker took it
+    assert running is not None
+    second = fake.repo.commit("main", {"wishlist.yaml": CHANGED + b"# more\n"}, "merge two")
+    raw = json.dumps(github_push("main", second)).encode()
+    assert post(server, github_headers("push", raw, "p-2"), None, raw=raw)[0] == 202
+    job = server.queue.claim(("command",))
+    assert job is not None
+    server.run(job)
+    found = fake.status_of(second, PUBLISH)
+    assert found is not None and found["state"] == "pending"
+    assert found["description"] == f"queued behind the publish of {first[:12]}"
+    assert fake.status_of(first, PUBLISH) is None  # the running one says nothing false

@@ -44,7 +44,22 @@ class DashboardEdit:
         return f"dashboard:{self.repository}:{self.number}"
 
 
-CommandDelivery = CommentEvent | DashboardEdit
+@dataclass(frozen=True)
+class WaitingPublication:
+    """A publication was queued while ``behind`` runs: its status says so (``pending``)."""
+
+    forge: str
+    repository: str
+    branch: str
+    sha: str
+    behind: str
+
+    @property
+    def key(self) -> str:
+        return f"waiting:{self.repository}:{self.branch}:{self.sha}"
+
+
+CommandDelivery = CommentEvent | DashboardEdit | WaitingPublication
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:
@@ -160,6 +175,8 @@ def to_payload(event: CommandDelivery) -> dict[str, Any]:
     """The event as a queue job's payload (JSON)."""
     if isinstance(event, CommentEvent):
         return {"event": "comment", **event.__dict__}
+    if isinstance(event, WaitingPublication):
+        return {"event": "waiting", **event.__dict__}
     return {"event": "dashboard", **event.__dict__}
 
 
@@ -168,4 +185,6 @@ def from_payload(payload: Mapping[str, Any]) -> CommandDelivery:
     fields = {k: v for k, v in payload.items() if k != "event"}
     if payload.get("event") == "comment":
         return CommentEvent(**fields)
+    if payload.get("event") == "waiting":
+        return WaitingPublication(**fields)
     return DashboardEdit(**fields)

@@ -45,7 +45,7 @@ from bot.core.commands import (
 from bot.core.text import code_span, cut
 from bot.errors import WishbotError
 from bot.forge.base import Forge, Issue, MergeRequest
-from bot.runtime.command_events import CommandDelivery, DashboardEdit
+from bot.runtime.command_events import CommandDelivery, DashboardEdit, WaitingPublication
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import Pipeline
 from bot.runtime.workflow import (
@@ -105,7 +105,21 @@ def handle(
     """Answer one comment or dashboard edit and say what work it asks for."""
     if isinstance(event, CommentEvent):
         return handle_comment(forge, event, config, journal, seen=seen)
+    if isinstance(event, WaitingPublication):
+        return announce_waiting(forge, event, journal)
     return handle_dashboard_edit(forge, event, config)
+
+
+def announce_waiting(
+    forge: Forge, event: WaitingPublication, journal: Journal | None = None
+) -> Handled:
+    """``pending`` "queued behind …" on a publication waiting for another job, unless
+    its publication has started or finished meanwhile (then its status says so)."""
+    if journal is not None and journal.get(forge.repository, event.sha, PUBLISH) is not None:
+        return Handled("ignore", "its publication has started")
+    text = f"queued behind {cut(event.behind, 80)}"
+    _announce(forge, journal, event.branch, event.sha, text)
+    return Handled("run", text)
 
 
 def handle_comment(

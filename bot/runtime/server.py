@@ -42,6 +42,7 @@ from bot.publisher.verify import read_status
 from bot.runtime.command_events import (
     CommandDelivery,
     DashboardEdit,
+    WaitingPublication,
     from_payload,
     parse_command_delivery,
     to_payload,
@@ -241,6 +242,17 @@ def run_job(
     raise WishbotError(f"unknown job kind {job.kind!r}")
 
 
+def _parse(
+    headers: Mapping[str, str], body: bytes
+) -> MergeRequestEvent | PushEvent | CommandDelivery | Ignored:
+    """The event of a delivery; else a comment command or dashboard edit
+    (bot/runtime/command_events), else why it is ignored."""
+    event = parse_event(headers, body)
+    if isinstance(event, Ignored):
+        return parse_command_delivery(headers, body) or event
+    return event
+
+
 def _job_facts(job: Job) -> dict[str, Any]:
     """What a log line says about a job: which repository, request, branch, commit."""
     payload = job.payload
@@ -428,15 +440,9 @@ class WebhookServer:
         signed_by = verify(headers, body, self._secret, self.config.forge)
         if signed_by is None:
             return HTTPStatus.UNAUTHORIZED, {"error": "bad or missing signature/token"}, {}
-        parsed = parse_event(headers, body)
-        event: MergeRequestEvent | PushEvent | CommandDelivery
-        if isinstance(parsed, Ignored):
-            command = parse_command_delivery(headers, body)  # comment commands, the dashboard
-            if command is None:
-                return HTTPStatus.ACCEPTED, {"status": "ignored", "reason": parsed.reason}, {}
-            event = command
-        else:
-            event = parsed
+        event = _parse(headers, body)
+        if isinstance(event, Ignored):
+            return HTTPStatus.ACCEPTED, {"status": "ignored", "reason": event.reason}, {}
         if event.forge != signed_by:
             return (
                 HTTPStatus.UNAUTHORIZED,
@@ -463,8 +469,26 @@ class WebhookServer:
             delivery=delivery_id(headers, body),
             digest=body_digest(headers, body),
         )
+        self._announce_waiting(kind, result, payload)
         status = HTTPStatus.OK if result == "duplicate" else HTTPStatus.ACCEPTED
         return status, {"status": result}, dict(payload, kind=kind)
+
+    def _announce_waiting(self, kind: str, result: str, payload: Mapping[str, str]) -> None:
+        """A publication queued behind a running one gets ``pending`` "queued behind …"
+        (set by the command worker: no forge call in the HTTP thread)."""
+        if kind != PUBLISH or result == "duplicate":
+            return
+        busy = self.queue.running((PUBLISH, MAINTAIN, REFRESH))
+        if not busy:
+            return
+        running = busy[0]
+        behind = f"the {running.kind} job {running.id}"
+        if running.payload.get("sha"):
+            behind = f"the {running.kind} of {str(running.payload['sha'])[:12]}"
+        waiting = WaitingPublication(
+            payload["forge"], payload["repository"], payload["branch"], payload["sha"], behind
+        )
+        self.queue.put(COMMAND_JOB, waiting.key, to_payload(waiting))
 
     def _intake_command(
         self, event: CommandDelivery, headers: Mapping[str, str], body: bytes
@@ -559,8 +583,7 @@ class WebhookServer:
                     facts["sha"] = outcome.sha
                 if job.kind == REFRESH:
                     self.registry.finished(job, outcome)
-                if job.kind in (PUBLISH, MAINTAIN):
-                    self._refresh_dashboard(job, outcome)
+                self._refresh_dashboard(job, outcome)
         seconds = time.monotonic() - started
         self.metrics.job_seconds.labels(job.kind).observe(seconds)
         if action in ("error", "failed"):
@@ -573,7 +596,7 @@ class WebhookServer:
 
     def _refresh_dashboard(self, job: Job, outcome: Outcome) -> None:
         """The dashboard issue after a publication (``dashboard`` setting; bot/runtime/commands)."""
-        if not self.config.dashboard:
+        if not self.config.dashboard or job.kind not in (PUBLISH, MAINTAIN):
             return
         try:
             forge = self.forge_for(str(job.payload["forge"]), str(job.payload["repository"]))
