@@ -174,3 +174,13 @@ def test_hostile_bodies_are_read_in_bounded_time() -> None:
     assert d.ticked(before, before + hostile * 5) == []
     assert d.previous_since(hostile * 5) == {}
     assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("value", ["read", "triage", "root", ""])
+def test_a_command_permission_below_write_is_refused(value: str) -> None:
+    from bot.config import Config
+    from bot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="WISHBOT_COMMAND_PERMISSION"):
+        Config.load({"WISHBOT_COMMAND_PERMISSION": value})
+    assert Config.load({"WISHBOT_COMMAND_PERMISSION": "Maintainer"}).command_permission
