@@ -70,6 +70,11 @@ class Config:
     forge_url: str = ""  # e.g. https://gitlab.example.org
     github_write_interval: float = 1.0  # seconds between writes to GitHub (rate limits); 0 = none
     bot_login: str = ""  # the account the bot comments as when the token cannot say (GitHub Apps)
+    # least permission for /wishbot plan|retry and the dashboard boxes:
+    # write|maintain|admin (GitHub) = developer|maintainer|owner (GitLab)
+    command_permission: str = "write"
+    dashboard: bool = False  # keep the dashboard issue current after each publication
+    watch_commands: bool = False  # watch: read comment commands and dashboard boxes each poll
     repositories: tuple[str, ...] = ()  # allow-listed wishlist repositories (owner/name)
     wishlist_path: str = "wishlist.yaml"
     catalog_branch: str = ""  # default: the default branch
@@ -162,6 +167,7 @@ _RANGES: dict[str, tuple[float, float]] = {
 #: numbers that must be above zero (zero would mean "never wait" where waiting is needed)
 _POSITIVE: dict[str, float] = {"timeout": 3_600, "poll_interval": 86_400}
 _FORGES = ("", "gitlab", "github", "local")
+_COMMAND_PERMISSIONS = ("write", "maintain", "admin", "developer", "maintainer", "owner")
 
 
 def variable(name: str) -> str:
@@ -206,6 +212,8 @@ def check(config: Config) -> None:
 def _check_words(config: Config) -> None:
     if config.forge not in _FORGES:
         _bad("forge", config.forge, "gitlab, github or local")
+    if config.command_permission.strip().lower() not in _COMMAND_PERMISSIONS:
+        _bad("command_permission", config.command_permission, ", ".join(_COMMAND_PERMISSIONS))
     if config.publisher and not config.publisher.startswith(("local:", "cvmfs:")):
         _bad("publisher", config.publisher, "local:DIR or cvmfs:REPO")
     host, colon, port = config.listen.rpartition(":")

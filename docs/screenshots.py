@@ -23,8 +23,10 @@ from plan_samples import NOW, realistic_plan_inputs  # noqa: E402
 from test_catalog_render import realistic_state  # noqa: E402
 from test_comment_golden import LINKS  # noqa: E402
 
+from bot.core import dashboard  # noqa: E402
 from bot.core.catalog import catalog_markdown  # noqa: E402
 from bot.core.catalog_html import catalog_html  # noqa: E402
+from bot.core.commands import Command, help_text, refusal_text  # noqa: E402
 from bot.core.comment import publish_comment, render_markdown  # noqa: E402
 from bot.core.plan import make_plan  # noqa: E402
 
@@ -46,6 +48,54 @@ def shoot(html: str, name: str, width: int, work: Path) -> Path:
     output = DOCS / f"{name}.png"
     screenshot(page.as_uri(), output, work / "profile", width, min(height, 4000))
     return output
+
+
+def task_boxes(html: str) -> str:
+    """GFM task-list items as forges show them (markdown-it's CommonMark has none)."""
+    for mark, checked in (("[ ] ", ""), ("[x] ", " checked")):
+        html = html.replace(
+            f"<li>{mark}", f'<li class="task"><input type="checkbox" disabled{checked}> '
+        )
+    return html.replace(
+        '<ul>\n<li class="task">', '<ul style="list-style:none">\n<li class="task">'
+    )
+
+
+def dashboard_sample() -> str:
+    state = dashboard.DashboardState(
+        failing=(
+            dashboard.FailingWish(
+                "/cvmfs/unpacked.cern.ch/nvcr.io/nvidia/cuda:12.2.0-runtime-ubuntu22.04",
+                "nvcr.io answered 503 Service Unavailable (3 attempts)",
+                "2026-11-28",
+            ),
+            dashboard.FailingWish(
+                "/cvmfs/unpacked.cern.ch/ghcr.io/example/analysis:*",
+                "the tag list cannot be read: 401 Unauthorized",
+                "2026-11-30",
+            ),
+        ),
+        retiring=(
+            dashboard.RetiringImage(
+                "/cvmfs/unpacked.cern.ch/registry.hub.docker.com/library/centos:centos6",
+                "2026-12-30",
+            ),
+        ),
+        last_publication=dashboard.Publication(
+            LINKS.commit, "failed: 2 images not published", "2026-11-30 09:12 UTC"
+        ),
+        queue=("1 queued", "1 running"),
+    )
+    return dashboard.render(state, dashboard.GITHUB_BODY_CHARS)
+
+
+def command_replies() -> str:
+    return (
+        help_text("write", "aply")
+        + "\n---\n\n"
+        + refusal_text(Command("retry"), "mallory", "write")
+        + "\n"
+    )
 
 
 def main() -> int:
@@ -78,6 +128,15 @@ def main() -> int:
                 work,
             ),
             shoot(forge_page(published, "after the merge"), "publish-comment", 930, work),
+            shoot(
+                task_boxes(forge_page(dashboard_sample(), "dashboard issue")),
+                "dashboard",
+                930,
+                work,
+            ),
+            shoot(
+                forge_page(command_replies(), "replies to commands"), "command-replies", 930, work
+            ),
             shoot(catalog_html(catalog, grace_days=30), "catalog-page", 1000, work),
             shoot(
                 forge_page(catalog_markdown(catalog, grace_days=30), "CATALOG.md", 980),

@@ -17,6 +17,16 @@ too, and says where that is written:
 - secondary rate limits (REST "Rate limits for the REST API": "you may
   receive a 403 or 429 response ... If the retry-after response header is
   present, you should not retry your request until after that many seconds").
+- collaborators' permissions (REST "Collaborators", Get repository permissions
+  for a user): 200 ``{"permission", "role_name", "user"}``; ``permission`` is
+  admin/write/read/none (maintain reads as write, triage as read),
+  ``role_name`` the role itself; a login that is no user is 404.
+- reactions on an issue comment (REST "Reactions", Create reaction for an
+  issue comment): 201 created, 200 "Reaction exists".
+- issues (REST "Issues"): issues and pull requests share one number
+  sequence; listing issues lists pull requests too (with a ``pull_request``
+  key); a body over 65,536 characters is 422 "body is too long (maximum is
+  65536 characters)".
 - a GitHub App or the Actions token cannot read ``/user``: 403 "Resource not
   accessible by integration" (REST "Users", Get the authenticated user, is
   not in the permissions an installation token has); it comments as
@@ -63,6 +73,9 @@ class FakeGitHub(JsonServer):
         # branch -> required status check contexts (protected, "Require status checks")
         self.protected: dict[str, list[str]] = {}
         self.secondary_limit_next: list[int] = []  # Retry-After seconds of the next answers
+        # login -> role (read, triage, write, maintain, admin); others read a public repository
+        self.collaborators: dict[str, str] = {"wishbot[bot]": "write", "dev": "write"}
+        self.issues: dict[int, dict[str, Any]] = {}
         self.route("GET", r"/user", self.get_user)
         r = r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)"
         self.route("GET", r, self.get_repo)
@@ -74,6 +87,11 @@ class FakeGitHub(JsonServer):
         self.route("GET", r + r"/commits/(?P<sha>\w+)", self.get_commit)
         self.route("GET", r + r"/commits/(?P<sha>\w+)/pulls", self.commit_pulls)
         self.route("GET", r + r"/issues/(?P<number>\d+)", self.get_issue)
+        self.route("GET", r + r"/issues", self.list_issues)
+        self.route("POST", r + r"/issues", self.create_issue)
+        self.route("PATCH", r + r"/issues/(?P<number>\d+)", self.edit_issue)
+        self.route("GET", r + r"/collaborators/(?P<login>[^/]+)/permission", self.permission)
+        self.route("POST", r + r"/issues/comments/(?P<id>\d+)/reactions", self.react)
         self.route("GET", r + r"/issues/(?P<number>\d+)/comments", self.list_comments)
         self.route("POST", r + r"/issues/(?P<number>\d+)/comments", self.create_comment)
         self.route("GET", r + r"/issues/comments/(?P<id>\d+)", self.get_comment)
@@ -101,7 +119,7 @@ class FakeGitHub(JsonServer):
     def open_pull(
         self, branch: str, title: str = "change", *, fork: bool = False, draft: bool = False
     ) -> FakePull:
-        number = len(self.pulls) + 1
+        number = max([*self.pulls, *self.issues], default=0) + 1
         pull = FakePull(number, title, branch, self.default_branch, branch, fork, draft)
         self.pulls[number] = pull
         return pull
@@ -112,9 +130,11 @@ class FakeGitHub(JsonServer):
         pull.state, pull.merged, pull.merge_commit_sha = "closed", True, sha
         return sha
 
-    def human_comment(self, number: int, body: str, login: str = "mallory") -> None:
+    def human_comment(self, number: int, body: str, login: str = "mallory") -> dict[str, Any]:
         self.comment_ids += 1
-        self.pulls[number].comments.append({"id": self.comment_ids, "body": body, "author": login})
+        comment = {"id": self.comment_ids, "body": body, "author": login, "reactions": []}
+        self.pulls[number].comments.append(comment)
+        return comment
 
     def status_of(self, sha: str, context: str) -> dict[str, Any] | None:
         found = [s for s in self.statuses.get(sha, []) if s["context"] == context]
@@ -286,6 +306,9 @@ class FakeGitHub(JsonServer):
         return 200, found
 
     def get_issue(self, request: Request) -> Reply:
+        issue = self.issues.get(int(request.match["number"])) if self._ok(request) else None
+        if issue is not None:
+            return 200, self._issue_json(issue)
         pull = self._pull(request)
         if pull is None:
             return 404, {"message": "Not Found"}
@@ -459,3 +482,83 @@ class FakeGitHub(JsonServer):
             return 422, {"message": "Tree SHA does not exist"}
         sha = self.repo.add_commit(body["tree"], list(body["parents"]), body["message"])
         return 201, self._git_commit_json(sha)
+
+    # --- permissions, reactions, issues ---------------------------------------------
+
+    def permission(self, request: Request) -> Reply:
+        login = unquote(request.match["login"])
+        if not self._ok(request):
+            return 404, {"message": "Not Found"}
+        if login.startswith("ghost-"):  # no such user
+            return 404, {"message": "Not Found"}
+        role = self.collaborators.get(login, "read")  # a public repository: anyone reads
+        legacy = {"maintain": "write", "triage": "read"}.get(role, role)
+        return 200, {"permission": legacy, "role_name": role, "user": {"login": login}}
+
+    def react(self, request: Request) -> Reply:
+        comment = self._find_comment(int(request.match["id"]))
+        if comment is None:
+            return 404, {"message": "Not Found"}
+        content = request.body.get("content")
+        if content not in ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"):
+            return 422, {"message": "Validation Failed"}
+        reaction = {"id": 1, "content": content, "user": {"login": self.token_login}}
+        reactions = comment.setdefault("reactions", [])
+        if content in reactions:
+            return 200, reaction
+        reactions.append(content)
+        return 201, reaction
+
+    def _issue_json(self, issue: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": 90000 + issue["number"],
+            "number": issue["number"],
+            "url": f"{self.repo_url}/issues/{issue['number']}",
+            "title": issue["title"],
+            "body": issue["body"],
+            "state": issue["state"],
+            "user": {"login": issue["author"]},
+        }
+
+    def list_issues(self, request: Request) -> Reply:
+        if not self._ok(request):
+            return 404, {"message": "Not Found"}
+        state = request.arg("state", "open")
+        creator = request.arg("creator")
+        found: list[tuple[int, dict[str, Any]]] = []
+        for issue in self.issues.values():
+            if state in ("all", issue["state"]) and creator in ("", issue["author"]):
+                found.append((issue["number"], self._issue_json(issue)))
+        for pull in self.pulls.values():
+            author = "mallory" if pull.from_fork else "alice"
+            if state in ("all", pull.state) and creator in ("", author):
+                found.append((pull.number, {"number": pull.number, "title": pull.title,
+                    "body": "", "state": pull.state, "user": {"login": author},
+                    "pull_request": {"url": f"{self.repo_url}/pulls/{pull.number}"}}))  # fmt: skip
+        per_page = int(request.arg("per_page", "30"))
+        return 200, [data for _, data in sorted(found, key=lambda f: f[0])][:per_page]
+
+    def create_issue(self, request: Request) -> Reply:
+        if not self._ok(request):
+            return 404, {"message": "Not Found"}
+        body = request.body.get("body") or ""
+        if len(body) > 65536:
+            return 422, {"message": "body is too long (maximum is 65536 characters)"}
+        number = max([*self.pulls, *self.issues], default=0) + 1
+        self.issues[number] = {"number": number, "title": request.body["title"], "body": body,
+                               "state": "open", "author": self.token_login}  # fmt: skip
+        return 201, self._issue_json(self.issues[number])
+
+    def edit_issue(self, request: Request) -> Reply:
+        issue = self.issues.get(int(request.match["number"])) if self._ok(request) else None
+        if issue is None:
+            return 404, {"message": "Not Found"}
+        body = request.body.get("body", issue["body"])
+        if len(body) > 65536:
+            return 422, {"message": "body is too long (maximum is 65536 characters)"}
+        issue["body"] = body
+        return 200, self._issue_json(issue)
+
+    def human_issue_edit(self, number: int, body: str) -> None:
+        """A person edits the issue (ticks a box)."""
+        self.issues[number]["body"] = body

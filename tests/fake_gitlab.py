@@ -18,6 +18,17 @@ says where that is written:
   status via :enqueue from :pending", ``running`` again 400 "... :run from
   :running"; a finished one is never reused, so repeating it makes a new job:
   201.
+- members (docs "Group and project members API", Get a member of a group or
+  project, including inherited and invited members: ``GET
+  /projects/:id/members/all/:user_id``): a member's ``access_level``; a
+  non-member is 404 "404 Not found".
+- emoji reactions (docs "Emoji reactions API", Add a new emoji reaction to a
+  comment: ``POST .../merge_requests/:iid/notes/:note_id/award_emoji``): 201;
+  the same emoji twice by the same user is refused, 404 "404 Award Emoji Name
+  has already been taken Not Found" (a unique key per user, name and note).
+- issues (docs "Issues API": list ``author_username``/``state`` filters,
+  create, edit ``description``); descriptions over 1,048,576 characters are
+  refused, 400 "description is too long (maximum is 1048576 characters)".
 - protected branches (docs "Protected branches": the default branch is
   protected when a project is created, push allowed to Maintainers): a commit
   to one by a lower role is refused, 403 "You are not allowed to push into this
@@ -72,7 +83,12 @@ class FakeGitLab(JsonServer):
         # the token's role in the fork (None: it cannot see the fork at all)
         self.fork_role: str | None = None
         self.pipelines: list[dict[str, Any]] = []
+        self.users: dict[str, int] = {"wishbot": 3, "alice": 7, "mallory": 8, "dev": 9}
+        # user id -> access level in the project (members/all: inherited ones too)
+        self.members: dict[int, int] = {3: ROLES["maintainer"], 9: ROLES["developer"]}
+        self.issues: dict[int, dict[str, Any]] = {}
         self.route("GET", r"/api/v4/user", self.get_user)
+        self.route("GET", r"/api/v4/users", self.list_users)
         p = r"/api/v4/projects/(?P<project>[^/]+)"
         self.route("GET", p, self.get_project)
         self.route("GET", p + r"/repository/files/(?P<path>[^/]+)", self.get_file)
@@ -85,6 +101,12 @@ class FakeGitLab(JsonServer):
         self.route("PUT", p + r"/merge_requests/(?P<iid>\d+)/notes/(?P<note>\d+)", self.edit_note)
         self.route("GET", p + r"/repository/commits/(?P<sha>\w+)/merge_requests", self.commit_mrs)
         self.route("POST", p + r"/statuses/(?P<sha>\w+)", self.create_status)
+        self.route("GET", p + r"/members/all/(?P<user>\d+)", self.get_member)
+        note = p + r"/merge_requests/(?P<iid>\d+)/notes/(?P<note>\d+)"
+        self.route("POST", note + r"/award_emoji", self.award_emoji)
+        self.route("GET", p + r"/issues", self.list_issues)
+        self.route("POST", p + r"/issues", self.create_issue)
+        self.route("PUT", p + r"/issues/(?P<issue>\d+)", self.edit_issue)
         self.route("POST", p + r"/repository/commits", self.create_commit)
         self.route("POST", p + r"/repository/branches", self.create_branch)
 
@@ -133,15 +155,24 @@ class FakeGitLab(JsonServer):
         mr.merge_commit_sha = sha
         return sha
 
-    def human_note(self, iid: int, body: str, username: str = "mallory") -> None:
+    def human_note(self, iid: int, body: str, username: str = "mallory") -> dict[str, Any]:
         self.note_ids += 1
         note = {
             "id": self.note_ids,
             "body": body,
             "system": False,
-            "author": {"username": username},
+            "author": {
+                "id": self.users.setdefault(username, 100 + len(self.users)),
+                "username": username,
+            },
+            "award_emoji": [],
         }
         self.mrs[iid].notes.append(note)
+        return note
+
+    def human_issue_edit(self, iid: int, description: str) -> None:
+        """A person edits the issue (ticks a box)."""
+        self.issues[iid]["description"] = description
 
     def status_of(self, sha: str, name: str) -> dict[str, Any] | None:
         found = [s for s in self.statuses.get(sha, []) if s["name"] == name]
@@ -282,7 +313,8 @@ class FakeGitLab(JsonServer):
             "body": request.body["body"],
             "system": False,
             "noteable_iid": mr.iid,
-            "author": {"username": self.bot_username},
+            "author": {"id": self.users[self.bot_username], "username": self.bot_username},
+            "award_emoji": [],
         }
         mr.notes.append(note)
         return 201, note
@@ -441,3 +473,77 @@ class FakeGitLab(JsonServer):
             return 400, {"message": "Invalid reference name"}
         self.repo.branches[name] = sha
         return 201, {"name": name, "commit": {"id": sha, "short_id": sha[:8]}, "default": False}
+
+    # --- members, emoji reactions, issues ------------------------------------------
+
+    def list_users(self, request: Request) -> Reply:
+        name = request.arg("username")
+        found = [(n, i) for n, i in self.users.items() if n == name]
+        return 200, [{"id": i, "username": n, "state": "active"} for n, i in found]
+
+    def get_member(self, request: Request) -> Reply:
+        if not self._project_ok(request):
+            return 404, {"message": "404 Project Not Found"}
+        user_id = int(request.match["user"])
+        level = self.members.get(user_id)
+        if level is None:
+            return 404, {"message": "404 Not found"}
+        username = next((n for n, i in self.users.items() if i == user_id), "")
+        return 200, {"id": user_id, "username": username, "state": "active", "access_level": level}
+
+    def award_emoji(self, request: Request) -> Reply:
+        mr = self._mr(request)
+        note_id = int(request.match["note"])
+        note = next((n for n in (mr.notes if mr else []) if n["id"] == note_id), None)
+        if note is None:
+            return 404, {"message": "404 Note Not Found"}
+        name = request.body.get("name") or request.arg("name")
+        if not name:
+            return 400, {"message": "400 Bad request - name is missing"}
+        if name in note["award_emoji"]:
+            return 404, {"message": "404 Award Emoji Name has already been taken Not Found"}
+        note["award_emoji"].append(name)
+        user = {"id": self.users[self.bot_username], "username": self.bot_username}
+        return 201, {"id": len(note["award_emoji"]), "name": name, "user": user,
+                     "awardable_id": note_id, "awardable_type": "Note"}  # fmt: skip
+
+    def _issue_json(self, issue: dict[str, Any]) -> dict[str, Any]:
+        return {**issue, "project_id": PROJECT_ID, "id": 5000 + issue["iid"]}
+
+    def list_issues(self, request: Request) -> Reply:
+        if not self._project_ok(request):
+            return 404, {"message": "404 Project Not Found"}
+        state = request.arg("state", "all")
+        author = request.arg("author_username")
+        found = [
+            self._issue_json(i)
+            for i in sorted(self.issues.values(), key=lambda i: i["iid"])
+            if state in ("all", i["state"]) and author in ("", i["author"]["username"])
+        ]
+        return 200, found
+
+    def create_issue(self, request: Request) -> Reply:
+        if not self._project_ok(request):
+            return 404, {"message": "404 Project Not Found"}
+        description = request.body.get("description") or ""
+        if len(description) > 1_048_576:
+            return 400, {
+                "message": {"description": ["is too long (maximum is 1048576 characters)"]}
+            }
+        iid = len(self.issues) + 1
+        user = {"id": self.users[self.bot_username], "username": self.bot_username}
+        self.issues[iid] = {"iid": iid, "title": request.body["title"],
+                            "description": description, "state": "opened", "author": user}  # fmt: skip
+        return 201, self._issue_json(self.issues[iid])
+
+    def edit_issue(self, request: Request) -> Reply:
+        issue = self.issues.get(int(request.match["issue"])) if self._project_ok(request) else None
+        if issue is None:
+            return 404, {"message": "404 Issue Not Found"}
+        description = request.body.get("description", issue["description"])
+        if len(description) > 1_048_576:
+            return 400, {
+                "message": {"description": ["is too long (maximum is 1048576 characters)"]}
+            }
+        issue["description"] = description
+        return 200, self._issue_json(issue)

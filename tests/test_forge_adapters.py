@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from forge_sites import CHANGED, WISHLIST, GitHubSite, GitLabSite, LocalSite, Site, git
 
+from bot.core.dashboard import MARKER
 from bot.errors import ForgeError
 from bot.forge.github import GitHubForge
 from bot.forge.gitlab import GitLabForge
@@ -286,3 +287,85 @@ def test_gitlab_statuses_join_the_ci_pipeline_of_their_commit() -> None:
         assert status["pipeline_id"] != pipeline and status["ref"] == "other"
     finally:
         site.fake.stop()
+
+
+# --- comment commands and the dashboard ------------------------------------------
+
+
+def test_gitlab_permission_from_members_all() -> None:
+    gl = GitLabSite()
+    try:
+        assert gl.forge.permission("dev", "9") == "write"
+        assert gl.forge.permission("wishbot", "3") == "maintain"
+        assert gl.forge.permission("mallory", "8") == "none"  # 404: not a member
+        assert gl.forge.permission("dev") == "write"  # looked up by name
+        assert gl.forge.permission("nobody") == "none"
+        gl.fake.members[8] = 20  # Reporter
+        assert gl.forge.permission("mallory", "8") == "read"
+    finally:
+        gl.fake.stop()
+
+
+def test_github_permission_from_collaborators() -> None:
+    gh = GitHubSite()
+    try:
+        assert gh.forge.permission("dev") == "write"
+        gh.fake.collaborators["lead"] = "maintain"
+        assert gh.forge.permission("lead") == "maintain"  # role_name tells it from write
+        gh.fake.collaborators["triager"] = "triage"
+        assert gh.forge.permission("triager") == "triage"
+        assert gh.forge.permission("mallory") == "read"  # anyone reads a public repository
+        assert gh.forge.permission("ghost-x") == "none"  # 404: no such user
+    finally:
+        gh.fake.stop()
+
+
+def test_reactions_and_repeats_are_harmless(site: Site) -> None:
+    site.branch("feature", {"wishlist.yaml": CHANGED})
+    number = site.open("feature")
+    mr = site.forge.merge_request(number)
+    site.human_comment(number, "/wishbot plan")
+    comment = site.forge.comments(mr)[-1]
+    site.forge.react(mr, comment.id, "+1")
+    site.forge.react(mr, comment.id, "+1")  # GitLab 404 "already been taken", GitHub 200
+    site.forge.react(mr, comment.id, "eyes")
+    if isinstance(site, GitLabSite):
+        assert site.fake.mrs[int(number)].notes[-1]["award_emoji"] == ["thumbsup", "eyes"]
+        assert comment.author_id == str(site.fake.users["mallory"])
+    elif isinstance(site, GitHubSite):
+        assert site.fake.pulls[int(number)].comments[-1]["reactions"] == ["+1", "eyes"]
+    else:
+        assert isinstance(site, LocalSite)
+        assert site.forge.reactions(mr, comment.id) == ["+1", "eyes"]
+
+
+def test_one_dashboard_issue_found_by_marker_and_edited_in_place(site: Site) -> None:
+    site.branch("feature", {"wishlist.yaml": CHANGED})
+    site.open("feature")  # a pull request is no issue (GitHub lists both)
+    first = site.forge.upsert_issue(MARKER, "wishbot dashboard", f"{MARKER}\none")
+    second = site.forge.upsert_issue(MARKER, "wishbot dashboard", f"{MARKER}\ntwo")
+    assert first == second
+    bot = site.forge.bot_user() or ""
+    issues = site.forge.open_issues(bot)
+    assert [(i.number, i.body) for i in issues] == [(first, f"{MARKER}\ntwo")]
+
+
+def test_dashboard_is_cut_to_the_issue_limit() -> None:
+    gh = GitHubSite()
+    try:
+        number = gh.forge.upsert_issue(MARKER, "wishbot dashboard", MARKER + "\n" + "x\n" * 40_000)
+        body = gh.fake.issues[int(number)]["body"]
+        assert len(body) <= 65_536 and body.startswith(MARKER)
+    finally:
+        gh.fake.stop()
+
+
+def test_an_issue_written_by_someone_else_is_never_the_dashboard() -> None:
+    gh = GitHubSite()
+    try:
+        gh.fake.issues[1] = {"number": 1, "title": "x", "body": f"{MARKER}\nfake",
+                             "state": "open", "author": "mallory"}  # fmt: skip
+        number = gh.forge.upsert_issue(MARKER, "wishbot dashboard", f"{MARKER}\nreal")
+        assert number != "1" and gh.fake.issues[1]["body"] == f"{MARKER}\nfake"
+    finally:
+        gh.fake.stop()

@@ -70,7 +70,10 @@ def test_the_payloads_are_the_ones_queued_before_actions() -> None:
 def test_every_action_type_has_a_handler_and_a_lane() -> None:
     assert set(ROUTES) == set(ACTION_TYPES.values())
     assert set(kinds_in(PUBLISHER)) | set(kinds_in(FORGE)) == set(ACTION_TYPES)
-    assert kinds_in(FORGE) == ("review",)  # everything that writes the tree: one worker
+    # everything that writes the tree runs on the one publisher worker; a review
+    # and a comment command only read, answer and queue work
+    assert kinds_in(FORGE) == ("review", "command")
+    assert kinds_in(PUBLISHER) == ("publish", "maintain", "refresh")
 
 
 def test_an_unknown_kind_is_a_clear_error() -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 # one escaper and one cut for everything rendered (re-exported for the adapters)
+from bot.core.commands import Permission
 from bot.core.text import cut as cut
 from bot.core.text import escape_markdown as escape_markdown
 from bot.errors import ForgeError
@@ -55,11 +56,27 @@ class MergeRequest:
 
 @dataclass(frozen=True)
 class Comment:
-    """One comment on a merge request; ``author`` is the user name ('' if unknown)."""
+    """One comment on a merge request; ``author`` is the user name ('' if unknown),
+    ``author_id`` the forge's numeric user id where it has one (GitLab asks by id)."""
 
     id: str
     body: str
     author: str = ""
+    author_id: str = ""
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One open issue of the wishlist repository (the dashboard is one)."""
+
+    number: str
+    title: str
+    body: str
+    author: str
+
+
+#: reactions the bot leaves on a command (GitHub's names; GitLab's emoji in its adapter)
+Reaction = Literal["+1", "-1", "eyes", "confused"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,7 @@ class Limits:
     comment_chars: int
     description_chars: int
     context_chars: int
+    issue_chars: int = 65_536  # an issue's body (GitHub's limit; GitLab's is larger)
 
 
 class Forge(abc.ABC):
@@ -136,6 +154,54 @@ class Forge(abc.ABC):
     def bot_user(self) -> str | None:
         """The user name the bot comments as, when the forge can tell (else None)."""
         return None
+
+    # --- comment commands and the dashboard (adapters that support them override) ---
+
+    def permission(self, user: str, user_id: str = "") -> Permission:
+        """``user``'s permission on the repository on the neutral ladder
+        (:mod:`bot.core.commands`); 'none' for a stranger."""
+        raise self._unsupported("reading a user's permission")
+
+    def react(self, mr: MergeRequest, comment_id: str, reaction: Reaction) -> None:
+        """Leave a reaction on a comment of the merge request (repeating it is harmless)."""
+        raise self._unsupported("reacting to a comment")
+
+    def open_issues(self, author: str) -> list[Issue]:
+        """The repository's open issues written by ``author`` (oldest first, bounded)."""
+        raise self._unsupported("listing issues")
+
+    def create_issue(self, title: str, body: str) -> str:
+        """Open an issue; returns its number."""
+        raise self._unsupported("opening an issue")
+
+    def edit_issue(self, number: str, body: str) -> None:
+        """Replace the body of one of the bot's issues."""
+        raise self._unsupported("editing an issue")
+
+    def _unsupported(self, what: str) -> ForgeError:
+        return ForgeError(f"{self.kind} {self.repository}: {what} is not supported here")
+
+    def upsert_issue(self, marker: str, title: str, body: str) -> str:
+        """Edit the bot's issue whose body starts with ``marker``, or open it: one per marker.
+
+        As :meth:`upsert_comment`: only the bot's own issues are candidates.
+        The body is cut to the forge's issue size limit.
+        """
+        if not body.startswith(marker):
+            body = f"{marker}\n{body}"
+        body = fit_comment(body, self.limits.issue_chars)
+        author = self.bot_user()
+        if not author:
+            raise ForgeError(f"{self.kind} {self.repository}: cannot tell the bot's account")
+        issues = self.open_issues(author)
+        existing = find_marked(
+            [Comment(i.number, i.body, i.author) for i in issues], marker, author
+        )
+        if existing is None:
+            return self.create_issue(title, body)
+        if existing.body != body:
+            self.edit_issue(existing.id, body)
+        return existing.id
 
     def upsert_comment(self, mr: MergeRequest, marker: str, body: str) -> str:
         """Edit the bot's comment carrying ``marker`` or create it: one comment per marker.

@@ -12,14 +12,17 @@ import requests
 from github import Auth, Github, GithubException, GithubRetry, InputGitTreeElement
 from github.PullRequest import PullRequest
 
+from bot.core.commands import Permission, github_permission
 from bot.errors import ForgeError
 from bot.forge.base import (
     BranchRefused,
     Comment,
     Forge,
+    Issue,
     Limits,
     MergeRequest,
     MergeRequestState,
+    Reaction,
     StatusState,
     commit_message,
     cut,
@@ -38,6 +41,8 @@ ACTIONS_BOT = "github-actions[bot]"
 #: the contents API serves files up to 1 MB; above, "encoding": "none" and no content
 #: (docs: REST "Get repository content", "Notes" on file sizes) -- read the git blob
 CONTENTS_LIMIT = 1024 * 1024
+#: open issues read when looking for the dashboard (one page, oldest first)
+MAX_ISSUES = 100
 
 
 class GitHubForge(Forge):
@@ -233,6 +238,74 @@ class GitHubForge(Forge):
     def edit_comment(self, mr: MergeRequest, comment_id: str, body: str) -> None:
         with self._call(f"editing comment {comment_id} on #{mr.number}"):
             self._repo.get_issue(int(mr.number)).get_comment(int(comment_id)).edit(body)
+
+    def permission(self, user: str, user_id: str = "") -> Permission:
+        """GET /repos/{owner}/{repo}/collaborators/{username}/permission (REST
+        "Collaborators", Get repository permissions for a user): ``permission`` is
+        admin/write/read/none, ``role_name`` also tells maintain and triage; 404
+        (no such user): 'none'."""
+        repo = self._repo
+        with self._call(f"reading the permission of {user}"):
+            try:
+                _, data = self._gh.requester.requestJsonAndCheck(
+                    "GET", f"{repo.url}/collaborators/{quote(user, safe='')}/permission"
+                )
+            except GithubException as exc:
+                if exc.status == 404:
+                    return "none"
+                raise
+        data = data if isinstance(data, dict) else {}
+        return github_permission(str(data.get("permission", "")), str(data.get("role_name", "")))
+
+    def react(self, mr: MergeRequest, comment_id: str, reaction: Reaction) -> None:
+        """POST /repos/{owner}/{repo}/issues/comments/{comment_id}/reactions (REST
+        "Reactions"): 201 created, 200 when the reaction already exists."""
+        repo = self._repo
+        with self._call(f"reacting to comment {comment_id} on #{mr.number}"):
+            self._gh.requester.requestJsonAndCheck(
+                "POST",
+                f"{repo.url}/issues/comments/{int(comment_id)}/reactions",
+                input={"content": reaction},
+            )
+
+    def open_issues(self, author: str) -> list[Issue]:
+        """GET /repos/{owner}/{repo}/issues?creator=... (REST "Issues", List repository
+        issues: pull requests are listed too, with a ``pull_request`` key; left out)."""
+        repo = self._repo
+        with self._call("listing issues"):
+            _, data = self._gh.requester.requestJsonAndCheck(
+                "GET",
+                f"{repo.url}/issues",
+                parameters={
+                    "state": "open",
+                    "creator": author,
+                    "sort": "created",
+                    "direction": "asc",
+                    "per_page": MAX_ISSUES,
+                },
+            )
+        found = data if isinstance(data, list) else []
+        return [
+            Issue(
+                str(i.get("number", "")),
+                str(i.get("title") or ""),
+                str(i.get("body") or ""),
+                str((i.get("user") or {}).get("login", "")),
+            )
+            for i in found
+            if isinstance(i, dict) and "pull_request" not in i
+        ]
+
+    def create_issue(self, title: str, body: str) -> str:
+        with self._call("opening an issue"):
+            return str(self._repo.create_issue(title=title, body=body).number)
+
+    def edit_issue(self, number: str, body: str) -> None:
+        repo = self._repo
+        with self._call(f"editing issue #{number}"):
+            self._gh.requester.requestJsonAndCheck(
+                "PATCH", f"{repo.url}/issues/{int(number)}", input={"body": body}
+            )
 
     def set_status(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -13,14 +14,17 @@ import gitlab
 import gitlab.exceptions
 import requests
 
+from bot.core.commands import Permission, gitlab_permission
 from bot.errors import ForgeError
 from bot.forge.base import (
     BranchRefused,
     Comment,
     Forge,
+    Issue,
     Limits,
     MergeRequest,
     MergeRequestState,
+    Reaction,
     StatusState,
     commit_message,
     cut,
@@ -40,6 +44,15 @@ _MR_STATES: dict[str, MergeRequestState] = {
     "closed": "closed",
 }
 
+#: award emoji names (docs "Emoji reactions API") for the neutral reactions
+_EMOJI: dict[Reaction, str] = {
+    "+1": "thumbsup",
+    "-1": "thumbsdown",
+    "eyes": "eyes",
+    "confused": "confused",
+}
+#: open issues read when looking for the dashboard
+MAX_ISSUES = 500
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +94,11 @@ class GitLabForge(Forge):
     """One GitLab project, e.g. ``GitLabForge("https://gitlab.example.org", "group/wishlist", token)``."""
 
     kind = "gitlab"
-    limits = Limits(comment_chars=100_000, description_chars=255, context_chars=255)
+    # issue descriptions: 1 megabyte (docs "Issuable-like Rails models utilities",
+    # "Important text fields")
+    limits = Limits(
+        comment_chars=100_000, description_chars=255, context_chars=255, issue_chars=1_048_576
+    )
 
     def __init__(
         self,
@@ -234,6 +251,7 @@ class GitLabForge(Forge):
                     str(n.id),
                     str(n.body),
                     str((n.attributes.get("author") or {}).get("username", "")),
+                    str((n.attributes.get("author") or {}).get("id", "")),
                 )
                 for n in notes
                 if not n.attributes.get("system")
@@ -250,6 +268,67 @@ class GitLabForge(Forge):
         with self._call(f"editing note {comment_id} on !{mr.number}"):
             notes = self._project.mergerequests.get(int(mr.number), lazy=True).notes
             notes.update(int(comment_id), {"body": body})
+
+    def permission(self, user: str, user_id: str = "") -> Permission:
+        """GET /projects/:id/members/all/:user_id (docs "Group and project members API":
+        inherited and invited members too); 404 for a non-member: 'none'."""
+        with self._call(f"reading the access level of {user or user_id}"):
+            if not user_id:
+                found = list(self._gl.users.list(username=user, iterator=True))
+                if not found:
+                    return "none"
+                user_id = str(found[0].id)
+            try:
+                member = self._project.members_all.get(int(user_id))
+            except gitlab.exceptions.GitlabGetError as exc:
+                if exc.response_code == 404:
+                    return "none"
+                raise
+        if str(member.attributes.get("state", "active")) != "active":
+            return "none"
+        return gitlab_permission(int(member.attributes.get("access_level", 0)))
+
+    def react(self, mr: MergeRequest, comment_id: str, reaction: Reaction) -> None:
+        """POST .../merge_requests/:iid/notes/:note_id/award_emoji (docs "Emoji reactions
+        API"); an emoji already awarded is refused ("has already been taken"): harmless."""
+        note = self._project.mergerequests.get(int(mr.number), lazy=True).notes.get(
+            int(comment_id), lazy=True
+        )
+        try:
+            note.awardemojis.create({"name": _EMOJI[reaction]})
+        except gitlab.exceptions.GitlabCreateError as exc:
+            if "already been taken" in str(exc.error_message):
+                return
+            with self._call(f"reacting to note {comment_id} on !{mr.number}"):
+                raise
+
+    def open_issues(self, author: str) -> list[Issue]:
+        with self._call("listing issues"):
+            found = self._project.issues.list(
+                state="opened",
+                author_username=author,
+                order_by="created_at",
+                sort="asc",
+                iterator=True,
+            )
+            return [
+                Issue(
+                    str(i.iid),
+                    str(i.title),
+                    str(i.attributes.get("description") or ""),
+                    str((i.attributes.get("author") or {}).get("username", "")),
+                )
+                for i in itertools.islice(found, MAX_ISSUES)
+            ]
+
+    def create_issue(self, title: str, body: str) -> str:
+        with self._call("opening an issue"):
+            issue = self._project.issues.create({"title": title, "description": body})
+        return str(issue.iid)
+
+    def edit_issue(self, number: str, body: str) -> None:
+        with self._call(f"editing issue #{number}"):
+            self._project.issues.update(int(number), {"description": body})
 
     def set_status(
         self,

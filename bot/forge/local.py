@@ -31,14 +31,17 @@ from typing import Any
 import git
 from git.db import IStream
 
+from bot.core.commands import Permission
 from bot.errors import ForgeError
 from bot.forge.base import (
     STATUS_STATES,
     Comment,
     Forge,
+    Issue,
     Limits,
     MergeRequest,
     MergeRequestState,
+    Reaction,
     StatusState,
     commit_message,
     cut,
@@ -49,6 +52,8 @@ log = logging.getLogger(__name__)
 COMMENTS_REF = "wishbot-comments"
 STATUSES_REF = "wishbot-statuses"
 MERGES_REF = "wishbot-merges"
+ISSUES_REF = "wishbot-issues"
+REACTIONS_REF = "wishbot-reactions"
 BOT_USER = "wishbot"
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "wishbot",
@@ -252,6 +257,51 @@ class LocalForge(Forge):
                     self._write_note(COMMENTS_REF, key, stored)
                     return
             raise ForgeError(f"{self._path}: no comment {comment_id} on {mr.source_branch}")
+
+    def permission(self, user: str, user_id: str = "") -> Permission:
+        """Whoever can write to a local repository's notes can push: everyone is admin."""
+        return "admin"
+
+    def react(self, mr: MergeRequest, comment_id: str, reaction: Reaction) -> None:
+        with self._lock:
+            key = self._key(mr.source_branch)
+            stored = self._read_note(REACTIONS_REF, key) or {}
+            names = set(stored.get(comment_id, [])) | {reaction}
+            stored[comment_id] = sorted(names)
+            self._write_note(REACTIONS_REF, key, stored)
+
+    def reactions(self, mr: MergeRequest, comment_id: str) -> list[str]:
+        stored = self._read_note(REACTIONS_REF, self._key(mr.source_branch)) or {}
+        return list(stored.get(comment_id, []))
+
+    def _issues_key(self) -> str:
+        return self._store_blob(b"wishbot issues\n")
+
+    def open_issues(self, author: str) -> list[Issue]:
+        stored = self._read_note(ISSUES_REF, self._issues_key()) or []
+        return [
+            Issue(str(i["number"]), str(i["title"]), str(i["body"]), str(i["author"]))
+            for i in stored
+            if i.get("author") == author
+        ]
+
+    def create_issue(self, title: str, body: str) -> str:
+        with self._lock:
+            stored = self._read_note(ISSUES_REF, self._issues_key()) or []
+            number = str(len(stored) + 1)
+            stored.append({"number": number, "title": title, "body": body, "author": BOT_USER})
+            self._write_note(ISSUES_REF, self._issues_key(), stored)
+            return number
+
+    def edit_issue(self, number: str, body: str) -> None:
+        with self._lock:
+            stored = self._read_note(ISSUES_REF, self._issues_key()) or []
+            for issue in stored:
+                if issue["number"] == number and issue["author"] == BOT_USER:
+                    issue["body"] = body
+                    self._write_note(ISSUES_REF, self._issues_key(), stored)
+                    return
+            raise ForgeError(f"{self._path}: no issue #{number} of the bot")
 
     def set_status(
         self,

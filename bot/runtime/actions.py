@@ -1,4 +1,4 @@
-"""The work the bot does, as values: review, publish, maintain, refresh.
+"""The work the bot does, as values: review, publish, maintain, refresh, command.
 
 Every runtime (``serve``, ``ci``, ``watch``) turns what it learns (a webhook,
 CI variables, a poll, a timer, a registry event) into one of these
@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from bot.errors import WishbotError
 from bot.forge.base import MergeRequest
+from bot.runtime.command_events import CommandDelivery, from_payload, to_payload
 from bot.runtime.events import Event, MergeRequestEvent
 
 PUBLISHER = "publisher"  # one worker: publications never overlap
@@ -135,11 +136,39 @@ class Refresh:
         )
 
 
-Action = Review | Publish | Maintain | Refresh
+@dataclass(frozen=True)
+class Command:
+    """A comment command, a dashboard edit or a "queued behind" notice
+    (:mod:`bot.runtime.commands`): one job per comment, edit or waiting push."""
+
+    kind: ClassVar[str] = "command"
+    lane: ClassVar[str] = FORGE
+
+    forge: str
+    repository: str
+    delivery: CommandDelivery
+
+    @property
+    def key(self) -> str:
+        return self.delivery.key
+
+    def fields(self) -> dict[str, Any]:
+        return to_payload(self.delivery)
+
+    @classmethod
+    def from_fields(cls, forge: str, repository: str, payload: Mapping[str, Any]) -> Command:
+        return cls(forge, repository, from_payload(payload))
+
+
+Action = Review | Publish | Maintain | Refresh | Command
 
 #: every action type by its queue kind: a new kind of work is one class and one entry
-ACTION_TYPES: dict[str, type[Action]] = {t.kind: t for t in (Review, Publish, Maintain, Refresh)}
-REVIEW, PUBLISH, MAINTAIN, REFRESH = (t.kind for t in (Review, Publish, Maintain, Refresh))
+ACTION_TYPES: dict[str, type[Action]] = {
+    t.kind: t for t in (Review, Publish, Maintain, Refresh, Command)
+}
+REVIEW, PUBLISH, MAINTAIN, REFRESH, COMMAND = (
+    t.kind for t in (Review, Publish, Maintain, Refresh, Command)
+)
 
 
 def kinds_in(lane: str) -> tuple[str, ...]:

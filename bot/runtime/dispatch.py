@@ -16,7 +16,8 @@ from typing import Any, cast
 from bot.config import Config
 from bot.errors import WishbotError
 from bot.forge.base import Forge
-from bot.runtime.actions import Action, Maintain, Publish, Refresh, Review
+from bot.runtime.actions import Action, Command, Maintain, Publish, Refresh, Review
+from bot.runtime.commands import Enqueue, run_command_job
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import Pipeline
 from bot.runtime.registry_refresh import run_refresh
@@ -39,6 +40,8 @@ class Deps:
     retried: bool = False
     job_url: str = ""
     deadline: float = 0.0
+    #: queues the work a comment command asks for (``serve`` only)
+    enqueue: Enqueue | None = None
 
 
 Handler = Callable[[Any, Deps], Outcome]
@@ -83,12 +86,19 @@ def refresh(action: Refresh, deps: Deps) -> Outcome:
     return run_refresh(action, deps.forge, deps.pipeline, deps.config, deps.journal)
 
 
+def command(action: Command, deps: Deps) -> Outcome:
+    if deps.enqueue is None or deps.journal is None:
+        raise WishbotError("comment commands are answered by 'wishbot serve' (and 'watch')")
+    return run_command_job(deps.forge, action.delivery, deps.config, deps.journal, deps.enqueue)
+
+
 #: the router: the handler of each action type
 ROUTES: dict[type, Handler] = {
     Review: review,
     Publish: publish,
     Maintain: maintain,
     Refresh: refresh,
+    Command: command,
 }
 
 

@@ -215,6 +215,17 @@ class Queue:
             )
         return Job(job_id, kind, key, json.loads(payload), attempts + 1)
 
+    def running(self, kinds: Sequence[str]) -> list[Job]:
+        """The jobs of ``kinds`` running now (their lease not run out), oldest first."""
+        marks = ",".join("?" for _ in kinds)
+        with self._transaction() as db:
+            rows = db.execute(
+                f"SELECT id, kind, key, payload, attempts FROM jobs WHERE kind IN ({marks})"
+                " AND state = 'running' AND lease_until >= ? ORDER BY id",
+                (*kinds, time.time()),
+            ).fetchall()
+        return [Job(i, kind, key, json.loads(payload), n) for i, kind, key, payload, n in rows]
+
     def renew(self, job: Job) -> bool:
         """Extend ``job``'s lease by ``visibility`` from now; False if the lease is lost."""
         return self._settle(

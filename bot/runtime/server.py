@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from bot.config import Config
+from bot.core.commands import CommentEvent, screen
 from bot.errors import ConfigError, WishbotError, is_retryable
 from bot.forge.base import Forge
 from bot.forge.kinds import spec_of, specs
@@ -42,8 +43,19 @@ from bot.runtime.actions import MAINTAIN as MAINTAIN  # the job kinds, for calle
 from bot.runtime.actions import PUBLISH as PUBLISH
 from bot.runtime.actions import REFRESH as REFRESH
 from bot.runtime.actions import REVIEW as REVIEW
+from bot.runtime.command_events import (
+    CommandDelivery,
+    WaitingPublication,
+    parse_command_delivery,
+    to_payload,
+)
+from bot.runtime.commands import (
+    COMMAND_JOB,
+    Enqueue,
+    refresh_dashboard_quietly,
+)
 from bot.runtime.dispatch import Deps, dispatch
-from bot.runtime.events import Ignored, parse_event
+from bot.runtime.events import Event, Ignored, MergeRequestEvent, PushEvent, parse_event
 from bot.runtime.httpd import BoundedHandler, BoundedHTTPServer, Limits
 from bot.runtime.journal import Journal
 from bot.runtime.logs import Throttle, fields
@@ -144,6 +156,7 @@ def run_job(
     journal: Journal,
     forge_for: ForgeFor,
     max_attempts: int = MAX_ATTEMPTS,
+    enqueue: Enqueue | None = None,
 ) -> Outcome:
     """Do one queued job: decode its action and hand it to :func:`dispatch`.
 
@@ -158,8 +171,18 @@ def run_job(
         journal=journal,
         retried=job.attempts < max_attempts,
         deadline=max(config.job_deadline, 0.0),
+        enqueue=enqueue,
     )
     return dispatch(action, deps)
+
+
+def _parse(headers: Mapping[str, str], body: bytes) -> Event | CommandDelivery | Ignored:
+    """The event of a delivery; else a comment command or dashboard edit
+    (bot/runtime/command_events), else why it is ignored."""
+    event = parse_event(headers, body)
+    if isinstance(event, Ignored):
+        return parse_command_delivery(headers, body) or event
+    return event
 
 
 def _job_facts(job: Job) -> dict[str, Any]:
@@ -347,7 +370,7 @@ class WebhookServer:
         signed_by = verify(headers, body, self._secret, self.config.forge)
         if signed_by is None:
             return HTTPStatus.UNAUTHORIZED, {"error": "bad or missing signature/token"}, {}
-        event = parse_event(headers, body)
+        event = _parse(headers, body)
         if isinstance(event, Ignored):
             return HTTPStatus.ACCEPTED, {"status": "ignored", "reason": event.reason}, {}
         if event.forge != signed_by:
@@ -359,6 +382,8 @@ class WebhookServer:
         if event.repository.lower() not in self._allowed:
             facts = {"repository": event.repository}
             return HTTPStatus.FORBIDDEN, {"error": "repository is not allow-listed"}, facts
+        if not isinstance(event, MergeRequestEvent | PushEvent):
+            return self._intake_command(event, headers, body, signed_by)
         kind, key, payload = encode(action_of(event))
         result = self.queue.put(
             kind,
@@ -367,8 +392,48 @@ class WebhookServer:
             delivery=delivery_id(headers, body, signed_by),
             digest=body_digest(headers, body, signed_by),
         )
+        self._announce_waiting(kind, result, payload)
         status = HTTPStatus.OK if result == "duplicate" else HTTPStatus.ACCEPTED
         return status, {"status": result}, dict(payload, kind=kind)
+
+    def _announce_waiting(self, kind: str, result: str, payload: Mapping[str, str]) -> None:
+        """A publication queued behind a running one gets ``pending`` "queued behind …"
+        (set by the command worker: no forge call in the HTTP thread)."""
+        if kind != PUBLISH or result == "duplicate":
+            return
+        busy = self.queue.running((PUBLISH, MAINTAIN, REFRESH))
+        if not busy:
+            return
+        running = busy[0]
+        behind = f"the {running.kind} job {running.id}"
+        if running.payload.get("sha"):
+            behind = f"the {running.kind} of {str(running.payload['sha'])[:12]}"
+        waiting = WaitingPublication(
+            payload["forge"], payload["repository"], payload["branch"], payload["sha"], behind
+        )
+        self.queue.put(COMMAND_JOB, waiting.key, to_payload(waiting))
+
+    def _intake_command(
+        self, event: CommandDelivery, headers: Mapping[str, str], body: bytes, signed_by: str
+    ) -> tuple[int, dict[str, Any], dict[str, Any]]:
+        """Queue a comment command or dashboard edit as a ``command`` job: one per
+        comment id (a redelivery of the same comment is a duplicate)."""
+        if isinstance(event, CommentEvent):
+            command, why = screen(event, None, seen=False)
+            if command is None:  # most comments: no job at all
+                return HTTPStatus.ACCEPTED, {"status": "ignored", "reason": why}, {}
+        payload = to_payload(event)
+        once = event.key if payload["event"] == "comment" else body_digest(headers, body, signed_by)
+        result = self.queue.put(
+            COMMAND_JOB,
+            event.key,
+            payload,
+            delivery=delivery_id(headers, body, signed_by),
+            digest=once,
+        )
+        status = HTTPStatus.OK if result == "duplicate" else HTTPStatus.ACCEPTED
+        facts = {"forge": event.forge, "repository": event.repository, "kind": COMMAND_JOB}
+        return status, {"status": result}, facts
 
     def note_delivery(
         self,
@@ -426,6 +491,7 @@ class WebhookServer:
                     journal=self.journal,
                     forge_for=self.forge_for,
                     max_attempts=self._max_attempts,
+                    enqueue=self.queue.put,
                 )
             except Exception as exc:
                 error = (
@@ -443,6 +509,7 @@ class WebhookServer:
                 if outcome.sha:
                     facts["sha"] = outcome.sha
                 self.registry.finished(job, outcome)
+                self._refresh_dashboard(job, outcome)
         seconds = time.monotonic() - started
         self.metrics.job_seconds.labels(job.kind).observe(seconds)
         if action in ("error", "failed"):
@@ -452,6 +519,16 @@ class WebhookServer:
         facts.update(outcome=action, queue=state, seconds=round(seconds, 3), detail=detail)
         level = logging.INFO if ok and action != "error" else logging.WARNING
         log.log(level, "job %s %s", job.kind, action, extra=fields(**facts))
+
+    def _refresh_dashboard(self, job: Job, outcome: Outcome) -> None:
+        """The dashboard issue after a publication (``dashboard`` setting; bot/runtime/commands)."""
+        if not self.config.dashboard or job.kind not in (PUBLISH, MAINTAIN):
+            return
+        try:
+            forge = self.forge_for(str(job.payload["forge"]), str(job.payload["repository"]))
+            refresh_dashboard_quietly(forge, self.config, outcome, self.queue.counts())
+        except Exception as exc:  # the dashboard never fails the job
+            log.warning("could not update the dashboard: %s: %s", type(exc).__name__, exc)
 
     def _settle(self, job: Job, *, retry: bool, error: str, raised: bool = False) -> str:
         """Done, retried later or failed for good (after its last attempt, or at once

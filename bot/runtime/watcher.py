@@ -16,8 +16,9 @@ from pathlib import Path
 
 from bot.config import Config
 from bot.errors import WishbotError
-from bot.forge.base import Forge
+from bot.forge.base import Forge, MergeRequest
 from bot.runtime.actions import Maintain, Publish, Review
+from bot.runtime.commands import poll_commands, refresh_dashboard_quietly
 from bot.runtime.dispatch import Deps, dispatch
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline_api import Pipeline
@@ -74,7 +75,9 @@ class Watcher:
 
     def _review_moved(self) -> list[Outcome]:
         outcomes: list[Outcome] = []
-        for mr in self.forge.open_merge_requests():
+        mrs = self.forge.open_merge_requests()
+        outcomes += self._commands(mrs)
+        for mr in mrs:
             key = f"mr:{mr.number}"
             # a retargeted request (new base branch, same head) is reviewed again
             target = self.seen.get(f"{key}:target", mr.target_branch)
@@ -102,6 +105,7 @@ class Watcher:
         except WishbotError as exc:
             log.warning("publishing %s failed: %s (will retry)", head[:12], exc)
             return []
+        refresh_dashboard_quietly(self.forge, self.config, outcome)
         if not outcome.retry:
             self.seen[key] = outcome.sha or head
             # the bot's own catalog commit needs no publication of its own
@@ -114,6 +118,21 @@ class Watcher:
                 self.seen[key] = outcome.catalog_commit
             self._save()
         return [outcome]
+
+    def _commands(self, mrs: list[MergeRequest]) -> list[Outcome]:
+        """Comment commands and dashboard boxes (bot/runtime/commands), when enabled
+        (``watch_commands``); a failure is logged and retried next round."""
+        if not self.config.watch_commands:
+            return []
+        try:
+            found = poll_commands(
+                self.forge, self.pipeline, self.config, self.journal, mrs, self.seen
+            )
+        except WishbotError as exc:
+            log.warning("reading comment commands failed: %s (will retry)", exc)
+            return []
+        self._save()
+        return found
 
     def _maintain(self) -> list[Outcome]:
         """Every ``reapply_interval`` seconds: re-publish (tags move upstream) and gc."""

@@ -25,7 +25,7 @@ from bot.core.comment import (
     safe_url,
 )
 from bot.core.text import cut, escape_markdown
-from bot.errors import ForgeError, WishbotError
+from bot.errors import ForgeError, LockedError, WishbotError
 from bot.forge.base import (
     FINAL_STATES,
     BranchRefused,
@@ -96,6 +96,10 @@ class StatusSet:
             )
         else:
             self._forge.set_status(self._sha, context, state, description, ref=self._ref)
+
+    def keep_open(self, context: str) -> None:
+        """Leave ``context`` pending on purpose (the work waits in the queue): not closed."""
+        self._open.discard(context)
 
     def close(self, description: str) -> None:
         """Turn every status still pending or running into ``error``."""
@@ -287,12 +291,19 @@ def _publish_head(run: _Push, pipeline: Pipeline, statuses: StatusSet) -> Outcom
     if wishlist is None:
         statuses.set(PUBLISH, "failure", f"{path} does not exist on {default}")
         return Outcome("failed", f"{path} does not exist on {default}", head, ok=False)
-    publication = guarded_publication(
-        lambda: pipeline.publish(wishlist, path, head),
-        head,
-        what="publishing",
-        failed="publishing failed",
-    )
+    try:
+        publication = guarded_publication(
+            lambda: pipeline.publish(wishlist, path, head),
+            head,
+            what="publishing",
+            failed="publishing failed",
+            waits=True,
+        )
+    except LockedError as exc:
+        # another run holds the publisher: this one waits its turn, it has not failed
+        statuses.set(PUBLISH, "pending", queued_behind(exc))
+        statuses.keep_open(PUBLISH)
+        return Outcome("waiting", queued_behind(exc), head, retry=True)
     catalog_commit, catalog_problem = commit_catalog_or_say_why(
         run.forge, run.config, default, head, publication
     )
@@ -330,14 +341,20 @@ def _push_outcome(
 
 
 def guarded_publication(
-    publish: Callable[[], Publication], head: str, *, what: str, failed: str
+    publish: Callable[[], Publication], head: str, *, what: str, failed: str, waits: bool = False
 ) -> Publication:
     """``publish()``'s publication; any failure but the forge's (which the caller
-    retries) is a failed publication described as ``failed``, logged as ``what``."""
+    retries) is a failed publication described as ``failed``, logged as ``what``.
+    With ``waits``, a publisher held by another run (:class:`LockedError`) is
+    raised too: the caller shows it as waiting, not failed."""
     try:
         return publish()
     except ForgeError:
         raise
+    except LockedError:
+        if waits:
+            raise
+        return Publication(ok=False, description=failed, failure="the publisher is busy")
     except Exception as exc:
         log.warning("%s %s failed: %s", what, head[:12], _failure_text(exc), exc_info=True)
         return Publication(ok=False, description=failed, failure=_failure_text(exc))
@@ -370,6 +387,12 @@ def _note_requests(
         if catalog_problem:
             comment += f"\n{escape_markdown(catalog_problem.detail)}\n"
         run.forge.upsert_comment(mr, PUBLISH_MARKER, comment)
+
+
+def queued_behind(exc: LockedError) -> str:
+    """The ``pending`` status of a publication waiting for the publisher's lock."""
+    holder = str(exc).rsplit("(", 1)[-1].rstrip(")") if "(" in str(exc) else "another run"
+    return f"queued behind another publication ({holder}); retried when it finishes"
 
 
 def _pushed_commit_too(
