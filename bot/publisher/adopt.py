@@ -40,6 +40,7 @@ from bot.core.model import Layer
 from bot.core.reference import ImageReference
 from bot.core.render import plural
 from bot.errors import IntegrityError
+from bot.publisher.backend import Transaction
 from bot.publisher.metadata import LAYERS, MANIFEST, go_field, read_json
 from bot.publisher.state import _partitions
 from bot.publisher.unpack import Limits, unpack_layer
@@ -58,8 +59,7 @@ def sidecar_relpath(digest: str) -> str:
 
 
 def backfill_sidecar(
-    view: Path,
-    root: Path,
+    txn: Transaction,
     layer: Layer,
     reference: ImageReference,
     download: Download,
@@ -67,16 +67,16 @@ def backfill_sidecar(
     diff_id: str | None,
     limits: Limits,
 ) -> Path:
-    """Write the sidecar of a published layer that has none (a DUCC layer) into ``view``.
+    """Write the sidecar of a published layer that has none (a DUCC layer) in the transaction.
 
     The layer is downloaded again (digest and size checked), its diffID
     checked against ``diff_id``, and unpacked into a temporary directory; the
     published ``layerfs`` must hold the same files, or the image fails (a
     layer that does not match its tar is never built upon). Returns the
-    sidecar's path in ``view``.
+    sidecar's path in the transaction.
     """
     context = f"layer {layer.digest} of {reference}"
-    target = view / sidecar_relpath(layer.digest)
+    target = txn / sidecar_relpath(layer.digest)
     with tempfile.TemporaryDirectory(prefix="wishbot-adopt-") as tmp:
         blob = Path(tmp) / "blob"
         download(reference, layer.digest, layer.size, blob)
@@ -91,7 +91,7 @@ def backfill_sidecar(
                 hint="the registry serves a corrupt or forged image; ask its owner",
             )
         differences = compare_trees(
-            tree_entries(root / layout.layerfs_dir(layer.digest)), tree_entries(fresh)
+            tree_entries(txn.root / layout.layerfs_dir(layer.digest)), tree_entries(fresh)
         )
     if differences:
         target.unlink(missing_ok=True)

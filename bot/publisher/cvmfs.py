@@ -160,12 +160,13 @@ class CvmfsPublisher(Publisher):
 
     # --- transactions ------------------------------------------------------
 
-    def transaction(self) -> AbstractContextManager[Path]:
-        return self._transaction()
-
-    def clone_transaction(self, source: str, dest: str) -> AbstractContextManager[Path]:
-        """A transaction that starts with ``source`` copied to ``dest`` at catalog
-        level (``transaction -T``): nothing of the content is stored again."""
+    def _open(self, clone: tuple[str, str] | None) -> AbstractContextManager[Path]:
+        """The live tree, in a ``cvmfs_server transaction``; a clone transaction
+        starts with ``source`` copied to ``dest`` at catalog level
+        (``transaction -T``): nothing of the content is stored again."""
+        if clone is None:
+            return self._transaction()
+        source, dest = clone
         return self._transaction("-T", f"/{source}=/{dest}")
 
     def _check_cwd(self) -> None:
@@ -239,7 +240,7 @@ class CvmfsPublisher(Publisher):
         self.marker_path.parent.mkdir(parents=True, exist_ok=True)
         self.marker_path.write_text(f"{os.getpid()}\n")
 
-    def remove(self, view: Path, relpath: str) -> None:
+    def _remove(self, view: Path, relpath: str) -> None:
         """Delete ``relpath`` with the transaction. Layers are deleted right after
         its publish, with ``ingest -d``: removing a published whiteout file
         through the overlay makes the real publish fail (observed with 2.12)."""

@@ -26,14 +26,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from bot.core import layout
 from bot.core.model import ScheduledRemoval
 from bot.core.plan import public_path
 from bot.publisher import podman
-from bot.publisher.backend import Publisher
-from bot.publisher.metadata import ORIGIN, ScheduleEntry, schedule_json, write_json
+from bot.publisher.backend import Publisher, Transaction
+from bot.publisher.metadata import ORIGIN, ScheduleEntry, schedule_json
 from bot.publisher.state import scan
 
 
@@ -242,39 +241,37 @@ def collect(
 
     deleted_images = set(image_deleted_at)
     deleted_layers = set(report.deleted_layers)
-    with publisher.transaction() as view:
-        _remove_links(publisher, view, gone_links, remaining)
-        podman.remove_images(publisher, view, deleted_images, (p for _, p in report.deleted_paths))
+    with publisher.transaction() as txn:
+        _remove_links(txn, gone_links, remaining)
+        podman.remove_images(txn, deleted_images, (p for _, p in report.deleted_paths))
         for image_id in sorted(deleted_images):
-            publisher.remove(view, layout.flat_dir(image_id))
+            txn.remove(layout.flat_dir(image_id))
         for digest in report.deleted_layers:
-            publisher.remove(view, layout.layer_dir(digest))
+            txn.remove(layout.layer_dir(digest))
         for digest, layer in found.layers.items():
             if digest in deleted_layers or not layer.users & deleted_images:
                 continue
-            write_json(
-                view / layout.layer_metadata_dir(digest) / ORIGIN,
+            txn.write_json(
+                f"{layout.layer_metadata_dir(digest)}/{ORIGIN}",
                 {"origin": sorted(layer.users - deleted_images)},
             )
-        write_json(view / layout.REMOVE_SCHEDULE, schedule_json(schedule))
+        txn.write_json(layout.REMOVE_SCHEDULE, schedule_json(schedule))
     report.transactions = 1
     return report
 
 
-def _remove_links(
-    publisher: Publisher, view: Path, gone: set[str], remaining: dict[str, str]
-) -> None:
+def _remove_links(txn: Transaction, gone: set[str], remaining: dict[str, str]) -> None:
     """Delete retired links with their metadata, outermost first (a crash between two
     deletes never leaves a path that dangles): a variant symlink goes with its last
     ``.multiarch`` link, before it."""
-    root = publisher.root
+    root = txn.root
     variants = {public_path(link) for link in gone} - gone
     still = {public_path(link) for link in remaining if link.startswith(f"{layout.MULTIARCH}/")}
     for public in sorted(variants - still):
         path = root / public
         if path.is_symlink() and layout.is_variant_link(os.readlink(path)):
-            publisher.remove(view, public)
+            txn.remove(public)
     for link in sorted(gone):
-        publisher.remove(view, link)
+        txn.remove(link)
     for link in sorted(gone):
-        publisher.remove(view, layout.image_metadata_dir(link))
+        txn.remove(layout.image_metadata_dir(link))

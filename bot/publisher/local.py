@@ -71,7 +71,8 @@ class LocalPublisher(Publisher):
     # --- transactions ----------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[Path]:
+    def _open(self, clone: tuple[str, str] | None) -> Iterator[Path]:
+        # no catalog-level copies here: a clone transaction starts empty
         self._root.mkdir(parents=True, exist_ok=True)
         self.state_dir.mkdir(exist_ok=True)
         staging = self.state_dir / f"txn-{uuid.uuid4().hex[:12]}"
@@ -96,7 +97,7 @@ class LocalPublisher(Publisher):
         self._roll_forward(staging.name, self._deletes)
         self._deletes = []
 
-    def remove(self, view: Path, relpath: str) -> None:
+    def _remove(self, view: Path, relpath: str) -> None:
         staged = view / relpath
         if staged.is_symlink() or staged.is_file():
             staged.unlink()

@@ -35,7 +35,7 @@ from typing import IO, Any, cast
 from bot.config import Config
 from bot.errors import ConfigError, WishbotError, is_retryable
 from bot.forge.base import Forge
-from bot.publisher.backend import open_publisher
+from bot.publisher import open_publisher
 from bot.publisher.metadata import parse_time
 from bot.publisher.verify import read_status
 from bot.runtime.events import Ignored, MergeRequestEvent, PushEvent, header, parse_event
