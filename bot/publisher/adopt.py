@@ -161,19 +161,8 @@ def _is_ducc_manifest(data: object) -> bool:
 def inventory(root: Path) -> Inventory:
     """What of the tree at ``root`` is in DUCC's formats (reads only)."""
     found = Inventory(podman_store=(root / layout.PODMAN_STORE).is_dir())
-    for item in _partitions(root / layout.LAYERS):
-        meta = item / layout.METADATA
-        info = read_json(meta / LAYERS)
-        if isinstance(info, list) and not any(isinstance(x, dict) and "wishbot" in x for x in info):
-            found.ducc_layer_infos += 1
-        if (item / "layerfs").is_dir() and not (meta / SIDECAR).exists():
-            found.layers_without_sidecar.append(f"sha256:{item.name}")
-    base = root / layout.METADATA
-    if base.is_dir():
-        for directory, dirs, files in os.walk(base):
-            if MANIFEST in files and _is_ducc_manifest(read_json(Path(directory) / MANIFEST)):
-                found.ducc_manifests.append(os.path.relpath(directory, base))
-                dirs[:] = []
+    _layer_inventory(root, found)
+    found.ducc_manifests = _ducc_manifests(root / layout.METADATA)
     schedule = read_json(root / layout.REMOVE_SCHEDULE)
     if isinstance(schedule, list):
         found.undated_schedule_entries = sum(
@@ -184,4 +173,26 @@ def inventory(root: Path) -> Inventory:
         found.chains = sum(
             1 for part in chains.iterdir() if part.is_dir() for _ in part.iterdir() if _.is_dir()
         )
+    return found
+
+
+def _layer_inventory(root: Path, found: Inventory) -> None:
+    """Layers whose ``layers.json`` DUCC wrote, and those without a sidecar."""
+    for item in _partitions(root / layout.LAYERS):
+        meta = item / layout.METADATA
+        info = read_json(meta / LAYERS)
+        if isinstance(info, list) and not any(isinstance(x, dict) and "wishbot" in x for x in info):
+            found.ducc_layer_infos += 1
+        if (item / "layerfs").is_dir() and not (meta / SIDECAR).exists():
+            found.layers_without_sidecar.append(f"sha256:{item.name}")
+
+
+def _ducc_manifests(base: Path) -> list[str]:
+    """The image metadata directories under ``base`` holding a manifest DUCC wrote."""
+    found: list[str] = []
+    if base.is_dir():
+        for directory, dirs, files in os.walk(base):
+            if MANIFEST in files and _is_ducc_manifest(read_json(Path(directory) / MANIFEST)):
+                found.append(os.path.relpath(directory, base))
+                dirs[:] = []
     return found

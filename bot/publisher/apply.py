@@ -260,16 +260,7 @@ def _apply_change(
         wish=wish,
     )
     if change.action == "unchanged":
-        if change.old is None or change.old.image_id not in plan.unscheduled:
-            return None
-        try:
-            if not _keep_path(publisher, change.path, change.old, plan.now):
-                return None
-        except WishbotError as exc:
-            say(f"{change.path}: FAILED: {exc}")
-            return replace(base, message=str(exc))
-        say(f"{change.path}: wished again; its scheduled removal is cancelled")
-        return replace(base, ok=True, message="kept; scheduled removal cancelled")
+        return _unchanged(plan, change, publisher, say, base)
     if change.action == "error":
         problem = change.problem
         if problem is None:
@@ -302,6 +293,22 @@ def _apply_change(
         message = _failure(change.path, exc)
         say(f"{change.path}: FAILED: {message}")
         return replace(base, message=message)
+
+
+def _unchanged(
+    plan: Plan, change: ImageChange, publisher: Publisher, say: Progress, base: ImageResult
+) -> ImageResult | None:
+    """An unchanged image: a retiring path wished again is taken off the schedule."""
+    if change.old is None or change.old.image_id not in plan.unscheduled:
+        return None
+    try:
+        if not _keep_path(publisher, change.path, change.old, plan.now):
+            return None
+    except WishbotError as exc:
+        say(f"{change.path}: FAILED: {exc}")
+        return replace(base, message=str(exc))
+    say(f"{change.path}: wished again; its scheduled removal is cancelled")
+    return replace(base, ok=True, message="kept; scheduled removal cancelled")
 
 
 def _failure(path: str, exc: Exception) -> str:
