@@ -181,6 +181,24 @@ def test_writes_outside_the_scope_are_refused_at_once(backend: Backend, area: st
     assert sorted(os.listdir(seen / "outside")) == ["file"]
 
 
+def test_a_transaction_may_narrow_the_scope_never_widen_it(backend: Backend, area: str) -> None:
+    pub = backend.open()
+    with pub.transaction(scope=Scope((f"{area}/one", f"{area}/two"))) as txn:
+        txn.write_bytes(f"{area}/one/file", b"1")
+        txn.symlink(f"{area}/two/link", "../one/file")
+        with pytest.raises(PublisherError, match="may not write"):
+            txn.write_bytes(f"{area}/three/file", b"3")
+    assert (backend.seen() / area / "two" / "link").read_bytes() == b"1"
+    with pub.transaction(scope=Scope((f"{area}/one",))) as txn:  # a later one is not bound
+        assert txn.scope.covers(f"{area}/one/x") and not txn.scope.covers(f"{area}/two")
+    pub.scope = Scope((f"{area}/one",))
+    for wider in (Scope((f"{area}/two",)), Scope()):
+        opening = pub.transaction(scope=wider)
+        with pytest.raises(PublisherError, match="cannot open a transaction"), opening:
+            pytest.fail(f"a transaction on {wider.describe()} of a publisher of {area}/one")
+    assert sorted(os.listdir(backend.seen() / area)) == ["one", "two"]
+
+
 _HOLDER = """
 import sys, time
 from bot.publisher import open_publisher

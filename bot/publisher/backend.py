@@ -9,9 +9,11 @@ operations (:meth:`~Transaction.write_json`, :meth:`~Transaction.symlink`,
 :meth:`~Transaction.remove` …), so they never care whether the backend writes
 into the live tree (``cvmfs:``) or into a staging directory (``local:``).
 
-A backend may publish only part of the tree (a gateway lease on a subpath):
-it says so with its :attr:`Publisher.scope`, and a write outside that scope
-raises at once instead of being lost.
+A backend may publish only part of the tree: it says so with its
+:attr:`Publisher.scope`. A transaction may narrow that further
+(``transaction(scope=...)``: what one image's transaction touches, the
+subpaths a gateway backend leases for it); a write outside the transaction's
+scope raises at once instead of being lost.
 
 Backends implement :meth:`Publisher._open` (the directory a transaction
 writes into) and :meth:`Publisher._remove`. They are ``local:DIR``
@@ -44,6 +46,12 @@ class Scope:
         if self.prefixes is None:
             return True
         return any(relpath == p or relpath.startswith(p.rstrip("/") + "/") for p in self.prefixes)
+
+    def contains(self, other: Scope) -> bool:
+        """Is every path ``other`` covers covered here too?"""
+        if other.prefixes is None:
+            return self.prefixes is None
+        return all(self.covers(p) for p in other.prefixes)
 
     def describe(self) -> str:
         return "the whole tree" if self.prefixes is None else ", ".join(self.prefixes) or "nothing"
@@ -93,15 +101,20 @@ class Transaction(TreeReader):
     image); every write is checked against the publisher's scope.
     """
 
-    def __init__(self, publisher: Publisher, view: Path, also: Iterable[Path | None] = ()) -> None:
+    def __init__(
+        self,
+        publisher: Publisher,
+        view: Path,
+        also: Iterable[Path | None] = (),
+        *,
+        scope: Scope | None = None,
+    ) -> None:
         super().__init__(publisher.root, [*also, view])
         self.publisher = publisher
         #: the directory this transaction writes into (the live root for cvmfs:)
         self.view = view
-
-    @property
-    def scope(self) -> Scope:
-        return self.publisher.scope
+        #: the subpaths this transaction may write (default: the publisher's scope)
+        self.scope = scope or publisher.scope
 
     def read_first(self, staged: Path | None) -> None:
         """Read from ``staged`` (content staged for this image outside the
@@ -183,31 +196,51 @@ class Publisher(ABC):
         """The file :meth:`lock` holds an exclusive ``flock`` on."""
 
     @abstractmethod
-    def _open(self, clone: tuple[str, str] | None) -> AbstractContextManager[Path]:
+    def _open(self, clone: tuple[str, str] | None, scope: Scope) -> AbstractContextManager[Path]:
         """The backend's transaction: the directory it writes into; published when
         the block ends normally, aborted when it raises. ``clone`` is
-        ``(source, dest)`` for :meth:`clone_transaction` (may be ignored)."""
+        ``(source, dest)`` for :meth:`clone_transaction` (may be ignored);
+        ``scope`` what the transaction may write (a backend that publishes the
+        whole tree may ignore it; a gateway backend leases those subpaths)."""
 
     @abstractmethod
     def _remove(self, view: Path, relpath: str) -> None:
         """Delete ``relpath`` as part of the transaction writing into ``view``."""
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """A :class:`Transaction`: published on success, aborted on exception."""
-        with self._open(None) as view:
-            yield Transaction(self, view)
+    def transaction(self, scope: Scope | None = None) -> Iterator[Transaction]:
+        """A :class:`Transaction`: published on success, aborted on exception;
+        writing only within ``scope`` (default: the publisher's)."""
+        scope = self._narrowed(scope)
+        with self._open(None, scope) as view:
+            yield Transaction(self, view, scope=scope)
 
     @contextmanager
-    def clone_transaction(self, source: str, dest: str) -> Iterator[Transaction]:
+    def clone_transaction(
+        self, source: str, dest: str, scope: Scope | None = None
+    ) -> Iterator[Transaction]:
         """A transaction in which ``dest`` may start as a copy of the published
         directory ``source`` (a cheap catalog-level copy where the backend has
         one). Where it has none, nothing is copied: the caller checks whether
         ``dest`` exists in the transaction and builds it otherwise."""
-        if not self.scope.covers(check_relpath(dest)):
+        scope = self._narrowed(scope)
+        if not scope.covers(check_relpath(dest)):
             raise PublisherError(f"{self.target} may not write {dest}: outside its scope")
-        with self._open((source, dest)) as view:
-            yield Transaction(self, view)
+        with self._open((source, dest), scope) as view:
+            yield Transaction(self, view, scope=scope)
+
+    def _narrowed(self, scope: Scope | None) -> Scope:
+        """A transaction's scope: within the publisher's, or an error."""
+        if scope is None:
+            return self.scope
+        for prefix in scope.prefixes or ():
+            check_relpath(prefix)
+        if not self.scope.contains(scope):
+            raise PublisherError(
+                f"{self.target} cannot open a transaction on {scope.describe()}: "
+                f"it publishes {self.scope.describe()}"
+            )
+        return scope
 
     def publish_layers(self, layers: list[tuple[str, Path]], dirs: list[str]) -> None:
         """Publish each staged layer directory ``(relpath, local dir)`` in a step of

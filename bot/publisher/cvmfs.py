@@ -41,7 +41,7 @@ from typing import IO
 
 from bot.core import layout
 from bot.errors import PublisherError, UsageError
-from bot.publisher.backend import Publisher
+from bot.publisher.backend import Publisher, Scope
 from bot.publisher.safetree import force_rmtree
 
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -160,10 +160,12 @@ class CvmfsPublisher(Publisher):
 
     # --- transactions ------------------------------------------------------
 
-    def _open(self, clone: tuple[str, str] | None) -> AbstractContextManager[Path]:
+    def _open(self, clone: tuple[str, str] | None, scope: Scope) -> AbstractContextManager[Path]:
         """The live tree, in a ``cvmfs_server transaction``; a clone transaction
         starts with ``source`` copied to ``dest`` at catalog level
-        (``transaction -T``): nothing of the content is stored again."""
+        (``transaction -T``): nothing of the content is stored again. The
+        whole repository is in the transaction; the :class:`Transaction`
+        refuses writes outside ``scope``."""
         if clone is None:
             return self._transaction()
         source, dest = clone
