@@ -252,8 +252,18 @@ def cvmfs_repo(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Repo]:
     """The fake, then the real repository (skipped with one line where there is none)."""
+    with open_repo(request.param, request, tmp_path, monkeypatch) as repo:
+        yield repo
+
+
+@contextmanager
+def open_repo(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Repo]:
+    """A repository of ``kind`` (``fake`` or ``real``) with its environment set,
+    checked to have no transaction left open afterwards."""
     repo: Repo
-    if request.param == "fake":
+    if kind == "fake":
         repo = FakeRepo(tmp_path, f"r{uuid.uuid4().hex[:8]}.example.org")
     else:
         repo = request.getfixturevalue("real_cvmfs")

@@ -35,11 +35,6 @@ def digest(name: str) -> str:
     return f"sha256:{hashlib.sha256(name.encode()).hexdigest()}"
 
 
-def _where(publisher: Publisher, view: Path, relpath: str) -> Path:
-    staged = view / relpath
-    return staged if os.path.lexists(staged) else publisher.root / relpath
-
-
 def publish_image(
     publisher: Publisher,
     path: str,
@@ -58,7 +53,7 @@ def publish_image(
                 info = LayerInfo(layer, layer, "application/x-tar", 10, 10, 1)
                 write_json(view / layout.layer_metadata_dir(layer) / LAYERS, info.to_json())
             origin = f"{layout.layer_metadata_dir(layer)}/{ORIGIN}"
-            users = read_origin(_where(publisher, view, origin))
+            users = read_origin(view.resolve(origin))
             write_json(view / origin, {"origin": sorted(users | {image_id})})
         flat = layout.flat_dir(image_id)
         if not (root / flat).is_dir():
@@ -85,7 +80,7 @@ def publish_image(
         tmp = link.with_name(link.name + ".tmp")
         os.symlink(layout.flat_link(path, image_id), tmp)
         os.replace(tmp, link)
-        schedule_path = _where(publisher, view, layout.REMOVE_SCHEDULE)
+        schedule_path = view.resolve(layout.REMOVE_SCHEDULE)
         entries = read_schedule(schedule_path, now) if schedule_path.exists() else []
         entries = revive(root, entries, path, {image_id, *layers})
         if old_id and old_id != image_id:

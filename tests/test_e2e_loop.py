@@ -28,7 +28,7 @@ from bot.core import layout
 from bot.core.catalog import CATALOG_JSON, CATALOG_MD
 from bot.forge.gitlab import GitLabForge
 from bot.forge.local import LocalForge
-from bot.publisher.backend import open_publisher
+from bot.publisher import open_publisher
 from bot.publisher.gc import GcReport, collect
 from bot.runtime.journal import Journal
 from bot.runtime.pipeline import WishbotPipeline

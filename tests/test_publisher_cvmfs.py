@@ -25,7 +25,7 @@ from publisher_fakes import digest, publish_image
 
 from bot.core import layout
 from bot.errors import PublisherError
-from bot.publisher.backend import open_publisher
+from bot.publisher import open_publisher
 from bot.publisher.cvmfs import CvmfsPublisher
 from bot.publisher.gc import collect
 from bot.publisher.safetree import force_rmtree

@@ -14,7 +14,7 @@ from publisher_fakes import digest, publish_image, unpublish
 
 from bot.core import layout
 from bot.errors import LockedError, PublisherError, UsageError
-from bot.publisher.backend import open_publisher
+from bot.publisher import open_publisher
 from bot.publisher.cvmfs import CvmfsPublisher
 from bot.publisher.local import LocalPublisher
 from bot.publisher.state import read_state

@@ -22,6 +22,7 @@ from bot.core import layout
 from bot.errors import PublisherError
 from bot.publisher import podman
 from bot.publisher.apply import ApplyReport
+from bot.publisher.backend import Transaction
 from bot.publisher.gc import collect
 from bot.publisher.local import LocalPublisher
 from bot.publisher.state import read_state
@@ -273,7 +274,7 @@ def test_add_image_refuses_a_missing_flat_image(tmp_path: Path) -> None:
     view = tmp_path / "view"
     view.mkdir()
     with pytest.raises(PublisherError, match="is not published"):
-        podman.add_image(view, tmp_path / "root", entry)
+        podman.add_image(Transaction(LocalPublisher(tmp_path / "root"), view), entry)
     assert list(view.iterdir()) == []
 
 

@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from bot.commands.plan import build_plan
     from bot.core.recipe import load_wishlist
     from bot.core.render import render_json, render_text
+    from bot.publisher import open_publisher
     from bot.publisher.adopt import inventory
-    from bot.publisher.backend import open_publisher
     from bot.publisher.verify import verify
 
     config = Config.load()

@@ -35,7 +35,7 @@ from bot.core.recipe import load_wishlist
 from bot.core.render import render_text
 from bot.errors import UsageError
 from bot.forge.base import MergeRequest
-from bot.publisher.backend import open_publisher
+from bot.publisher import open_publisher
 from bot.publisher.gc import GcReport, collect
 from bot.publisher.safetree import force_rmtree
 from bot.publisher.state import read_state

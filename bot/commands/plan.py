@@ -124,7 +124,7 @@ def current_state(args: argparse.Namespace, config: Config, cvmfs_repo: str) -> 
 def _tree(target: str) -> tuple[Path, str | None]:
     """The tree to read for ``--publisher`` and the repository name it is known by."""
     from bot.commands.target import require_mount, require_tree
-    from bot.publisher.backend import open_publisher
+    from bot.publisher import open_publisher
     from bot.publisher.repoinfo import recorded_repository, tree_repository
 
     if target.startswith("/"):

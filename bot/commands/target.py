@@ -17,7 +17,8 @@ from pathlib import Path
 from bot.config import Config
 from bot.core import layout
 from bot.errors import PublisherError, UsageError
-from bot.publisher.backend import Publisher, open_publisher
+from bot.publisher import open_publisher
+from bot.publisher.backend import Publisher
 
 
 def publisher_of(target: str | None, config: Config) -> Publisher:

@@ -54,7 +54,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bot.publisher.backend import open_publisher
+    from bot.publisher import open_publisher
     from bot.publisher.repair import Repairer
     from bot.publisher.unpack import Limits
     from bot.publisher.verify import verify

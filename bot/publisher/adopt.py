@@ -40,6 +40,7 @@ from bot.core.model import Layer
 from bot.core.reference import ImageReference
 from bot.core.render import plural
 from bot.errors import IntegrityError
+from bot.publisher.backend import Transaction
 from bot.publisher.metadata import LAYERS, MANIFEST, go_field, read_json
 from bot.publisher.state import _partitions
 from bot.publisher.unpack import Limits, unpack_layer
@@ -58,8 +59,7 @@ def sidecar_relpath(digest: str) -> str:
 
 
 def backfill_sidecar(
-    view: Path,
-    root: Path,
+    txn: Transaction,
     layer: Layer,
     reference: ImageReference,
     download: Download,
@@ -67,16 +67,16 @@ def backfill_sidecar(
     diff_id: str | None,
     limits: Limits,
 ) -> Path:
-    """Write the sidecar of a published layer that has none (a DUCC layer) into ``view``.
+    """Write the sidecar of a published layer that has none (a DUCC layer) in the transaction.
 
     The layer is downloaded again (digest and size checked), its diffID
     checked against ``diff_id``, and unpacked into a temporary directory; the
     published ``layerfs`` must hold the same files, or the image fails (a
     layer that does not match its tar is never built upon). Returns the
-    sidecar's path in ``view``.
+    sidecar's path in the transaction.
     """
     context = f"layer {layer.digest} of {reference}"
-    target = view / sidecar_relpath(layer.digest)
+    target = txn / sidecar_relpath(layer.digest)
     with tempfile.TemporaryDirectory(prefix="wishbot-adopt-") as tmp:
         blob = Path(tmp) / "blob"
         download(reference, layer.digest, layer.size, blob)
@@ -91,7 +91,7 @@ def backfill_sidecar(
                 hint="the registry serves a corrupt or forged image; ask its owner",
             )
         differences = compare_trees(
-            tree_entries(root / layout.layerfs_dir(layer.digest)), tree_entries(fresh)
+            tree_entries(txn.root / layout.layerfs_dir(layer.digest)), tree_entries(fresh)
         )
     if differences:
         target.unlink(missing_ok=True)
@@ -161,19 +161,8 @@ def _is_ducc_manifest(data: object) -> bool:
 def inventory(root: Path) -> Inventory:
     """What of the tree at ``root`` is in DUCC's formats (reads only)."""
     found = Inventory(podman_store=(root / layout.PODMAN_STORE).is_dir())
-    for item in _partitions(root / layout.LAYERS):
-        meta = item / layout.METADATA
-        info = read_json(meta / LAYERS)
-        if isinstance(info, list) and not any(isinstance(x, dict) and "wishbot" in x for x in info):
-            found.ducc_layer_infos += 1
-        if (item / "layerfs").is_dir() and not (meta / SIDECAR).exists():
-            found.layers_without_sidecar.append(f"sha256:{item.name}")
-    base = root / layout.METADATA
-    if base.is_dir():
-        for directory, dirs, files in os.walk(base):
-            if MANIFEST in files and _is_ducc_manifest(read_json(Path(directory) / MANIFEST)):
-                found.ducc_manifests.append(os.path.relpath(directory, base))
-                dirs[:] = []
+    _layer_inventory(root, found)
+    found.ducc_manifests = _ducc_manifests(root / layout.METADATA)
     schedule = read_json(root / layout.REMOVE_SCHEDULE)
     if isinstance(schedule, list):
         found.undated_schedule_entries = sum(
@@ -184,4 +173,26 @@ def inventory(root: Path) -> Inventory:
         found.chains = sum(
             1 for part in chains.iterdir() if part.is_dir() for _ in part.iterdir() if _.is_dir()
         )
+    return found
+
+
+def _layer_inventory(root: Path, found: Inventory) -> None:
+    """Layers whose ``layers.json`` DUCC wrote, and those without a sidecar."""
+    for item in _partitions(root / layout.LAYERS):
+        meta = item / layout.METADATA
+        info = read_json(meta / LAYERS)
+        if isinstance(info, list) and not any(isinstance(x, dict) and "wishbot" in x for x in info):
+            found.ducc_layer_infos += 1
+        if (item / "layerfs").is_dir() and not (meta / SIDECAR).exists():
+            found.layers_without_sidecar.append(f"sha256:{item.name}")
+
+
+def _ducc_manifests(base: Path) -> list[str]:
+    """The image metadata directories under ``base`` holding a manifest DUCC wrote."""
+    found: list[str] = []
+    if base.is_dir():
+        for directory, dirs, files in os.walk(base):
+            if MANIFEST in files and _is_ducc_manifest(read_json(Path(directory) / MANIFEST)):
+                found.append(os.path.relpath(directory, base))
+                dirs[:] = []
     return found

@@ -63,7 +63,7 @@ from bot.core.reference import ImageReference, ReferenceError, parse
 from bot.core.render import human_size
 from bot.errors import IntegrityError, PublisherError, WishbotError
 from bot.publisher import adopt, hooks, podman
-from bot.publisher.backend import Publisher
+from bot.publisher.backend import Publisher, Transaction, TreeReader
 from bot.publisher.diskerrors import disk_error
 from bot.publisher.flatten import apply_layerfs, readable_as_is, write_singularity_metadata
 from bot.publisher.metadata import (
@@ -260,16 +260,7 @@ def _apply_change(
         wish=wish,
     )
     if change.action == "unchanged":
-        if change.old is None or change.old.image_id not in plan.unscheduled:
-            return None
-        try:
-            if not _keep_path(publisher, change.path, change.old, plan.now):
-                return None
-        except WishbotError as exc:
-            say(f"{change.path}: FAILED: {exc}")
-            return replace(base, message=str(exc))
-        say(f"{change.path}: wished again; its scheduled removal is cancelled")
-        return replace(base, ok=True, message="kept; scheduled removal cancelled")
+        return _unchanged(plan, change, publisher, say, base)
     if change.action == "error":
         problem = change.problem
         if problem is None:
@@ -281,8 +272,8 @@ def _apply_change(
         if change.action == "remove":
             assert change.old is not None
             say(f"{change.path}: removed from the wishlist; it serves until gc deletes it")
-            with publisher.transaction() as view:
-                _retire_path(publisher, view, change.old, plan.now)
+            with publisher.transaction() as txn:
+                _retire_path(publisher, txn, change.old, plan.now)
             return replace(base, ok=True, message="retiring; path and image scheduled for removal")
         assert change.new is not None
         _check_image(change.new)
@@ -302,6 +293,22 @@ def _apply_change(
         message = _failure(change.path, exc)
         say(f"{change.path}: FAILED: {message}")
         return replace(base, message=message)
+
+
+def _unchanged(
+    plan: Plan, change: ImageChange, publisher: Publisher, say: Progress, base: ImageResult
+) -> ImageResult | None:
+    """An unchanged image: a retiring path wished again is taken off the schedule."""
+    if change.old is None or change.old.image_id not in plan.unscheduled:
+        return None
+    try:
+        if not _keep_path(publisher, change.path, change.old, plan.now):
+            return None
+    except WishbotError as exc:
+        say(f"{change.path}: FAILED: {exc}")
+        return replace(base, message=str(exc))
+    say(f"{change.path}: wished again; its scheduled removal is cancelled")
+    return replace(base, ok=True, message="kept; scheduled removal cancelled")
 
 
 def _failure(path: str, exc: Exception) -> str:
@@ -383,17 +390,13 @@ class _Converter:
         #: every platform of a multi-platform wish, when this image pushes their thin index
         self.index: list[ResolvedImage] | None = None
 
-    def where(self, view: Path, relpath: str) -> Path:
-        """Read-your-writes: the staged copy if this run wrote one (the layer
-        staging area of a publisher with separate layers, or the transaction)."""
-        for staged in (self.staging / relpath if self.staging else None, view / relpath):
-            if staged is not None and os.path.lexists(staged):
-                return staged
-        return self.root / relpath
-
-    def _layer_source(self, digest: str) -> Path:
-        """A layer's files: the local staged copy if this run unpacked it, else the published one."""
-        return self.where(self.root, layout.layerfs_dir(digest))
+    def _reader(self, dest: Transaction | Path | None = None) -> TreeReader:
+        """Read-your-writes before or outside the image's transaction: the layer
+        staging area of a publisher with separate layers (or ``dest``), else the
+        published tree."""
+        if isinstance(dest, Transaction):
+            return dest
+        return TreeReader(self.root, [dest, self.staging])
 
     def run(self, thin: str | None) -> None:
         image = self.image
@@ -410,10 +413,11 @@ class _Converter:
         with blob_dir() as tmp:
             if self.publisher.separate_layers:
                 self._stage_and_publish_layers(tmp)
-            with self._image_transaction() as view:
+            with self._image_transaction() as txn:
+                txn.read_first(self.staging)
                 if not self.publisher.separate_layers:
-                    self._layers(view, tmp)
-                self._write_image(view, tmp, path, link, thin)
+                    self._layers(txn, tmp)
+                self._write_image(txn, tmp, path, link, thin)
         self.say(f"{path}: done")
 
     def _stage_and_publish_layers(self, tmp: Path) -> None:
@@ -434,7 +438,7 @@ class _Converter:
             self.say(f"{self.change.path}: publishing {len(staged)} new layer(s)")
             self.publisher.publish_layers(staged, dirs)
 
-    def _image_transaction(self) -> AbstractContextManager[Path]:
+    def _image_transaction(self) -> AbstractContextManager[Transaction]:
         """The image's transaction; its flat image starts as a catalog-level copy of
         its first layer where the publisher can (see :meth:`_clone_source`)."""
         source = self._clone_source()
@@ -453,21 +457,23 @@ class _Converter:
         source = layout.layerfs_dir(self.image.layers[0].digest)
         if not (self.root / posixpath.dirname(flat)).is_dir() or not (self.root / source).is_dir():
             return None
-        if _has_whiteouts(self._layer_source(self.image.layers[0].digest)):
+        if _has_whiteouts(self._reader().resolve(source)):
             return None
         return source
 
-    def _write_image(self, view: Path, tmp: Path, path: str, link: str, thin: str | None) -> None:
-        self._flat(view, tmp)
-        self._check_flat(view)
-        self._backlinks(view)
-        self._markers(view)
-        self._manifest(view, link, thin)
-        record_repository(view, self.root, self.plan.cvmfs_repo)
-        self._links(view, path, link)
+    def _write_image(
+        self, txn: Transaction, tmp: Path, path: str, link: str, thin: str | None
+    ) -> None:
+        self._flat(txn, tmp)
+        self._check_flat(txn)
+        self._backlinks(txn)
+        self._markers(txn)
+        self._manifest(txn, link, thin)
+        record_repository(txn, self.plan.cvmfs_repo)
+        self._links(txn, path, link)
         if self.config.podman_store:
-            podman.publish(view, self.root, self.image, path, self.client, self.plan.now)
-        self._schedule(view)
+            podman.publish(txn, self.image, path, self.client, self.plan.now)
+        self._schedule(txn)
         if thin:
             self._push_thin(thin)
         hooks.crash_point("image-written")
@@ -475,13 +481,15 @@ class _Converter:
 
     # --- steps --------------------------------------------------------------
 
-    def _layers(self, view: Path, tmp: Path) -> None:
-        """Download and unpack the layers that are not published yet."""
+    def _layers(self, dest: Transaction | Path, tmp: Path) -> None:
+        """Download and unpack the layers that are not published yet, into the
+        transaction or (a publisher with separate layers) the staging area."""
         expected = expected_diff_ids(self.image)
+        reader = self._reader(dest)
         for layer in self.image.layers:
             layerfs = layout.layerfs_dir(layer.digest)
-            if (self.root / layerfs).is_dir() or (view / layerfs).is_dir():
-                check_published_diff_id(self.where(view, layerfs), layer, expected, self.image)
+            if (self.root / layerfs).is_dir() or reader.is_dir(layerfs):
+                check_published_diff_id(reader.resolve(layerfs), layer, expected, self.image)
                 continue
             hex_digest = layout.hex_of(layer.digest)
             blob = tmp / hex_digest
@@ -499,7 +507,7 @@ class _Converter:
             self.downloaded_bytes += layer.size
             hooks.crash_point("downloaded")
             self.say(f"{self.change.path}: unpacking layer {layer.digest}")
-            stats = self._unpack_checked(blob, layer, view / layerfs, expected)
+            stats = self._unpack_checked(blob, layer, dest / layerfs, expected)
             info = LayerInfo(
                 digest=layer.digest,
                 diff_id=stats.diff_id,
@@ -508,7 +516,7 @@ class _Converter:
                 unpacked_size=stats.unpacked_size,
                 entries=stats.entries,
             )
-            write_json(view / layout.layer_metadata_dir(layer.digest) / LAYERS, info.to_json())
+            write_json(dest / layout.layer_metadata_dir(layer.digest) / LAYERS, info.to_json())
             blob.unlink()
             hooks.crash_point("layer")
 
@@ -521,34 +529,33 @@ class _Converter:
     def _context(self, digest: str) -> str:
         return f"layer {digest} of {self.image.reference}"
 
-    def _flat(self, view: Path, tmp: Path) -> None:
+    def _flat(self, txn: Transaction, tmp: Path) -> None:
         flat = layout.flat_dir(self.image.image_id)
         layers = self.image.layers
-        if self.cloned and (view / flat).is_dir():
+        if self.cloned and txn.is_dir(flat):
             # the first layer is there already, as a catalog-level copy
             layers = layers[1:]
-        elif (self.root / flat).is_dir() or (view / flat).is_dir():
+        elif (self.root / flat).is_dir() or txn.is_dir(flat):
             return
         self.say(f"{self.change.path}: building the flat image {flat}")
-        target = view / flat
-        target.mkdir(parents=True, exist_ok=True)
+        target = txn.mkdir(flat)
         # From the unpacked layers (fresh in this run or published before): a
         # local copy, about three times faster than decompressing the blobs
         # again, and the same tree.
         for layer in layers:
-            layerfs, sidecar = self._flat_source(view, layer, tmp)
+            layerfs, sidecar = self._flat_source(txn, layer, tmp)
             apply_layerfs(
                 target,
                 layerfs,
                 context=self._context(layer.digest),
-                sidecar=sidecar if sidecar is not None else self._sidecar(view, layer),
+                sidecar=sidecar if sidecar is not None else self._sidecar(txn, layer),
             )
             hooks.crash_point("flat-layer")
         write_singularity_metadata(target, self.image.config)
 
-    def _sidecar(self, view: Path, layer: Layer) -> Path:
+    def _sidecar(self, txn: Transaction, layer: Layer) -> Path:
         """The layer's sidecar; a layer published by DUCC gets one first (see adopt)."""
-        sidecar = self.where(view, adopt.sidecar_relpath(layer.digest))
+        sidecar = txn.resolve(adopt.sidecar_relpath(layer.digest))
         if sidecar.exists():
             return sidecar
         self.say(
@@ -560,8 +567,7 @@ class _Converter:
         self.downloaded_layers += 1
         self.downloaded_bytes += layer.size
         return adopt.backfill_sidecar(
-            view,
-            self.root,
+            txn,
             layer,
             self.image.reference,
             lambda ref, digest, size, dest: self.client.download_blob(ref, digest, size, dest),
@@ -569,14 +575,14 @@ class _Converter:
             limits=self.limits,
         )
 
-    def _check_flat(self, view: Path) -> None:
+    def _check_flat(self, txn: Transaction) -> None:
         """The cheap verify of a flat image built in this transaction: a problem
         aborts the image before anything of it is visible."""
-        staged = view / layout.flat_dir(self.image.image_id)
+        staged = txn / layout.flat_dir(self.image.image_id)
         if staged.is_dir():
             check_flat(staged, self.image.image_id)
 
-    def _flat_source(self, view: Path, layer: Layer, tmp: Path) -> tuple[Path, Path | None]:
+    def _flat_source(self, txn: Transaction, layer: Layer, tmp: Path) -> tuple[Path, Path | None]:
         """The layerfs to build the flat image from, and its sidecar (None: its own).
 
         A layerfs published before this transaction is read as it is when it
@@ -587,8 +593,8 @@ class _Converter:
         space instead, where modes may be opened freely.
         """
         relpath = layout.layerfs_dir(layer.digest)
-        source = self.where(view, relpath)
-        if source == view / relpath or readable_as_is(source):
+        source = txn.resolve(relpath)
+        if source == txn.view / relpath or readable_as_is(source):
             return source, None
         self.say(
             f"{self.change.path}: layer {layer.digest} is not readable without changing "
@@ -634,15 +640,15 @@ class _Converter:
             )
         return stats
 
-    def _backlinks(self, view: Path) -> None:
+    def _backlinks(self, txn: Transaction) -> None:
         for digest in dict.fromkeys(layer.digest for layer in self.image.layers):
             relpath = f"{layout.layer_metadata_dir(digest)}/{ORIGIN}"
-            users = read_origin(self.where(view, relpath), strict=True)
+            users = read_origin(txn.resolve(relpath), strict=True)
             if self.image.image_id in users:
                 continue
-            write_json(view / relpath, {"origin": sorted(users | {self.image.image_id})})
+            txn.write_json(relpath, {"origin": sorted(users | {self.image.image_id})})
 
-    def _markers(self, view: Path) -> None:
+    def _markers(self, txn: Transaction) -> None:
         # where the reference converter puts them: not in the .flat/xx partitions
         dirs = [
             layout.FLAT,
@@ -654,15 +660,15 @@ class _Converter:
             dirs.append(layout.layerfs_dir(layer.digest))
         for directory in dict.fromkeys(dirs):
             marker = f"{directory}/{layout.CATALOG_MARKER}"
-            if not os.path.lexists(self.root / marker) and not os.path.lexists(view / marker):
-                (view / directory).mkdir(parents=True, exist_ok=True)
-                (view / marker).touch()
+            if not txn.exists(marker):
+                txn.mkdir(directory)
+                txn.write_bytes(marker, b"")
 
-    def _manifest(self, view: Path, link: str, thin: str | None) -> None:
+    def _manifest(self, txn: Transaction, link: str, thin: str | None) -> None:
         image = self.image
         unpacked = 0
         for layer in dict.fromkeys(layer.digest for layer in image.layers):
-            info_path = self.where(view, f"{layout.layer_metadata_dir(layer)}/{LAYERS}")
+            info_path = txn.resolve(f"{layout.layer_metadata_dir(layer)}/{LAYERS}")
             unpacked += LayerInfo.from_json(read_json(info_path), layer).unpacked_size
         record = ImageRecord(
             path=self.change.path,
@@ -675,22 +681,22 @@ class _Converter:
             thin_image=thin,
             unpacked_size=unpacked,
         )
-        write_json(view / layout.image_metadata_dir(link) / MANIFEST, record.to_json())
+        txn.write_json(f"{layout.image_metadata_dir(link)}/{MANIFEST}", record.to_json())
         config = _config_blob(self.client, image)
         if config is not None:
-            (view / layout.image_metadata_dir(link) / CONFIG).write_bytes(config)
+            txn.write_bytes(f"{layout.image_metadata_dir(link)}/{CONFIG}", config)
 
-    def _links(self, view: Path, path: str, link: str) -> None:
-        _symlink(view, link, layout.flat_link(link, self.image.image_id))
+    def _links(self, txn: Transaction, path: str, link: str) -> None:
+        txn.symlink(link, layout.flat_link(link, self.image.image_id))
         if link != path:
             variant = f"{layout.MULTIARCH}/{ARCH_VARIABLE}/{path}"
-            _symlink(view, path, layout.relative_link(path, variant))
+            txn.symlink(path, layout.relative_link(path, variant))
         hooks.crash_point("linked")
 
-    def _schedule(self, view: Path) -> None:
+    def _schedule(self, txn: Transaction) -> None:
         now = self.plan.now
         revived = {self.image.image_id, *(x.digest for x in self.image.layers)}
-        entries = _read_schedule(self.where(view, layout.REMOVE_SCHEDULE), now)
+        entries = _read_schedule(txn.resolve(layout.REMOVE_SCHEDULE), now)
         kept = revive(self.root, entries, self.change.path, revived)
         old = self.change.old
         if (
@@ -703,7 +709,7 @@ class _Converter:
             kept = [e for e in kept if not _same_entry(e, old)]
             kept.append(_image_entry(old, now))
         if kept != entries:
-            write_json(view / layout.REMOVE_SCHEDULE, schedule_json(kept))
+            txn.write_json(layout.REMOVE_SCHEDULE, schedule_json(kept))
 
     def _push_thin(self, name: str) -> None:
         try:
@@ -834,18 +840,9 @@ def _image_entry(image: PublishedImage, now: datetime) -> ScheduleEntry:
     )
 
 
-def _symlink(view: Path, relpath: str, target: str) -> None:
-    """Stage a symlink; commit renames it over the old one (atomic re-point)."""
-    staged = view / relpath
-    staged.parent.mkdir(parents=True, exist_ok=True)
-    tmp = staged.with_name(f".{staged.name}.tmp-{os.getpid()}")
-    if os.path.lexists(tmp):
-        tmp.unlink()
-    os.symlink(target, tmp)
-    os.replace(tmp, staged)
-
-
-def _retire_path(publisher: Publisher, view: Path, old: PublishedImage, now: datetime) -> None:
+def _retire_path(
+    publisher: Publisher, txn: Transaction, old: PublishedImage, now: datetime
+) -> None:
     """Schedule a removed path: it keeps serving ``old`` until gc deletes both.
 
     Nothing is unlinked here: the symlinks (for a multi-platform wish the
@@ -861,7 +858,7 @@ def _retire_path(publisher: Publisher, view: Path, old: PublishedImage, now: dat
         )
     entries = _read_schedule(root / layout.REMOVE_SCHEDULE, now)
     entries.append(_image_entry(old, now))
-    write_json(view / layout.REMOVE_SCHEDULE, schedule_json(entries))
+    txn.write_json(layout.REMOVE_SCHEDULE, schedule_json(entries))
 
 
 def _keep_path(publisher: Publisher, path: str, image: PublishedImage, now: datetime) -> bool:
@@ -876,8 +873,8 @@ def _keep_path(publisher: Publisher, path: str, image: PublishedImage, now: date
     kept = revive(root, entries, path, {image.image_id, *image.layers})
     if kept == entries:
         return False
-    with publisher.transaction() as view:
-        write_json(view / layout.REMOVE_SCHEDULE, schedule_json(kept))
+    with publisher.transaction() as txn:
+        txn.write_json(layout.REMOVE_SCHEDULE, schedule_json(kept))
     return True
 
 

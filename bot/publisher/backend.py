@@ -1,14 +1,24 @@
 """The publisher interface: where images are written, in transactions, under a lock.
 
 A :class:`Publisher` has a read path (:attr:`Publisher.root`) and hands out
-*transactions*: a writable view of the same tree that is published whole when
-the ``with`` block ends normally and discarded when it raises. Inside a
-transaction new content is written into the view, existing content is read
-from :attr:`root` (for the CernVM-FS backend both are the same directory),
-and :meth:`Publisher.remove` deletes a path.
+:class:`Transaction` objects: the tree as this transaction sees it, published
+whole when the ``with`` block ends normally and discarded when it raises.
+Callers read through :meth:`Transaction.resolve` (the copy this transaction
+wrote, else the published one) and write through the transaction's
+operations (:meth:`~Transaction.write_json`, :meth:`~Transaction.symlink`,
+:meth:`~Transaction.remove` …), so they never care whether the backend writes
+into the live tree (``cvmfs:``) or into a staging directory (``local:``).
 
-Backends: ``local:DIR`` (:mod:`bot.publisher.local`) and ``cvmfs:REPO``
-(:mod:`bot.publisher.cvmfs`); :func:`open_publisher` picks one by prefix.
+A backend may publish only part of the tree: it says so with its
+:attr:`Publisher.scope`. A transaction may narrow that further
+(``transaction(scope=...)``: what one image's transaction touches, the
+subpaths a gateway backend leases for it); a write outside the transaction's
+scope raises at once instead of being lost.
+
+Backends implement :meth:`Publisher._open` (the directory a transaction
+writes into) and :meth:`Publisher._remove`. They are ``local:DIR``
+(:mod:`bot.publisher.local`) and ``cvmfs:REPO`` (:mod:`bot.publisher.cvmfs`);
+:func:`bot.publisher.open_publisher` picks one by prefix.
 """
 
 from __future__ import annotations
@@ -17,11 +27,143 @@ import errno
 import fcntl
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from bot.errors import LockedError, PublisherError, UsageError
+from bot.errors import LockedError, PublisherError
+from bot.publisher.metadata import write_json
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The subpaths a publisher may write (``None``: the whole tree)."""
+
+    prefixes: tuple[str, ...] | None = None
+
+    def covers(self, relpath: str) -> bool:
+        if self.prefixes is None:
+            return True
+        return any(relpath == p or relpath.startswith(p.rstrip("/") + "/") for p in self.prefixes)
+
+    def contains(self, other: Scope) -> bool:
+        """Is every path ``other`` covers covered here too?"""
+        if other.prefixes is None:
+            return self.prefixes is None
+        return all(self.covers(p) for p in other.prefixes)
+
+    def describe(self) -> str:
+        return "the whole tree" if self.prefixes is None else ", ".join(self.prefixes) or "nothing"
+
+
+EVERYTHING = Scope()
+
+
+def check_relpath(relpath: str) -> str:
+    """A path inside the tree, as the transaction operations take it."""
+    parts = relpath.split("/")
+    if not relpath or relpath.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise PublisherError(f"'{relpath}' is not a path inside the publisher's tree")
+    return relpath
+
+
+class TreeReader:
+    """Read-your-writes over a stack of trees: the first that holds a path wins,
+    else the published tree ``root``."""
+
+    def __init__(self, root: Path, staged: Iterable[Path | None] = ()) -> None:
+        self.root = root
+        self.staged = [s for s in staged if s is not None]
+
+    def resolve(self, relpath: str) -> Path:
+        """Where to read ``relpath``: a staged copy if one was written, else the published one."""
+        for base in self.staged:
+            candidate = base / relpath
+            if os.path.lexists(candidate):
+                return candidate
+        return self.root / relpath
+
+    def exists(self, relpath: str) -> bool:
+        """Is ``relpath`` there (staged or published; a dangling symlink counts)?"""
+        return os.path.lexists(self.resolve(relpath))
+
+    def is_dir(self, relpath: str) -> bool:
+        path = self.resolve(relpath)
+        return path.is_dir() and not path.is_symlink()
+
+
+class Transaction(TreeReader):
+    """One open transaction of a :class:`Publisher`: read it, write into it.
+
+    ``txn / relpath`` (or :meth:`path`) is the writable location of
+    ``relpath``, for writers of whole trees (unpacking a layer, building a flat
+    image); every write is checked against the publisher's scope.
+    """
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        view: Path,
+        also: Iterable[Path | None] = (),
+        *,
+        scope: Scope | None = None,
+    ) -> None:
+        super().__init__(publisher.root, [*also, view])
+        self.publisher = publisher
+        #: the directory this transaction writes into (the live root for cvmfs:)
+        self.view = view
+        #: the subpaths this transaction may write (default: the publisher's scope)
+        self.scope = scope or publisher.scope
+
+    def read_first(self, staged: Path | None) -> None:
+        """Read from ``staged`` (content staged for this image outside the
+        transaction, e.g. layers published on their own) before anything else."""
+        if staged is not None:
+            self.staged.insert(0, staged)
+
+    def path(self, relpath: str) -> Path:
+        """The writable location of ``relpath``; outside the scope: :class:`PublisherError`."""
+        check_relpath(relpath)
+        if not self.scope.covers(relpath):
+            raise PublisherError(
+                f"{self.publisher.target} may not write {relpath}: "
+                f"its transactions cover {self.scope.describe()}",
+                hint="this publisher publishes only part of the repository; "
+                "write that path with a publisher whose scope covers it",
+            )
+        return self.view / relpath
+
+    def __truediv__(self, relpath: str) -> Path:
+        return self.path(relpath)
+
+    def mkdir(self, relpath: str) -> Path:
+        target = self.path(relpath)
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def write_json(self, relpath: str, data: object) -> None:
+        write_json(self.path(relpath), data)
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        target = self.path(relpath)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+    def symlink(self, relpath: str, target: str) -> None:
+        """Create or re-point the symlink ``relpath`` (renamed over the old one: atomic)."""
+        staged = self.path(relpath)
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        tmp = staged.with_name(f".{staged.name}.tmp-{os.getpid()}")
+        if os.path.lexists(tmp):
+            tmp.unlink()
+        os.symlink(target, tmp)
+        os.replace(tmp, staged)
+
+    def remove(self, relpath: str) -> None:
+        """Delete ``relpath`` (file, symlink or directory) with this transaction."""
+        self.path(relpath)
+        self.publisher._remove(self.view, relpath)
 
 
 class Publisher(ABC):
@@ -32,11 +174,13 @@ class Publisher(ABC):
     #: the CernVM-FS repository name, when the backend knows it
     cvmfs_repo: str | None = None
     #: layers are published on their own before their image's transaction
-    #: (:meth:`publish_layer`) instead of being written into it
+    #: (:meth:`publish_layers`) instead of being written into it
     separate_layers: bool = False
     #: a flat image may start as a catalog-level copy of a published layer
     #: (:meth:`clone_transaction`); off, every flat tree is written whole
     catalog_clones: bool = False
+    #: the subpaths this publisher's transactions may write
+    scope: Scope = EVERYTHING
 
     def __init__(self) -> None:
         self.transactions_opened = 0
@@ -52,15 +196,51 @@ class Publisher(ABC):
         """The file :meth:`lock` holds an exclusive ``flock`` on."""
 
     @abstractmethod
-    def transaction(self) -> AbstractContextManager[Path]:
-        """A writable view of the tree: published on success, aborted on exception."""
+    def _open(self, clone: tuple[str, str] | None, scope: Scope) -> AbstractContextManager[Path]:
+        """The backend's transaction: the directory it writes into; published when
+        the block ends normally, aborted when it raises. ``clone`` is
+        ``(source, dest)`` for :meth:`clone_transaction` (may be ignored);
+        ``scope`` what the transaction may write (a backend that publishes the
+        whole tree may ignore it; a gateway backend leases those subpaths)."""
 
-    def clone_transaction(self, source: str, dest: str) -> AbstractContextManager[Path]:
+    @abstractmethod
+    def _remove(self, view: Path, relpath: str) -> None:
+        """Delete ``relpath`` as part of the transaction writing into ``view``."""
+
+    @contextmanager
+    def transaction(self, scope: Scope | None = None) -> Iterator[Transaction]:
+        """A :class:`Transaction`: published on success, aborted on exception;
+        writing only within ``scope`` (default: the publisher's)."""
+        scope = self._narrowed(scope)
+        with self._open(None, scope) as view:
+            yield Transaction(self, view, scope=scope)
+
+    @contextmanager
+    def clone_transaction(
+        self, source: str, dest: str, scope: Scope | None = None
+    ) -> Iterator[Transaction]:
         """A transaction in which ``dest`` may start as a copy of the published
         directory ``source`` (a cheap catalog-level copy where the backend has
-        one). The default copies nothing: the caller checks whether ``dest``
-        exists in the view and builds it otherwise."""
-        return self.transaction()
+        one). Where it has none, nothing is copied: the caller checks whether
+        ``dest`` exists in the transaction and builds it otherwise."""
+        scope = self._narrowed(scope)
+        if not scope.covers(check_relpath(dest)):
+            raise PublisherError(f"{self.target} may not write {dest}: outside its scope")
+        with self._open((source, dest), scope) as view:
+            yield Transaction(self, view, scope=scope)
+
+    def _narrowed(self, scope: Scope | None) -> Scope:
+        """A transaction's scope: within the publisher's, or an error."""
+        if scope is None:
+            return self.scope
+        for prefix in scope.prefixes or ():
+            check_relpath(prefix)
+        if not self.scope.contains(scope):
+            raise PublisherError(
+                f"{self.target} cannot open a transaction on {scope.describe()}: "
+                f"it publishes {self.scope.describe()}"
+            )
+        return scope
 
     def publish_layers(self, layers: list[tuple[str, Path]], dirs: list[str]) -> None:
         """Publish each staged layer directory ``(relpath, local dir)`` in a step of
@@ -68,9 +248,9 @@ class Publisher(ABC):
         empty directories ``dirs``. Only for backends with :attr:`separate_layers`."""
         raise PublisherError(f"{self.target} publishes layers inside the image's transaction")
 
-    @abstractmethod
-    def remove(self, view: Path, relpath: str) -> None:
-        """Delete ``relpath`` (file, symlink or directory) as part of the open transaction."""
+    def remove(self, txn: Transaction, relpath: str) -> None:
+        """Delete ``relpath`` as part of the open transaction ``txn``."""
+        txn.remove(relpath)
 
     @abstractmethod
     def recover(self) -> list[str]:
@@ -97,25 +277,3 @@ class Publisher(ABC):
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the flock
-
-
-def open_publisher(target: str) -> Publisher:
-    """``local:DIR`` or ``cvmfs:REPO`` -> a publisher backend."""
-    kind, sep, rest = target.partition(":")
-    if not sep or not rest:
-        raise UsageError(
-            f"publisher '{target}' is not valid",
-            hint="write local:DIR (a plain directory) or cvmfs:REPO (a CernVM-FS repository)",
-        )
-    if kind == "local":
-        from bot.publisher.local import LocalPublisher
-
-        return LocalPublisher(Path(rest))
-    if kind == "cvmfs":
-        from bot.publisher.cvmfs import CvmfsPublisher
-
-        return CvmfsPublisher(rest)
-    raise UsageError(
-        f"publisher kind '{kind}' is unknown (in '{target}')",
-        hint="write local:DIR or cvmfs:REPO",
-    )

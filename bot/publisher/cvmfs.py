@@ -41,7 +41,7 @@ from typing import IO
 
 from bot.core import layout
 from bot.errors import PublisherError, UsageError
-from bot.publisher.backend import Publisher
+from bot.publisher.backend import Publisher, Scope
 from bot.publisher.safetree import force_rmtree
 
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -160,12 +160,15 @@ class CvmfsPublisher(Publisher):
 
     # --- transactions ------------------------------------------------------
 
-    def transaction(self) -> AbstractContextManager[Path]:
-        return self._transaction()
-
-    def clone_transaction(self, source: str, dest: str) -> AbstractContextManager[Path]:
-        """A transaction that starts with ``source`` copied to ``dest`` at catalog
-        level (``transaction -T``): nothing of the content is stored again."""
+    def _open(self, clone: tuple[str, str] | None, scope: Scope) -> AbstractContextManager[Path]:
+        """The live tree, in a ``cvmfs_server transaction``; a clone transaction
+        starts with ``source`` copied to ``dest`` at catalog level
+        (``transaction -T``): nothing of the content is stored again. The
+        whole repository is in the transaction; the :class:`Transaction`
+        refuses writes outside ``scope``."""
+        if clone is None:
+            return self._transaction()
+        source, dest = clone
         return self._transaction("-T", f"/{source}=/{dest}")
 
     def _check_cwd(self) -> None:
@@ -239,7 +242,7 @@ class CvmfsPublisher(Publisher):
         self.marker_path.parent.mkdir(parents=True, exist_ok=True)
         self.marker_path.write_text(f"{os.getpid()}\n")
 
-    def remove(self, view: Path, relpath: str) -> None:
+    def _remove(self, view: Path, relpath: str) -> None:
         """Delete ``relpath`` with the transaction. Layers are deleted right after
         its publish, with ``ingest -d``: removing a published whiteout file
         through the overlay makes the real publish fail (observed with 2.12)."""

@@ -180,37 +180,48 @@ def _apply_tree(
             if name.startswith(WHITEOUT):
                 continue
             child = f"{rel}/{name}" if rel else name
-            source_path = f"{base}/{child}"
-            st = os.lstat(source_path)
-            meta = Meta(
-                mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, mtime_ns=st.st_mtime_ns
-            )
             entries += 1
-            kind = stat.S_IFMT(st.st_mode)
-            if kind == stat.S_IFDIR:
-                if child in implicit:
-                    tree.resolve_dir(child, create=True, entry=child)
-                else:
-                    tree.directory(child, meta, xattrs.from_file(source_path))
-                source.open_dir(source_path, st.st_mode, stat.S_IRUSR | stat.S_IXUSR)
+            if _apply_entry(tree, child, f"{base}/{child}", implicit, inodes, source):
                 subdirs.append(child)
-            elif kind == stat.S_IFREG:
-                key = (st.st_dev, st.st_ino)
-                if st.st_nlink > 1 and key in inodes:
-                    tree.hardlink(child, inodes[key])
-                    continue
-                if st.st_nlink > 1:
-                    inodes[key] = child
-                copy = _copier(source_path, source)
-                tree.regular(child, meta, copy, xattrs.from_file(source_path))
-            elif kind == stat.S_IFLNK:
-                tree.symlink(child, os.readlink(source_path), meta)
-            elif kind in _DEVICE_KINDS:
-                tree.device(
-                    child, _DEVICE_KINDS[kind], meta, os.major(st.st_rdev), os.minor(st.st_rdev)
-                )
         pending.extend(reversed(subdirs))
     return entries
+
+
+def _apply_entry(
+    tree: SafeTree,
+    child: str,
+    source_path: str,
+    implicit: set[str],
+    inodes: dict[tuple[int, int], str],
+    source: OwnerAccess,
+) -> bool:
+    """Apply one (non-marker) entry of the layerfs; True for a directory to descend into."""
+    st = os.lstat(source_path)
+    meta = Meta(
+        mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, mtime_ns=st.st_mtime_ns
+    )
+    kind = stat.S_IFMT(st.st_mode)
+    if kind == stat.S_IFDIR:
+        if child in implicit:
+            tree.resolve_dir(child, create=True, entry=child)
+        else:
+            tree.directory(child, meta, xattrs.from_file(source_path))
+        source.open_dir(source_path, st.st_mode, stat.S_IRUSR | stat.S_IXUSR)
+        return True
+    if kind == stat.S_IFREG:
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in inodes:
+            tree.hardlink(child, inodes[key])
+            return False
+        if st.st_nlink > 1:
+            inodes[key] = child
+        copy = _copier(source_path, source)
+        tree.regular(child, meta, copy, xattrs.from_file(source_path))
+    elif kind == stat.S_IFLNK:
+        tree.symlink(child, os.readlink(source_path), meta)
+    elif kind in _DEVICE_KINDS:
+        tree.device(child, _DEVICE_KINDS[kind], meta, os.major(st.st_rdev), os.minor(st.st_rdev))
+    return False
 
 
 # --- .singularity.d -----------------------------------------------------------

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from bot.errors import PublisherError
 from bot.publisher import hooks
-from bot.publisher.backend import Publisher
+from bot.publisher.backend import Publisher, Scope
 from bot.publisher.metadata import read_json_strict, write_json
 from bot.publisher.safetree import force_rmtree
 
@@ -71,7 +71,9 @@ class LocalPublisher(Publisher):
     # --- transactions ----------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[Path]:
+    def _open(self, clone: tuple[str, str] | None, scope: Scope) -> Iterator[Path]:
+        # no catalog-level copies here: a clone transaction starts empty; the
+        # scope is checked by the Transaction (one staging tree whatever it is)
         self._root.mkdir(parents=True, exist_ok=True)
         self.state_dir.mkdir(exist_ok=True)
         staging = self.state_dir / f"txn-{uuid.uuid4().hex[:12]}"
@@ -96,7 +98,7 @@ class LocalPublisher(Publisher):
         self._roll_forward(staging.name, self._deletes)
         self._deletes = []
 
-    def remove(self, view: Path, relpath: str) -> None:
+    def _remove(self, view: Path, relpath: str) -> None:
         staged = view / relpath
         if staged.is_symlink() or staged.is_file():
             staged.unlink()

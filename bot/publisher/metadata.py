@@ -294,28 +294,13 @@ class ImageRecord:
         image_id = go_field(go_field(data, "config"), "digest")
         if not isinstance(image_id, str):
             return None
-        layers: list[tuple[str, int, str]] = []
-        for item in go_field(data, "layers") or []:
-            digest = go_field(item, "digest")
-            if isinstance(digest, str):
-                size = go_field(item, "size")
-                media_type = go_field(item, "mediaType")
-                layers.append(
-                    (
-                        digest,
-                        size if isinstance(size, int) else 0,
-                        media_type if isinstance(media_type, str) else "",
-                    )
-                )
+        layers = _manifest_layers(go_field(data, "layers") or [])
         extra = data.get("wishbot")
         extra = extra if isinstance(extra, dict) else {}
         reference = _reference(extra.get("reference")) or _reference_from_path(path)
         if reference is None:
             return None
-        try:
-            platform = Platform.parse(str(extra.get("platform") or "linux/amd64"))
-        except ValueError:
-            platform = Platform("linux", "amd64")
+        platform = _platform(extra.get("platform"))
         thin = extra.get("thin_image")
         size = extra.get("unpacked_size")
         manifest_digest = extra.get("manifest_digest")
@@ -330,6 +315,32 @@ class ImageRecord:
             thin_image=thin if isinstance(thin, str) else None,
             unpacked_size=size if isinstance(size, int) else 0,
         )
+
+
+def _manifest_layers(items: Iterable[object]) -> list[tuple[str, int, str]]:
+    """(digest, size, media type) of a manifest's layers; unusable entries skipped."""
+    layers: list[tuple[str, int, str]] = []
+    for item in items:
+        digest = go_field(item, "digest")
+        if isinstance(digest, str):
+            size = go_field(item, "size")
+            media_type = go_field(item, "mediaType")
+            layers.append(
+                (
+                    digest,
+                    size if isinstance(size, int) else 0,
+                    media_type if isinstance(media_type, str) else "",
+                )
+            )
+    return layers
+
+
+def _platform(text: object) -> Platform:
+    """A recorded platform; linux/amd64 when none or not valid (DUCC files)."""
+    try:
+        return Platform.parse(str(text or "linux/amd64"))
+    except ValueError:
+        return Platform("linux", "amd64")
 
 
 def _reference(text: object) -> ImageReference | None:

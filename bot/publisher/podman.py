@@ -46,8 +46,8 @@ from bot.core import layout
 from bot.core.model import ResolvedImage
 from bot.core.reference import ImageReference, ReferenceError, parse
 from bot.errors import IntegrityError, PublisherError
-from bot.publisher.backend import Publisher
-from bot.publisher.metadata import read_json, write_json
+from bot.publisher.backend import Transaction
+from bot.publisher.metadata import read_json
 
 STORE = layout.PODMAN_STORE
 OVERLAY = f"{STORE}/overlay"
@@ -230,18 +230,8 @@ def fetch_blobs(client: object, image: ResolvedImage) -> tuple[bytes, bytes]:
 # --- the tree side ------------------------------------------------------------
 
 
-def _where(view: Path, root: Path, relpath: str) -> Path:
-    """Read-your-writes: the staged copy if this transaction wrote one."""
-    staged = view / relpath
-    return staged if os.path.lexists(staged) else root / relpath
-
-
-def _present(view: Path, root: Path, relpath: str) -> bool:
-    return os.path.lexists(view / relpath) or os.path.lexists(root / relpath)
-
-
-def _read_list(view: Path, root: Path, relpath: str) -> list[dict[str, Any]]:
-    path = _where(view, root, relpath)
+def _read_list(txn: Transaction, relpath: str) -> list[dict[str, Any]]:
+    path = txn.resolve(relpath)
     if not os.path.lexists(path):
         return []
     data = read_json(path)
@@ -251,18 +241,6 @@ def _read_list(view: Path, root: Path, relpath: str) -> list[dict[str, Any]]:
             hint="repair or remove the podman store file by hand, then run again",
         )
     return data
-
-
-def _symlink(view: Path, relpath: str, target: str) -> None:
-    staged = view / relpath
-    staged.parent.mkdir(parents=True, exist_ok=True)
-    os.symlink(target, staged)
-
-
-def _write(view: Path, relpath: str, data: bytes) -> None:
-    staged = view / relpath
-    staged.parent.mkdir(parents=True, exist_ok=True)
-    staged.write_bytes(data)
 
 
 def flat_size(directory: Path) -> int:
@@ -280,75 +258,73 @@ def flat_size(directory: Path) -> int:
 
 
 def describe(
-    view: Path,
-    root: Path,
+    txn: Transaction,
     image: ResolvedImage,
     path: str,
     manifest: bytes,
     config: bytes,
     now: datetime,
 ) -> StoreImage:
-    """The store's record of ``image`` (its flat image in the view or published)."""
+    """The store's record of ``image`` (its flat image as the transaction sees it)."""
     return StoreImage(
         image_id=image.image_id,
         manifest_digest=image.manifest_digest,
         manifest=manifest,
         config=config,
         name=store_name(image, path),
-        size=flat_size(_where(view, root, layout.flat_dir(image.image_id))),
+        size=flat_size(txn.resolve(layout.flat_dir(image.image_id))),
         created=now,
     )
 
 
-def add_image(view: Path, root: Path, entry: StoreImage) -> None:
-    """Write ``entry`` into the store inside the open transaction ``view``.
+def add_image(txn: Transaction, entry: StoreImage) -> None:
+    """Write ``entry`` into the store inside the open transaction ``txn``.
 
     Files that exist already are left alone; the shared JSON files are
     rewritten only when they change, so a re-run writes nothing.
     """
     flat = layout.flat_dir(entry.image_id)
-    if not _present(view, root, flat):
+    if not txn.exists(flat):
         raise PublisherError(f"{flat} is not published; the podman store cannot point at it")
-    _add_layer(view, root, entry.layer_id, flat)
+    _add_layer(txn, entry.layer_id, flat)
     data_dir = f"{IMAGES}/{entry.hex}"
     for key, blob in ((MANIFEST_KEY, entry.manifest), (entry.image_id, entry.config)):
-        _write_new(view, root, f"{data_dir}/{big_data_name(key)}", blob)
-    images = _read_list(view, root, IMAGES_JSON)
-    _update_list(view, root, IMAGES_JSON, images, merge_image(images, entry.image_entry()))
-    layers = _read_list(view, root, LAYERS_JSON)
-    _update_list(view, root, LAYERS_JSON, layers, merge_layer(layers, entry.layer_entry()))
+        _write_new(txn, f"{data_dir}/{big_data_name(key)}", blob)
+    images = _read_list(txn, IMAGES_JSON)
+    _update_list(txn, IMAGES_JSON, images, merge_image(images, entry.image_entry()))
+    layers = _read_list(txn, LAYERS_JSON)
+    _update_list(txn, LAYERS_JSON, layers, merge_layer(layers, entry.layer_entry()))
     for relpath in (*LOCKS, *(f"{d}/{layout.CATALOG_MARKER}" for d in CATALOG_DIRS)):
-        _write_new(view, root, relpath, b"")
+        _write_new(txn, relpath, b"")
 
 
-def _add_layer(view: Path, root: Path, layer_id: str, flat: str) -> None:
+def _add_layer(txn: Transaction, layer_id: str, flat: str) -> None:
     """The overlay layer of an image: its ``diff`` is the flat image, plus its short link."""
     layer_dir = f"{OVERLAY}/{layer_id}"
     short = link_id(layer_id)
-    if not _present(view, root, f"{layer_dir}/diff"):
-        _symlink(view, f"{layer_dir}/diff", layout.relative_link(f"{layer_dir}/diff", flat))
-    _write_new(view, root, f"{layer_dir}/link", short.encode("ascii"))
-    if not _present(view, root, f"{LINKS}/{short}"):
-        _symlink(view, f"{LINKS}/{short}", f"../{layer_id}/diff")
+    if not txn.exists(f"{layer_dir}/diff"):
+        txn.symlink(f"{layer_dir}/diff", layout.relative_link(f"{layer_dir}/diff", flat))
+    _write_new(txn, f"{layer_dir}/link", short.encode("ascii"))
+    if not txn.exists(f"{LINKS}/{short}"):
+        txn.symlink(f"{LINKS}/{short}", f"../{layer_id}/diff")
 
 
-def _write_new(view: Path, root: Path, relpath: str, data: bytes) -> None:
+def _write_new(txn: Transaction, relpath: str, data: bytes) -> None:
     """Write ``relpath`` unless it exists (a re-run writes nothing)."""
-    if not _present(view, root, relpath):
-        _write(view, relpath, data)
+    if not txn.exists(relpath):
+        txn.write_bytes(relpath, data)
 
 
 def _update_list(
-    view: Path, root: Path, name: str, old: list[dict[str, Any]], new: list[dict[str, Any]]
+    txn: Transaction, name: str, old: list[dict[str, Any]], new: list[dict[str, Any]]
 ) -> None:
     """Rewrite a shared JSON list only when it changes (or is missing)."""
-    if new != old or not _present(view, root, name):
-        write_json(view / name, new)
+    if new != old or not txn.exists(name):
+        txn.write_json(name, new)
 
 
 def publish(
-    view: Path,
-    root: Path,
+    txn: Transaction,
     image: ResolvedImage,
     path: str,
     client: object,
@@ -356,23 +332,20 @@ def publish(
 ) -> None:
     """Fetch the manifest and config of ``image`` and add it to the store (apply's hook)."""
     manifest, config = fetch_blobs(client, image)
-    add_image(view, root, describe(view, root, image, path, manifest, config, now))
+    add_image(txn, describe(txn, image, path, manifest, config, now))
 
 
-def remove_images(
-    publisher: Publisher, view: Path, image_ids: Iterable[str], names: Iterable[str] = ()
-) -> None:
+def remove_images(txn: Transaction, image_ids: Iterable[str], names: Iterable[str] = ()) -> None:
     """Drop the store entries of deleted images, and ``names`` of deleted paths (gc's hook).
 
     No store, nothing to do: a tree without ``podmanStore`` is never touched.
     """
-    root = publisher.root
-    if not _present(view, root, IMAGES_JSON):
+    if not txn.exists(IMAGES_JSON):
         return
     ids = {layout.hex_of(i) for i in image_ids}
     gone_names = set(names)
-    images = _read_list(view, root, IMAGES_JSON)
-    layers = _read_list(view, root, LAYERS_JSON)
+    images = _read_list(txn, IMAGES_JSON)
+    layers = _read_list(txn, LAYERS_JSON)
     doomed = [e for e in images if e.get("id") in ids]
     kept_images = drop_images(images, ids, gone_names)
     layer_ids = _unused_layers(doomed, kept_images)
@@ -380,13 +353,13 @@ def remove_images(
     if kept_images == images and kept_layers == layers:
         return
     for entry in doomed:
-        publisher.remove(view, f"{IMAGES}/{entry['id']}")
+        txn.remove(f"{IMAGES}/{entry['id']}")
     for layer in sorted(layer_ids):
         if _safe_id(layer):
-            _remove_layer(publisher, view, layer)
-    write_json(view / IMAGES_JSON, kept_images)
+            _remove_layer(txn, layer)
+    txn.write_json(IMAGES_JSON, kept_images)
     if kept_layers != layers:
-        write_json(view / LAYERS_JSON, kept_layers)
+        txn.write_json(LAYERS_JSON, kept_layers)
 
 
 def _unused_layers(doomed: list[dict[str, Any]], kept: list[dict[str, Any]]) -> set[str]:
@@ -395,11 +368,11 @@ def _unused_layers(doomed: list[dict[str, Any]], kept: list[dict[str, Any]]) -> 
     return layer_ids - {e.get("layer") for e in kept}
 
 
-def _remove_layer(publisher: Publisher, view: Path, layer: str) -> None:
-    short = _read_link(_where(view, publisher.root, f"{OVERLAY}/{layer}/link"))
+def _remove_layer(txn: Transaction, layer: str) -> None:
+    short = _read_link(txn.resolve(f"{OVERLAY}/{layer}/link"))
     if short:
-        publisher.remove(view, f"{LINKS}/{short}")
-    publisher.remove(view, f"{OVERLAY}/{layer}")
+        txn.remove(f"{LINKS}/{short}")
+    txn.remove(f"{OVERLAY}/{layer}")
 
 
 def _safe_id(text: str) -> bool:

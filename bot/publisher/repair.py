@@ -28,7 +28,7 @@ from bot.core.reference import ImageReference
 from bot.core.render import escape_terminal
 from bot.errors import PublisherError, WishbotError
 from bot.publisher.adopt import backfill_sidecar
-from bot.publisher.backend import Publisher
+from bot.publisher.backend import Publisher, Transaction
 from bot.publisher.flatten import apply_layerfs, write_singularity_metadata
 from bot.publisher.metadata import (
     LAYERS,
@@ -38,7 +38,6 @@ from bot.publisher.metadata import (
     read_json,
     read_schedule,
     schedule_json,
-    write_json,
 )
 from bot.publisher.unpack import Limits, sidecar_path, unpack_layer
 from bot.publisher.verify import LayerSource, check_flat, collect, layer_sources
@@ -135,23 +134,23 @@ class Repairer:
         body = self._registry().get_config(source.reference, image_id)
         config = _image_config(body, f"{source.reference}@{image_id}")
         flat = layout.flat_dir(image_id)
-        with self.publisher.transaction() as view:
-            self.publisher.remove(view, flat)
-            target = view / flat
+        with self.publisher.transaction() as txn:
+            txn.remove(flat)
+            target = txn / flat
             target.mkdir(parents=True)
             for digest in layers:
                 apply_layerfs(
                     target,
                     self.root / layout.layerfs_dir(digest),
                     context=f"layer {digest} of {image_id}",
-                    sidecar=self._sidecar(view, digest),
+                    sidecar=self._sidecar(txn, digest),
                 )
             write_singularity_metadata(target, config)
             (target / layout.CATALOG_MARKER).touch()
             check_flat(target, image_id)
         return f"rebuilt from its {len(layers)} layer(s)"
 
-    def _sidecar(self, view: Path, digest: str) -> Path:
+    def _sidecar(self, txn: Transaction, digest: str) -> Path:
         """The layer's sidecar; a layer DUCC published gets one first (see adopt)."""
         existing = sidecar_path(self.root / layout.layerfs_dir(digest))
         if existing.exists():
@@ -164,8 +163,7 @@ class Repairer:
             read_json(self.root / layout.layer_metadata_dir(digest) / LAYERS), digest
         )
         return backfill_sidecar(
-            view,
-            self.root,
+            txn,
             Layer(digest, source.size, source.media_type),
             source.reference,
             lambda ref, d, size, dest: registry.download_blob(ref, d, size, dest),
@@ -182,9 +180,9 @@ class Repairer:
         with tempfile.TemporaryDirectory(prefix="wishbot-repair-") as tmp:
             blob = Path(tmp) / "blob"
             self._registry().download_blob(source.reference, digest, source.size, blob)
-            with self.publisher.transaction() as view:
-                self.publisher.remove(view, layout.layerfs_dir(digest))
-                dest = view / layout.layerfs_dir(digest)
+            with self.publisher.transaction() as txn:
+                txn.remove(layout.layerfs_dir(digest))
+                dest = txn / layout.layerfs_dir(digest)
                 stats = unpack_layer(
                     blob,
                     source.media_type,
@@ -202,7 +200,7 @@ class Repairer:
                     stats.unpacked_size,
                     stats.entries,
                 )
-                write_json(view / meta / LAYERS, info.to_json())
+                txn.write_json(f"{meta}/{LAYERS}", info.to_json())
         return f"unpacked again from {source.reference} (diffID {stats.diff_id})"
 
     def rewrite_backlinks(self, finding: Finding) -> str:
@@ -217,8 +215,8 @@ class Repairer:
             meta = self.facts.metadata.get(link)
             if meta is not None and digest in meta.layers:
                 users.add(image_id)
-        with self.publisher.transaction() as view:
-            write_json(view / layout.layer_metadata_dir(digest) / ORIGIN, origin_json(users))
+        with self.publisher.transaction() as txn:
+            txn.write_json(f"{layout.layer_metadata_dir(digest)}/{ORIGIN}", origin_json(users))
         return f"origin.json now lists {len(users)} image(s)"
 
     def _published(self, kind: str, ident: str) -> bool:
@@ -227,8 +225,8 @@ class Repairer:
     def drop_stale_entries(self, _finding: Finding) -> str:
         entries = read_schedule(self.root / layout.REMOVE_SCHEDULE)
         kept = [e for e in entries if self._published(e.removal.kind, e.removal.id)]
-        with self.publisher.transaction() as view:
-            write_json(view / layout.REMOVE_SCHEDULE, schedule_json(kept))
+        with self.publisher.transaction() as txn:
+            txn.write_json(layout.REMOVE_SCHEDULE, schedule_json(kept))
         return f"dropped {len(entries) - len(kept)} entr(y/ies) for what is not published"
 
 

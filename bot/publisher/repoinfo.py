@@ -18,8 +18,8 @@ from pathlib import Path
 
 from bot.core import layout
 from bot.errors import UsageError
-from bot.publisher.backend import Publisher
-from bot.publisher.metadata import read_json, write_json
+from bot.publisher.backend import Publisher, Transaction
+from bot.publisher.metadata import read_json
 
 REPOSITORY_INFO = f"{layout.METADATA}/repository.json"
 
@@ -31,10 +31,10 @@ def recorded_repository(root: Path) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def record_repository(view: Path, root: Path, cvmfs_repo: str) -> None:
-    """Stage the record of ``cvmfs_repo`` in the transaction ``view`` unless the tree has it."""
-    if recorded_repository(root) != cvmfs_repo:
-        write_json(view / REPOSITORY_INFO, {"version": 1, "cvmfs_repo": cvmfs_repo})
+def record_repository(txn: Transaction, cvmfs_repo: str) -> None:
+    """Write the record of ``cvmfs_repo`` in the transaction unless the tree has it."""
+    if recorded_repository(txn.root) != cvmfs_repo:
+        txn.write_json(REPOSITORY_INFO, {"version": 1, "cvmfs_repo": cvmfs_repo})
 
 
 def tree_repository(publisher: Publisher) -> str | None:

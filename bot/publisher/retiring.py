@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bot.core import layout
+from bot.core.lifecycle import public_path
 from bot.core.model import ScheduledRemoval
-from bot.core.plan import public_path
 from bot.publisher.metadata import ScheduleEntry
 from bot.publisher.state import flat_target
 

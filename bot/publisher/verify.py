@@ -43,7 +43,6 @@ from bot.publisher.metadata import (
     read_json,
     read_origin,
     read_schedule,
-    write_json,
 )
 from bot.publisher.state import _partitions, public_links
 from bot.publisher.unpack import Limits, unpack_layer
@@ -422,8 +421,8 @@ def scheduled_verify(
         return picked
 
     report = verify(publisher.root, download=download, limits=limits, select=select)
-    with publisher.transaction() as view:
-        write_json(view / STATUS, status_json(report, now, picked[-1] if picked else None))
+    with publisher.transaction() as txn:
+        txn.write_json(STATUS, status_json(report, now, picked[-1] if picked else None))
     scope = f"{report.deep_layers} of {report.layers} layer(s)"
     if report.ok:
         return f"deep verify ({scope}): clean"

@@ -22,8 +22,9 @@ from bot.core.plan import Plan
 from bot.core.recipe import apply_ignore_errors, load_wishlist
 from bot.core.render import plural, render_markdown, summary_parts
 from bot.errors import PublisherError, WishbotError
+from bot.publisher import open_publisher
 from bot.publisher.apply import ApplyReport
-from bot.publisher.backend import Publisher, open_publisher
+from bot.publisher.backend import Publisher
 from bot.publisher.converge import converge
 from bot.publisher.gc import collect
 from bot.publisher.refresh import refresh

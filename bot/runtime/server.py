@@ -35,7 +35,7 @@ from bot.core.commands import CommentEvent, screen
 from bot.errors import ConfigError, WishbotError, is_retryable
 from bot.forge.base import Forge
 from bot.forge.kinds import spec_of, specs
-from bot.publisher.backend import open_publisher
+from bot.publisher import open_publisher
 from bot.publisher.metadata import parse_time
 from bot.publisher.verify import read_status
 from bot.runtime.actions import FORGE, PUBLISHER, Maintain, action_of, decode, encode, kinds_in
