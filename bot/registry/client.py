@@ -186,19 +186,11 @@ class RegistryClient:
         points to (the ``HEAD`` also proves this client may read it: a cached
         private manifest is never handed to a client without access), and a
         platform's manifest inside an index read that way costs nothing."""
-        target = reference or ref.digest or ref.effective_tag or "latest"
-        expected = target if target.startswith("sha256:") else None
-        what = f"{ref.name}{'@' if expected else ':'}{target}"
+        target, expected, what = _manifest_target(ref, reference)
         if self.cache is None:
             return self._fetch_manifest(ref, target, expected, what)
         tag_key = "" if expected else f"{ref.normalized().name}:{target}"
-        if expected and reference is not None:
-            digest = expected  # named by an index this client has just read
-        else:
-            known = expected or (self._hints.get(tag_key) if self._hints is not None else None)
-            digest = self._head(ref, target, what) if known and self.cache.has(known) else ""
-            if expected and digest != expected:
-                digest = ""  # a registry naming another digest: fetch and verify
+        digest = self._known_digest(ref, target, expected, what, tag_key, named=reference)
         cached = self._cached_manifest(digest, what) if digest else None
         if cached is None:
             cached = self._fetch_manifest(ref, target, expected, what)
@@ -206,6 +198,29 @@ class RegistryClient:
         if tag_key and self._hints is not None:
             self._hints.set(tag_key, cached.digest)
         return cached
+
+    def _known_digest(
+        self,
+        ref: ImageReference,
+        target: str,
+        expected: str | None,
+        what: str,
+        tag_key: str,
+        *,
+        named: str | None,
+    ) -> str:
+        """The digest whose cached manifest may serve ``target`` ("" for none):
+        a digest an index just named, or what a ``HEAD`` says the tag or digest
+        points to now, when the cache holds what it pointed to before."""
+        if expected and named is not None:
+            return expected  # named by an index this client has just read
+        known = expected or (self._hints.get(tag_key) if self._hints is not None else None)
+        if not known or self.cache is None or not self.cache.has(known):
+            return ""
+        digest = self._head(ref, target, what)
+        if expected and digest != expected:
+            return ""  # a registry naming another digest: fetch and verify
+        return digest
 
     def _head(self, ref: ImageReference, target: str, what: str) -> str:
         """The digest ``target`` (a tag or digest) points to now, by ``HEAD``
@@ -885,3 +900,11 @@ def _next_link(header: str, base: str) -> str | None:
             except ValueError:
                 return target  # not a URL: refused as not on the registry's origin
     return None
+
+
+def _manifest_target(ref: ImageReference, reference: str | None) -> tuple[str, str | None, str]:
+    """What to ask for (``reference``, else the ref's digest, else its tag), the
+    digest it must have (when it is one) and how messages name it."""
+    target = reference or ref.digest or ref.effective_tag or "latest"
+    expected = target if target.startswith("sha256:") else None
+    return target, expected, f"{ref.name}{'@' if expected else ':'}{target}"
