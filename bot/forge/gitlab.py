@@ -164,11 +164,7 @@ class GitLabForge(Forge):
     def _merge_request(self, data: Mapping[str, Any]) -> MergeRequest:
         diff_refs = data.get("diff_refs") or {}
         head = str(data.get("sha") or diff_refs.get("head_sha") or "")
-        base = str(diff_refs.get("base_sha") or "")
-        if not base and head:
-            with self._call(f"finding the merge base of !{data.get('iid')}"):
-                found = self._project.repository_merge_base([str(data["target_branch"]), head])
-            base = str(found.get("id", "")) if isinstance(found, dict) else ""
+        base = str(diff_refs.get("base_sha") or "") or self._merge_base(data, head)
         author = data.get("author") or {}
         from_fork = _from_fork(data)
         if from_fork and head:
@@ -187,6 +183,14 @@ class GitLabForge(Forge):
             web_url=str(data.get("web_url", "")),
             author=str(author.get("username", "")),
         )
+
+    def _merge_base(self, data: Mapping[str, Any], head: str) -> str:
+        """The merge base of a request whose answer names none (asked of GitLab)."""
+        if not head:
+            return ""
+        with self._call(f"finding the merge base of !{data.get('iid')}"):
+            found = self._project.repository_merge_base([str(data["target_branch"]), head])
+        return str(found.get("id", "")) if isinstance(found, dict) else ""
 
     # --- the Forge interface ---------------------------------------------------
 
