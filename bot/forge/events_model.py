@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bot.core.commands import CommentEvent
 from bot.errors import UsageError
 
 if TYPE_CHECKING:
@@ -81,6 +82,30 @@ class CiJob:
     job_url: str = ""  # the job's page: statuses' "Details" and the comments link there
 
 
+#: the most of a comment body kept from a payload (a command is its short first line)
+MAX_BODY = 4096
+
+
+@dataclass(frozen=True)
+class DashboardEdit:
+    """An issue's body was edited by ``editor``: maybe a box ticked on the dashboard."""
+
+    forge: str
+    repository: str
+    number: str
+    before: str
+    editor: str
+    editor_id: str
+
+    @property
+    def key(self) -> str:
+        return f"dashboard:{self.repository}:{self.number}"
+
+
+#: what a forge kind's comment or issue-edit delivery becomes (None: nothing to do)
+CommandEvent = CommentEvent | DashboardEdit
+
+
 @dataclass(frozen=True)
 class ForgeKindSpec:
     """One forge kind's webhook, CI and token knowledge.
@@ -91,6 +116,8 @@ class ForgeKindSpec:
     - ``delivery_id(headers)``: the delivery's unique id, if it has one;
     - ``event_name(headers)``: the event kind header ('' when not this kind's);
     - ``parse_event(headers, payload)``: the neutral event of a JSON object;
+    - ``parse_command(event_name, payload)``: a comment on a merge request or an
+      issue's edited body (comment commands, the dashboard), else None;
     - ``ci_job(environ, event_text)``: the CI job, None when not this kind's CI;
     - ``job_url(environ)``: the running CI job's page ('' if unknown);
     - ``token_variables``: where its token is looked up, in order;
@@ -107,6 +134,7 @@ class ForgeKindSpec:
     delivery_id: Callable[[Mapping[str, str]], str | None]
     event_name: Callable[[Mapping[str, str]], str]
     parse_event: Callable[[Mapping[str, str], dict[str, Any]], Event | Ignored]
+    parse_command: Callable[[str, dict[str, Any]], CommandEvent | None]
     ci_job: Callable[[Mapping[str, str], str | None], CiJob | None]
     job_url: Callable[[Mapping[str, str]], str]
     token_variables: tuple[str, ...]

@@ -15,10 +15,14 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from bot.core.commands import CommentEvent
 from bot.errors import UsageError
 from bot.forge.events_model import (
+    MAX_BODY,
     ZERO_SHA,
     CiJob,
+    CommandEvent,
+    DashboardEdit,
     Event,
     ForgeKindSpec,
     Ignored,
@@ -179,6 +183,58 @@ def make(
     )
 
 
+# --- comments and issue edits (comment commands, the dashboard) --------------------
+
+
+def _github_comment(payload: dict[str, Any]) -> CommentEvent | None:
+    issue = payload["issue"]
+    if "pull_request" not in issue:
+        return None  # a comment on an issue, not on a pull request
+    action = payload.get("action")
+    if action not in ("created", "edited"):
+        return None
+    comment = payload["comment"]
+    user = comment.get("user") or {}
+    return CommentEvent(
+        forge="github",
+        repository=str(payload["repository"]["full_name"]),
+        number=str(int(issue["number"])),
+        comment_id=str(int(comment["id"])),
+        author=str(user.get("login", "")),
+        author_id=str(user.get("id", "")),
+        body=str(comment.get("body") or "")[:MAX_BODY],
+        created=action == "created",
+    )
+
+
+def _github_issue(payload: dict[str, Any]) -> DashboardEdit | None:
+    body = (payload.get("changes") or {}).get("body")
+    if payload.get("action") != "edited" or not isinstance(body, dict):
+        return None
+    issue = payload["issue"]
+    if "pull_request" in issue:
+        return None
+    sender = payload.get("sender") or {}
+    return DashboardEdit(
+        forge="github",
+        repository=str(payload["repository"]["full_name"]),
+        number=str(int(issue["number"])),
+        before=str(body.get("from") or ""),
+        editor=str(sender.get("login", "")),
+        editor_id=str(sender.get("id", "")),
+    )
+
+
+def parse_command(event: str, payload: dict[str, Any]) -> CommandEvent | None:
+    """A comment on a pull request (``issue_comment``) or an issue's edited body
+    (``issues``), else None."""
+    if event == "issue_comment":
+        return _github_comment(payload)
+    if event == "issues":
+        return _github_issue(payload)
+    return None
+
+
 SPEC = ForgeKindSpec(
     kind=KIND,
     claims=claims,
@@ -187,6 +243,7 @@ SPEC = ForgeKindSpec(
     delivery_id=delivery_id,
     event_name=event_name,
     parse_event=parse_event,
+    parse_command=parse_command,
     ci_job=ci_job,
     job_url=job_url,
     token_variables=TOKEN_VARIABLES,

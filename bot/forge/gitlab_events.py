@@ -12,10 +12,14 @@ import hmac
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from bot.core.commands import CommentEvent
 from bot.errors import ConfigError
 from bot.forge.events_model import (
+    MAX_BODY,
     ZERO_SHA,
     CiJob,
+    CommandEvent,
+    DashboardEdit,
     Event,
     ForgeKindSpec,
     Ignored,
@@ -167,6 +171,57 @@ def make(
     return GitLabForge(url, repository, token, timeout=config.timeout, pipeline=pipeline)
 
 
+# --- comments and issue edits (comment commands, the dashboard) --------------------
+
+
+def _gitlab_note(payload: dict[str, Any]) -> CommentEvent | None:
+    attrs = payload["object_attributes"]
+    if attrs.get("noteable_type") != "MergeRequest" or attrs.get("system"):
+        return None
+    action = attrs.get("action")
+    # older GitLab sends no action: a note never updated is a new one
+    created = action == "create" or (
+        action is None and attrs.get("created_at") == attrs.get("updated_at")
+    )
+    user = payload.get("user") or {}
+    return CommentEvent(
+        forge="gitlab",
+        repository=str(payload["project"]["path_with_namespace"]),
+        number=str(payload["merge_request"]["iid"]),
+        comment_id=str(int(attrs["id"])),
+        author=str(user.get("username", "")),
+        author_id=str(user.get("id", attrs.get("author_id", ""))),
+        body=str(attrs.get("note", ""))[:MAX_BODY],
+        created=created,
+    )
+
+
+def _gitlab_issue(payload: dict[str, Any]) -> DashboardEdit | None:
+    attrs = payload["object_attributes"]
+    description = (payload.get("changes") or {}).get("description")
+    if attrs.get("action") != "update" or not isinstance(description, dict):
+        return None
+    user = payload.get("user") or {}
+    return DashboardEdit(
+        forge="gitlab",
+        repository=str(payload["project"]["path_with_namespace"]),
+        number=str(int(attrs["iid"])),
+        before=str(description.get("previous") or ""),
+        editor=str(user.get("username", "")),
+        editor_id=str(user.get("id", "")),
+    )
+
+
+def parse_command(event: str, payload: dict[str, Any]) -> CommandEvent | None:
+    """A note on a merge request (``Note Hook``) or an issue's edited description
+    (``Issue Hook``), else None."""
+    if event == "Note Hook":
+        return _gitlab_note(payload)
+    if event == "Issue Hook":
+        return _gitlab_issue(payload)
+    return None
+
+
 SPEC = ForgeKindSpec(
     kind=KIND,
     claims=claims,
@@ -175,6 +230,7 @@ SPEC = ForgeKindSpec(
     delivery_id=delivery_id,
     event_name=event_name,
     parse_event=parse_event,
+    parse_command=parse_command,
     ci_job=ci_job,
     job_url=job_url,
     token_variables=TOKEN_VARIABLES,
