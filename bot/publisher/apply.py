@@ -248,25 +248,11 @@ def _apply_change(
     meter: Meter | None = None,
     index: list[ResolvedImage] | None = None,
 ) -> ImageResult | None:
-    wish = change.wish.text if change.wish else ""
-    image = change.new or change.old
-    platform = str(image.platform) if image else ""
-    base = ImageResult(
-        path=change.path,
-        reference=str(change.reference),
-        platform=platform,
-        action=change.action,
-        ok=False,
-        wish=wish,
-    )
+    base = _base_result(change)
     if change.action == "unchanged":
         return _unchanged(plan, change, publisher, say, base)
     if change.action == "error":
-        problem = change.problem
-        if problem is None:
-            return replace(base, message="error")
-        hint = f" — {problem.hint}" if problem.hint else ""
-        return replace(base, message=f"{problem.message}{hint}")
+        return _error_result(change, base)
     try:
         _check_path(change.path)
         if change.action == "remove":
@@ -293,6 +279,30 @@ def _apply_change(
         message = _failure(change.path, exc)
         say(f"{change.path}: FAILED: {message}")
         return replace(base, message=message)
+
+
+def _base_result(change: ImageChange) -> ImageResult:
+    """The result of ``change`` before it is executed: not ok, no message yet."""
+    wish = change.wish.text if change.wish else ""
+    image = change.new or change.old
+    platform = str(image.platform) if image else ""
+    return ImageResult(
+        path=change.path,
+        reference=str(change.reference),
+        platform=platform,
+        action=change.action,
+        ok=False,
+        wish=wish,
+    )
+
+
+def _error_result(change: ImageChange, base: ImageResult) -> ImageResult:
+    """A change the plan already found wrong: its problem and hint, as the message."""
+    problem = change.problem
+    if problem is None:
+        return replace(base, message="error")
+    hint = f" — {problem.hint}" if problem.hint else ""
+    return replace(base, message=f"{problem.message}{hint}")
 
 
 def _unchanged(

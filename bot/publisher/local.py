@@ -107,15 +107,18 @@ class LocalPublisher(Publisher):
         self._deletes.append(relpath)
 
     def recover(self) -> list[str]:
-        done: list[str] = []
         if not self.state_dir.is_dir():
-            return done
+            return []
         journal = read_json_strict(self.journal_path, "transaction journal")
+        return self._finish_journaled(journal) + self._discard_leftovers()
+
+    def _finish_journaled(self, journal: object) -> list[str]:
+        """Roll the journaled transaction forward; refuse a damaged journal."""
         if isinstance(journal, dict) and isinstance(journal.get("staging"), str):
             deletes = [d for d in journal.get("deletes") or [] if isinstance(d, str)]
             self._roll_forward(journal["staging"], deletes)
-            done.append(f"completed the interrupted transaction {journal['staging']}")
-        elif journal is not None:
+            return [f"completed the interrupted transaction {journal['staging']}"]
+        if journal is not None:
             # a journal is only ever renamed into place whole: one that does not
             # name its staging tree was damaged; rolling back could leave a
             # half-merged transaction visible, so stop and say so
@@ -124,6 +127,11 @@ class LocalPublisher(Publisher):
                 hint="a commit was interrupted: finish it by hand from the txn-* directory "
                 "it belongs to, or restore the tree from a backup, then remove the journal",
             )
+        return []
+
+    def _discard_leftovers(self) -> list[str]:
+        """Remove staging trees, trash and temporary files an interrupted run left."""
+        done: list[str] = []
         for entry in sorted(self.state_dir.iterdir()):
             if entry.name.startswith(("txn-", "trash-")) or ".tmp-" in entry.name:
                 if entry.is_dir() and not entry.is_symlink():
@@ -139,25 +147,28 @@ class LocalPublisher(Publisher):
         """Refuse a commit that would replace a real file or directory wrongly."""
         for entry in os.scandir(src):
             target = dst / entry.name
-            if not os.path.lexists(target):
-                continue
-            staged_dir = entry.is_dir(follow_symlinks=False)
-            existing_link = target.is_symlink()
-            existing_dir = target.is_dir() and not existing_link
-            if staged_dir and existing_dir:
-                self._check(Path(entry.path), target)
-            elif entry.is_symlink() and not existing_link:
-                raise PublisherError(
-                    f"{self._relative(target)} exists and is not a symlink; "
-                    "refusing to replace it with one",
-                    hint="move it away by hand if it should be published here",
-                )
-            elif staged_dir != existing_dir:
-                raise PublisherError(
-                    f"{self._relative(target)}: cannot replace a "
-                    f"{'directory' if existing_dir else 'file'} with a "
-                    f"{'directory' if staged_dir else 'file'}"
-                )
+            if os.path.lexists(target):
+                self._check_entry(entry, target)
+
+    def _check_entry(self, entry: os.DirEntry[str], target: Path) -> None:
+        """Refuse replacing the existing ``target`` with the staged ``entry`` wrongly."""
+        staged_dir = entry.is_dir(follow_symlinks=False)
+        existing_link = target.is_symlink()
+        existing_dir = target.is_dir() and not existing_link
+        if staged_dir and existing_dir:
+            self._check(Path(entry.path), target)
+        elif entry.is_symlink() and not existing_link:
+            raise PublisherError(
+                f"{self._relative(target)} exists and is not a symlink; "
+                "refusing to replace it with one",
+                hint="move it away by hand if it should be published here",
+            )
+        elif staged_dir != existing_dir:
+            raise PublisherError(
+                f"{self._relative(target)}: cannot replace a "
+                f"{'directory' if existing_dir else 'file'} with a "
+                f"{'directory' if staged_dir else 'file'}"
+            )
 
     def _relative(self, path: Path) -> str:
         try:
@@ -171,11 +182,7 @@ class LocalPublisher(Publisher):
             self._delete(relpath)
             hooks.crash_point("delete")
         if staging.is_dir():
-            names = {entry.name for entry in os.scandir(staging)}
-            order = [n for n in INTERNAL_ORDER if n in names]
-            order += sorted(n for n in names if n.startswith(".") and n not in order)
-            order += sorted(n for n in names if not n.startswith("."))
-            for name in order:
+            for name in _merge_order({entry.name for entry in os.scandir(staging)}):
                 self._merge(staging / name, self._root / name)
         self.journal_path.unlink(missing_ok=True)
         force_rmtree(staging, ignore_errors=True)
@@ -203,3 +210,12 @@ class LocalPublisher(Publisher):
         dst.parent.mkdir(parents=True, exist_ok=True)
         hooks.crash_point("rename")
         os.replace(src, dst)
+
+
+def _merge_order(names: set[str]) -> list[str]:
+    """The order a staging tree's top-level names are merged in: the internal
+    ones first (in INTERNAL_ORDER), then other dot names, then the rest."""
+    order = [n for n in INTERNAL_ORDER if n in names]
+    order += sorted(n for n in names if n.startswith(".") and n not in order)
+    order += sorted(n for n in names if not n.startswith("."))
+    return order

@@ -352,14 +352,19 @@ def remove_images(txn: Transaction, image_ids: Iterable[str], names: Iterable[st
     kept_layers = [e for e in layers if e.get("id") not in layer_ids]
     if kept_images == images and kept_layers == layers:
         return
+    _remove_files(txn, doomed, layer_ids)
+    txn.write_json(IMAGES_JSON, kept_images)
+    if kept_layers != layers:
+        txn.write_json(LAYERS_JSON, kept_layers)
+
+
+def _remove_files(txn: Transaction, doomed: list[dict[str, Any]], layer_ids: set[str]) -> None:
+    """Remove the store directories of the doomed images and of their unused layers."""
     for entry in doomed:
         txn.remove(f"{IMAGES}/{entry['id']}")
     for layer in sorted(layer_ids):
         if _safe_id(layer):
             _remove_layer(txn, layer)
-    txn.write_json(IMAGES_JSON, kept_images)
-    if kept_layers != layers:
-        txn.write_json(LAYERS_JSON, kept_layers)
 
 
 def _unused_layers(doomed: list[dict[str, Any]], kept: list[dict[str, Any]]) -> set[str]:

@@ -232,16 +232,34 @@ def _apply_member(
         tree.directory(name, meta, attributes)
         return
     if member.isreg():
-        room = limits.max_bytes - tree.file_bytes
-        if member.size > room:
-            raise _too_big(tree, member, limits)
-        src = tar.extractfile(member)
-        assert src is not None
-        copy = _copier(src, room, lambda: _too_big(tree, member, limits))
-        tree.regular(name, meta, copy, attributes)
+        _apply_regular(tree, tar, member, name, meta, attributes, limits)
         return
     if attributes:  # links and devices: not theirs to keep
         tree.drop_xattrs(name, [(a, "not kept on this kind of entry") for a in attributes])
+    _apply_special(tree, member, name, meta)
+
+
+def _apply_regular(
+    tree: SafeTree,
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    name: str,
+    meta: Meta,
+    attributes: dict[str, bytes],
+    limits: Limits,
+) -> None:
+    """Write a regular file, within what is left of the layer's byte limit."""
+    room = limits.max_bytes - tree.file_bytes
+    if member.size > room:
+        raise _too_big(tree, member, limits)
+    src = tar.extractfile(member)
+    assert src is not None
+    copy = _copier(src, room, lambda: _too_big(tree, member, limits))
+    tree.regular(name, meta, copy, attributes)
+
+
+def _apply_special(tree: SafeTree, member: tarfile.TarInfo, name: str, meta: Meta) -> None:
+    """Write a symlink, hard link or device; other types are ignored."""
     if member.issym():
         tree.symlink(name, member.linkname, meta)
     elif member.islnk():
