@@ -4,8 +4,8 @@
 
 The norm is 10, never above 15 (see the README). This prints how many
 functions and methods are above 10 and above 15, and with ``--list`` which
-ones (most complex first). It is a report, not yet a test: several areas are
-still being written; ``functions_over`` is what a threshold test will use.
+ones (most complex first). ``tests/test_architecture.py`` holds the tree to
+it through ``functions_over``.
 """
 
 from __future__ import annotations

@@ -237,3 +237,13 @@ def test_forge_kinds_are_looked_up_in_one_registry() -> None:
         if imported & kind_modules and module not in kind_modules
     }
     assert importers == {"bot.forge.kinds"}
+
+
+def test_functions_stay_small() -> None:
+    """Complexity 10 is the norm, 15 the ceiling (radon, see tests/complexity.py):
+    no function above 15, and at most 10 above 10 in the whole of ``bot``."""
+    from complexity import functions_over
+
+    assert functions_over(15) == []
+    over = functions_over(10)
+    assert len(over) <= 10, "\n".join(f"{c:4d} {where} {name}" for c, where, name in over)
