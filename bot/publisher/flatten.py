@@ -171,10 +171,7 @@ def _apply_tree(
     while pending:
         rel = pending.pop()
         names = sorted(os.listdir(f"{base}/{rel}" if rel else base))
-        markers = [n for n in names if n.startswith(WHITEOUT)]
-        for name in markers:
-            dispatch_marker(tree, f"{rel}/{name}" if rel else name)
-            entries += 1
+        entries += _apply_markers(tree, rel, names)
         subdirs: list[str] = []
         for name in names:
             if name.startswith(WHITEOUT):
@@ -185,6 +182,14 @@ def _apply_tree(
                 subdirs.append(child)
         pending.extend(reversed(subdirs))
     return entries
+
+
+def _apply_markers(tree: SafeTree, rel: str, names: list[str]) -> int:
+    """Handle the whiteout markers among ``names`` of directory ``rel``; returns their number."""
+    markers = [n for n in names if n.startswith(WHITEOUT)]
+    for name in markers:
+        dispatch_marker(tree, f"{rel}/{name}" if rel else name)
+    return len(markers)
 
 
 def _apply_entry(
@@ -360,11 +365,27 @@ def write_singularity_metadata(
     """
     root.mkdir(parents=True, exist_ok=True)
     tree = SafeTree(root, context=f"flat image {root.name}", flat=True, privileged=privileged)
+    flat = _FlatImage(tree, mtime_ns)
+    _keep_or_make_mount_points(flat)
+    _write_singularity_dir(flat, config)
+    _keep_or_link_legacy_names(flat)
+    tree.finish()
 
-    def meta(mode: int) -> Meta:
-        return Meta(mode=mode, uid=0, gid=0, mtime_ns=mtime_ns)
 
-    def write(name: str, text: str, mode: int) -> None:
+class _FlatImage:
+    """Root-owned entries written into a flat image through its :class:`SafeTree`."""
+
+    def __init__(self, tree: SafeTree, mtime_ns: int) -> None:
+        self.tree = tree
+        self.mtime_ns = mtime_ns
+
+    def meta(self, mode: int) -> Meta:
+        return Meta(mode=mode, uid=0, gid=0, mtime_ns=self.mtime_ns)
+
+    def directory(self, name: str, mode: int) -> None:
+        self.tree.directory(name, self.meta(mode))
+
+    def write(self, name: str, text: str, mode: int) -> None:
         data = text.encode("utf-8")
 
         def copy(fd: int) -> int:
@@ -373,28 +394,34 @@ def write_singularity_metadata(
                 view = view[os.write(fd, view) :]
             return len(data)
 
-        tree.regular(name, meta(mode), copy)
+        self.tree.regular(name, self.meta(mode), copy)
 
-    def missing(name: str) -> bool:
+    def missing(self, name: str) -> bool:
         parent, _, base = name.rpartition("/")
-        real = tree.resolve_dir(parent, create=True, entry=name)
+        real = self.tree.resolve_dir(parent, create=True, entry=name)
         assert real is not None
-        return not os.path.lexists(tree.abs(f"{real}/{base}" if real else base))
+        return not os.path.lexists(self.tree.abs(f"{real}/{base}" if real else base))
 
+
+def _keep_or_make_mount_points(flat: _FlatImage) -> None:
+    """Empty mount points, ``etc/hosts`` and ``etc/resolv.conf`` where the image has none."""
     for name in MOUNT_POINTS:
-        if missing(name):
-            tree.directory(name, meta(0o1777 if name in STICKY_DIRS else 0o755))
+        if flat.missing(name):
+            flat.directory(name, 0o1777 if name in STICKY_DIRS else 0o755)
     for name in ("etc/hosts", "etc/resolv.conf"):
-        if missing(name):
-            write(name, "", 0o644)
+        if flat.missing(name):
+            flat.write(name, "", 0o644)
 
+
+def _write_singularity_dir(flat: _FlatImage, config: ImageConfig) -> None:
+    """``.singularity.d``: actions, environment, runscript and labels of ``config``."""
     for name in (".singularity.d", ".singularity.d/actions", ".singularity.d/env"):
-        tree.directory(name, meta(0o755))
-    tree.directory(".singularity.d/libs", meta(0o755))
+        flat.directory(name, 0o755)
+    flat.directory(".singularity.d/libs", 0o755)
     for action, text in ACTIONS.items():
-        write(f".singularity.d/actions/{action}", text, 0o755)
-    write(".singularity.d/env/10-docker2singularity.sh", environment_script(config.env), 0o755)
-    write(".singularity.d/runscript", runscript(config.entrypoint, config.cmd), 0o755)
+        flat.write(f".singularity.d/actions/{action}", text, 0o755)
+    flat.write(".singularity.d/env/10-docker2singularity.sh", environment_script(config.env), 0o755)
+    flat.write(".singularity.d/runscript", runscript(config.entrypoint, config.cmd), 0o755)
     # an image built by Apptainer carries its own: keep those
     for name, text in (
         (".singularity.d/env/01-base.sh", ENV_BASE),
@@ -402,14 +429,17 @@ def write_singularity_metadata(
         (".singularity.d/env/99-base.sh", ENV_99_BASE),
         (".singularity.d/startscript", ENV_BASE),
     ):
-        if missing(name):
-            write(name, text, 0o755)
+        if flat.missing(name):
+            flat.write(name, text, 0o755)
     labels = json.dumps(dict(config.labels), indent=4, sort_keys=True, ensure_ascii=False)
-    write(".singularity.d/labels.json", labels + "\n", 0o644)
+    flat.write(".singularity.d/labels.json", labels + "\n", 0o644)
+
+
+def _keep_or_link_legacy_names(flat: _FlatImage) -> None:
+    """Singularity 2's ``/singularity`` and ``/environment``, unless the image has them."""
     for name, target in (
         ("singularity", ".singularity.d/runscript"),
         ("environment", ".singularity.d/env/90-environment.sh"),
     ):
-        if missing(name):
-            tree.symlink(name, target, meta(0o777))
-    tree.finish()
+        if flat.missing(name):
+            flat.tree.symlink(name, target, flat.meta(0o777))

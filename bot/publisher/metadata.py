@@ -295,26 +295,35 @@ class ImageRecord:
         if not isinstance(image_id, str):
             return None
         layers = _manifest_layers(go_field(data, "layers") or [])
-        extra = data.get("wishbot")
-        extra = extra if isinstance(extra, dict) else {}
+        extra = _wishbot_section(data)
         reference = _reference(extra.get("reference")) or _reference_from_path(path)
         if reference is None:
             return None
-        platform = _platform(extra.get("platform"))
-        thin = extra.get("thin_image")
-        size = extra.get("unpacked_size")
-        manifest_digest = extra.get("manifest_digest")
         return cls(
             path=path,
             reference=reference,
-            platform=platform,
-            manifest_digest=manifest_digest if isinstance(manifest_digest, str) else "",
+            platform=_platform(extra.get("platform")),
+            manifest_digest=_str_or_none(extra.get("manifest_digest")) or "",
             image_id=image_id,
             layers=tuple(layers),
             converted=parse_time(extra.get("converted")) or datetime.fromtimestamp(0, UTC),
-            thin_image=thin if isinstance(thin, str) else None,
-            unpacked_size=size if isinstance(size, int) else 0,
+            thin_image=_str_or_none(extra.get("thin_image")),
+            unpacked_size=_int_or_zero(extra.get("unpacked_size")),
         )
+
+
+def _wishbot_section(data: dict[str, object]) -> dict[str, object]:
+    """The ``wishbot`` object of a manifest.json; empty when absent (a DUCC file)."""
+    extra = data.get("wishbot")
+    return extra if isinstance(extra, dict) else {}
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int_or_zero(value: object) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def _manifest_layers(items: Iterable[object]) -> list[tuple[str, int, str]]:

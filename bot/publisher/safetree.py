@@ -38,6 +38,7 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from bot.errors import UnsafeLayer
 from bot.publisher import xattrs
@@ -45,6 +46,9 @@ from bot.publisher.tarheader import show_name
 
 #: extended attributes of an entry (name -> value), or None
 Xattrs = Mapping[str, bytes] | None
+
+#: what a walk finds at one path component (see SafeTree.resolve_dir)
+_ComponentKind = Literal["dir", "link", "missing"]
 
 MAX_SYMLINK_HOPS = 40
 OPAQUE = ".wh..wh..opq"
@@ -255,35 +259,49 @@ class SafeTree:
                 cur = cur.rpartition("/")[0]
                 continue
             nxt = _join(cur, comp)
-            try:
-                st = os.lstat(self.abs(nxt))
-            except FileNotFoundError:
-                if not create:
-                    return None
-                os.mkdir(self.abs(nxt), 0o755)
-                os.chmod(self.abs(nxt), 0o755)
-                self.record.implicit.add(nxt)
-                cur = nxt
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                self.access.open_dir(self.abs(nxt), st.st_mode)
-                cur = nxt
-            elif stat.S_ISLNK(st.st_mode):
+            kind = self._component(nxt, create=create, entry=entry)
+            if kind == "missing":
+                return None
+            if kind == "link":
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:
                     raise self.refuse(entry, "goes through too many levels of symbolic links")
-                target = os.readlink(self.abs(nxt))
-                if target.startswith("/"):
-                    cur = ""
-                todo.extend(target.split("/")[::-1])
+                cur = self._follow_link(nxt, cur, todo)
             else:
-                if not create:
-                    return None
-                raise self.refuse(
-                    entry, f"needs '{show_name(nxt)}' to be a directory, but it is a file"
-                )
+                cur = nxt
         self._cache[path] = cur
         return cur
+
+    def _component(self, nxt: str, *, create: bool, entry: str) -> _ComponentKind:
+        """What the walk of :meth:`resolve_dir` finds at ``nxt``.
+
+        A directory is opened for the walk; a missing one is made (recorded as
+        implicit) when ``create``, else reported missing, as is a file; a file
+        where ``create`` needs a directory refuses ``entry``.
+        """
+        try:
+            st = os.lstat(self.abs(nxt))
+        except FileNotFoundError:
+            if not create:
+                return "missing"
+            os.mkdir(self.abs(nxt), 0o755)
+            os.chmod(self.abs(nxt), 0o755)
+            self.record.implicit.add(nxt)
+            return "dir"
+        if stat.S_ISDIR(st.st_mode):
+            self.access.open_dir(self.abs(nxt), st.st_mode)
+            return "dir"
+        if stat.S_ISLNK(st.st_mode):
+            return "link"
+        if not create:
+            return "missing"
+        raise self.refuse(entry, f"needs '{show_name(nxt)}' to be a directory, but it is a file")
+
+    def _follow_link(self, nxt: str, cur: str, todo: list[str]) -> str:
+        """Push the target of symlink ``nxt`` (in ``cur``) onto ``todo``; the walk's new position."""
+        target = os.readlink(self.abs(nxt))
+        todo.extend(target.split("/")[::-1])
+        return "" if target.startswith("/") else cur
 
     def _remove(self, real: str) -> None:
         """Remove whatever is at ``real`` (never following a symlink)."""
@@ -408,26 +426,11 @@ class SafeTree:
         clean_target = clean_name(target)
         if clean_target == "":
             raise self.refuse(name, "is a hardlink to the root directory")
-        tparent, _, tbase = clean_target.rpartition("/")
-        treal_parent = self.resolve_dir(tparent, create=False, entry=name)
-        treal = _join(treal_parent, tbase) if treal_parent is not None else None
-        st = None
-        if treal is not None:
-            try:
-                st = os.lstat(self.abs(treal))
-            except FileNotFoundError:
-                st = None
-        if st is None:
-            if not self.flat:
-                real, _ = self._place(name)
-                self._remove(real)
-                self.record.links.append({"path": real, "target": clean_target})
-                self._mark(real)
-                return
-            raise self.refuse(
-                name, f"is a hardlink to '{show_name(target)}', which is not in the image"
-            )
-        assert treal is not None
+        found = self._link_target(name, clean_target)
+        if found is None:
+            self._dangling_hardlink(name, target, clean_target)
+            return
+        treal, st = found
         if stat.S_ISDIR(st.st_mode):
             raise self.refuse(name, f"is a hardlink to the directory '{show_name(target)}'")
         real, _ = self._place(name)
@@ -436,6 +439,30 @@ class SafeTree:
             return
         self._remove(real)
         os.link(self.abs(treal), self.abs(real), follow_symlinks=False)
+        self._mark(real)
+
+    def _link_target(self, name: str, clean_target: str) -> tuple[str, os.stat_result] | None:
+        """Real path and status of hardlink ``name``'s target, None when not in the tree."""
+        tparent, _, tbase = clean_target.rpartition("/")
+        treal_parent = self.resolve_dir(tparent, create=False, entry=name)
+        if treal_parent is None:
+            return None
+        treal = _join(treal_parent, tbase)
+        try:
+            return treal, os.lstat(self.abs(treal))
+        except FileNotFoundError:
+            return None
+
+    def _dangling_hardlink(self, name: str, target: str, clean_target: str) -> None:
+        """A hardlink to what is not (yet) in the tree: refused in a flat image; in a
+        layer, recorded (a link to a lower layer's file, made when flattening)."""
+        if self.flat:
+            raise self.refuse(
+                name, f"is a hardlink to '{show_name(target)}', which is not in the image"
+            )
+        real, _ = self._place(name)
+        self._remove(real)
+        self.record.links.append({"path": real, "target": clean_target})
         self._mark(real)
 
     def device(self, name: str, kind: str, meta: Meta, major: int, minor: int) -> None:

@@ -181,6 +181,14 @@ def layer_sources(root: Path, facts: TreeFacts) -> dict[str, LayerSource]:
     """For each layer, an image reference that lists it: from the images' metadata,
     then from the remove schedule (an old image waits under the path it served)."""
     out: dict[str, LayerSource] = {}
+    _add_metadata_sources(root, facts, out)
+    _add_schedule_sources(root, out)
+    _complete_from_layer_info(root, out)
+    return out
+
+
+def _add_metadata_sources(root: Path, facts: TreeFacts, out: dict[str, LayerSource]) -> None:
+    """Each published image's layers, first image (by metadata link) first."""
     for link in sorted(facts.metadata):
         data = read_json(root / layout.image_metadata_dir(link) / MANIFEST)
         path = link.split("/", 2)[2] if link.startswith(f"{layout.MULTIARCH}/") else link
@@ -189,11 +197,19 @@ def layer_sources(root: Path, facts: TreeFacts) -> dict[str, LayerSource]:
             continue
         for digest, size, media_type in record.layers:
             out.setdefault(digest, LayerSource(record.reference, size, media_type))
+
+
+def _add_schedule_sources(root: Path, out: dict[str, LayerSource]) -> None:
+    """Layers only a scheduled (old) image still lists, under the path it served."""
     for entry in read_schedule(root / layout.REMOVE_SCHEDULE):
         reference = _reference(entry.removal.path)
         if reference is not None:
             for digest in entry.layers:
                 out.setdefault(digest, LayerSource(reference, 0, ""))
+
+
+def _complete_from_layer_info(root: Path, out: dict[str, LayerSource]) -> None:
+    """Size and media type from each layer's own layers.json where it records them."""
     for digest, source in list(out.items()):
         info = LayerInfo.from_json(
             read_json(root / layout.layer_metadata_dir(digest) / LAYERS), digest
@@ -203,7 +219,6 @@ def layer_sources(root: Path, facts: TreeFacts) -> dict[str, LayerSource]:
             info.compressed_size or source.size,
             info.media_type or source.media_type,
         )
-    return out
 
 
 def _reference(path: str | None) -> ImageReference | None:
