@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -156,17 +157,24 @@ def _run(*command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def _apache_up() -> None:
     """Apache must serve before ``mkfs``/``mount`` (reference page). Started when
-    down; left running (other workers may be using it)."""
-    if _run("apachectl", "status", check=False).returncode == 0:
-        return
-    pid_file = Path("/var/run/apache2/apache2.pid")
-    if pid_file.exists() and Path(f"/proc/{pid_file.read_text().strip()}").exists():
+    nothing answers on port 80 (a pid file left by a killed Apache says nothing);
+    left running (other workers may be using it)."""
+    if _serving():
         return
     _run("apachectl", "start", check=False)
-    for _ in range(50):
-        if pid_file.exists():
+    for _ in range(100):
+        if _serving():
             return
         time.sleep(0.1)
+
+
+def _serving() -> bool:
+    """Does something accept connections on 127.0.0.1:80?"""
+    try:
+        with socket.create_connection(("127.0.0.1", 80), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 class RealRepo(Repo):
