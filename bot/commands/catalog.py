@@ -26,7 +26,7 @@ from bot.errors import UsageError
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "catalog",
-        help="write CATALOG.md and catalog.json describing a publisher",
+        help="write the catalog of a publisher (CATALOG.md, catalog.json, an HTML page)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

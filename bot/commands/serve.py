@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="receive GitLab/GitHub webhooks and run reviews and publications",
+        help="receive forge webhooks and registry events; run reviews and publications",
         description="Serve webhooks on --listen. The secret comes from WISHBOT_WEBHOOK_SECRET; "
         "only the configured repositories are accepted. Registry events (push -> publish "
         "in seconds) on POST /hooks/registry/{distribution,harbor,github,dockerhub} when "
