@@ -25,6 +25,7 @@ import socket
 import subprocess
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -36,7 +37,7 @@ FAKE = Path(__file__).with_name("fake_cvmfs_server")
 TIMEOUT = 120
 
 
-class Repo:
+class Repo(ABC):
     """A repository under test: the release manager's view and a client's."""
 
     kind: str
@@ -48,10 +49,12 @@ class Repo:
         """``/cvmfs/REPO`` on the release manager (writable in a transaction)."""
         return Path(self.env["WISHBOT_CVMFS_ROOT"]) / self.name
 
+    @abstractmethod
     def client(self) -> Path:
         """What a client sees of the last published revision (synced now)."""
         raise NotImplementedError
 
+    @abstractmethod
     def revision(self) -> int:
         """The revision clients see."""
         raise NotImplementedError

@@ -16,6 +16,7 @@ import logging
 import re
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Self, TextIO
@@ -46,7 +47,7 @@ def short_digests(line: str) -> str:
     return _DIGEST.sub(r"\1", line)
 
 
-class ApplyDisplay:
+class ApplyDisplay(ABC):
     """The progress of one apply run: step lines, layer bytes, image N of M.
 
     Use as a context manager; :meth:`step`, :meth:`meter` and the
@@ -83,6 +84,7 @@ class ApplyDisplay:
 
     # --- what subclasses draw ------------------------------------------------
 
+    @abstractmethod
     def _say(self, line: str) -> None:
         raise NotImplementedError
 

@@ -238,10 +238,7 @@ class RegistryClient:
             )
             with response:
                 if response.status_code == 404:
-                    raise NotFound(
-                        f"{what}: no such image (the registry has no manifest for it)",
-                        hint="check the repository name and the tag or digest",
-                    )
+                    raise _no_manifest(what)
                 served = response.headers.get("Docker-Content-Digest", "")
                 if response.status_code != 200 or not _DIGEST.fullmatch(served):
                     return ""  # no usable answer to HEAD: fetch the manifest
@@ -288,10 +285,7 @@ class RegistryClient:
             )
             with response:
                 if response.status_code == 404:
-                    raise NotFound(
-                        f"{what}: no such image (the registry has no manifest for it)",
-                        hint="check the repository name and the tag or digest",
-                    )
+                    raise _no_manifest(what)
                 _expect(response, 200, what)
                 body = response.content
             return parse_manifest(
@@ -908,3 +902,11 @@ def _manifest_target(ref: ImageReference, reference: str | None) -> tuple[str, s
     target = reference or ref.digest or ref.effective_tag or "latest"
     expected = target if target.startswith("sha256:") else None
     return target, expected, f"{ref.name}{'@' if expected else ':'}{target}"
+
+
+def _no_manifest(what: str) -> NotFound:
+    """A registry's 404 for a manifest (``HEAD`` or ``GET``)."""
+    return NotFound(
+        f"{what}: no such image (the registry has no manifest for it)",
+        hint="check the repository name and the tag or digest",
+    )

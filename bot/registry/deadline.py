@@ -159,26 +159,27 @@ def _register(connection: Any) -> None:
         deadline.watch(connection)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+class _Watched:
+    """Registers the connection with this thread's deadlines as it is used."""
+
+    sock: Any
+
     def connect(self) -> None:
-        super().connect()
+        super().connect()  # type: ignore[misc]
         _register(self)
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         if self.sock is not None:
             _register(self)
-        super().request(*args, **kwargs)
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _register(self)
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    """A plain-HTTP connection that obeys the thread's deadlines."""
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        if self.sock is not None:
-            _register(self)
-        super().request(*args, **kwargs)
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    """A TLS connection that obeys the thread's deadlines."""
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):
