@@ -130,6 +130,17 @@ class LockedError(PublisherError):
     """Another wishbot run holds the publisher lock."""
 
 
+class LeaseRefused(PublisherError):
+    """A repository gateway would not let a transaction through: its lease path
+    stayed busy longer than the wait, or the publish was refused (the lease
+    expired or was cancelled). The transaction was aborted; the step can be
+    run again."""
+
+
+class LeaseBusy(LeaseRefused):
+    """A gateway lease stayed busy for as long as wishbot waits for one."""
+
+
 # --- forges ---------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ import pytest
 from bot.sandbox.registry_server import LocalRegistry
 
 #: ``cvmfs_repo``: the fake and (where installed) a real CernVM-FS repository
-pytest_plugins = ["cvmfs_fixture"]
+pytest_plugins = ["cvmfs_fixture", "gateway_fixture"]
 
 _counter = itertools.count()
 

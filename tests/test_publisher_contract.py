@@ -1,9 +1,9 @@
 """The publisher contract: what every backend promises, run against each one here.
 
 Backends: ``local:`` (a plain directory), ``cvmfs:`` with the fake
-``cvmfs_server`` (``tests/fake_cvmfs_server``) and ``cvmfs:`` with the real
-``cvmfs_server`` (marker ``cvmfs``; skipped with one line where it is not
-installed). A new backend adds itself to :func:`backend` and gets every test.
+``cvmfs_server`` (``tests/fake_cvmfs_server``), ``cvmfs:`` with the real
+``cvmfs_server`` and ``cvmfs:`` of a publisher of a real repository gateway
+(marker ``cvmfs``; skipped with one line where they are not installed). A new backend adds itself to :func:`backend` and gets every test.
 
 The promises (``bot.publisher.backend``): a transaction is published whole when
 its block ends and not at all when it raises; inside it, reads see its own
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from cvmfs_fixture import Repo, open_repo
+from gateway_fixture import Gateway
 
 from bot.errors import LockedError, PublisherError
 from bot.publisher import open_publisher
@@ -51,12 +52,25 @@ class Backend:
         return self.published
 
 
-@pytest.fixture(params=["local", "cvmfs-fake", pytest.param("cvmfs-real", marks=pytest.mark.cvmfs)])
+@pytest.fixture(
+    params=[
+        "local",
+        "cvmfs-fake",
+        pytest.param("cvmfs-real", marks=pytest.mark.cvmfs),
+        pytest.param("cvmfs-gateway", marks=pytest.mark.cvmfs),
+    ]
+)
 def backend(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Backend]:
     if request.param == "local":
         yield Backend(f"local:{tmp_path / 'tree'}", published=tmp_path / "tree")
+        return
+    if request.param == "cvmfs-gateway":
+        gateway: Gateway = request.getfixturevalue("real_gateway")
+        for key, value in gateway.publishers[0].env.items():
+            monkeypatch.setenv(key, value)
+        yield Backend(f"cvmfs:{gateway.name}", repo=gateway)  # type: ignore[arg-type]
         return
     kind = request.param.removeprefix("cvmfs-")
     with open_repo(kind, request, tmp_path, monkeypatch) as repo:

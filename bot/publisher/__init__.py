@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 def open_publisher(target: str) -> Publisher:
-    """``local:DIR`` or ``cvmfs:REPO`` -> a publisher backend."""
+    """``local:DIR`` or ``cvmfs:REPO`` -> a publisher backend (for a repository
+    published through a gateway, :class:`~bot.publisher.gateway.GatewayPublisher`)."""
     kind, sep, rest = target.partition(":")
     if not sep or not rest:
         raise UsageError(
@@ -30,7 +31,12 @@ def open_publisher(target: str) -> Publisher:
     if kind == "cvmfs":
         from bot.publisher.cvmfs import CvmfsPublisher
 
-        return CvmfsPublisher(rest)
+        publisher = CvmfsPublisher(rest)
+        if publisher.through_gateway():
+            from bot.publisher.gateway import GatewayPublisher
+
+            return GatewayPublisher(rest)
+        return publisher
     raise UsageError(
         f"publisher kind '{kind}' is unknown (in '{target}')",
         hint="write local:DIR or cvmfs:REPO",

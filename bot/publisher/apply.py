@@ -61,9 +61,9 @@ from bot.core.model import Layer, PublishedImage, ResolvedImage, ScheduledRemova
 from bot.core.plan import ImageChange, Plan, public_path
 from bot.core.reference import ImageReference, ReferenceError, parse
 from bot.core.render import human_size
-from bot.errors import IntegrityError, PublisherError, WishbotError
+from bot.errors import IntegrityError, LeaseBusy, LeaseRefused, PublisherError, WishbotError
 from bot.publisher import adopt, hooks, podman
-from bot.publisher.backend import Publisher, Transaction, TreeReader
+from bot.publisher.backend import Publisher, Scope, Transaction, TreeReader
 from bot.publisher.diskerrors import disk_error
 from bot.publisher.flatten import apply_layerfs, readable_as_is, write_singularity_metadata
 from bot.publisher.metadata import (
@@ -79,7 +79,7 @@ from bot.publisher.metadata import (
     schedule_json,
     write_json,
 )
-from bot.publisher.repoinfo import record_repository
+from bot.publisher.repoinfo import REPOSITORY_INFO, record_repository, recorded_repository
 from bot.publisher.retiring import revive, serving_links
 from bot.publisher.scratch import blob_dir
 from bot.publisher.state import ARCH_VARIABLE, scan
@@ -258,7 +258,7 @@ def _apply_change(
         if change.action == "remove":
             assert change.old is not None
             say(f"{change.path}: removed from the wishlist; it serves until gc deletes it")
-            with publisher.transaction() as txn:
+            with publisher.transaction(SCHEDULE_SCOPE) as txn:
                 _retire_path(publisher, txn, change.old, plan.now)
             return replace(base, ok=True, message="retiring; path and image scheduled for removal")
         assert change.new is not None
@@ -423,11 +423,14 @@ class _Converter:
         with blob_dir() as tmp:
             if self.publisher.separate_layers:
                 self._stage_and_publish_layers(tmp)
-            with self._image_transaction() as txn:
-                txn.read_first(self.staging)
-                if not self.publisher.separate_layers:
-                    self._layers(txn, tmp)
-                self._write_image(txn, tmp, path, link, thin)
+            if self.publisher.leased:
+                self._publish_in_steps(self._steps(tmp, path, link, thin), thin)
+            else:
+                with self._image_transaction() as txn:
+                    txn.read_first(self.staging)
+                    if not self.publisher.separate_layers:
+                        self._layers(txn, tmp)
+                    self._write_image(txn, self._steps(tmp, path, link, thin), thin)
         self.say(f"{path}: done")
 
     def _stage_and_publish_layers(self, tmp: Path) -> None:
@@ -436,11 +439,15 @@ class _Converter:
         with them the flat image's partition directory, so it can be cloned into."""
         self.staging = tmp / "staged"
         self._layers(self.staging, tmp)
-        staged = [
-            (layout.layer_dir(digest), self.staging / layout.layer_dir(digest))
+        new = [
+            digest
             for digest in dict.fromkeys(layer.digest for layer in self.image.layers)
             if (self.staging / layout.layer_dir(digest)).is_dir()
         ]
+        staged = [(layout.layer_dir(d), self.staging / layout.layer_dir(d)) for d in new]
+        if self.publisher.leased:
+            # with each new layer (under its own lease), not in a step of their own
+            self._backlinks_into(self.staging, new)
         partition = posixpath.dirname(layout.flat_dir(self.image.image_id))
         flat_exists = os.path.lexists(self.root / layout.flat_dir(self.image.image_id))
         dirs = [] if flat_exists or (self.root / partition).is_dir() else [partition]
@@ -448,14 +455,16 @@ class _Converter:
             self.say(f"{self.change.path}: publishing {len(staged)} new layer(s)")
             self.publisher.publish_layers(staged, dirs)
 
-    def _image_transaction(self) -> AbstractContextManager[Transaction]:
-        """The image's transaction; its flat image starts as a catalog-level copy of
-        its first layer where the publisher can (see :meth:`_clone_source`)."""
+    def _image_transaction(self, scope: Scope | None = None) -> AbstractContextManager[Transaction]:
+        """The image's transaction (or the flat image's step, on ``scope``); its flat
+        image starts as a catalog-level copy of its first layer where the
+        publisher can (see :meth:`_clone_source`)."""
         source = self._clone_source()
         if source is None:
-            return self.publisher.transaction()
+            return self.publisher.transaction(scope)
         self.cloned = True
-        return self.publisher.clone_transaction(source, layout.flat_dir(self.image.image_id))
+        flat = layout.flat_dir(self.image.image_id)
+        return self.publisher.clone_transaction(source, flat, scope)
 
     def _clone_source(self) -> str | None:
         """The published ``layerfs`` of the first layer, when the flat image is new
@@ -471,23 +480,107 @@ class _Converter:
             return None
         return source
 
-    def _write_image(
-        self, txn: Transaction, tmp: Path, path: str, link: str, thin: str | None
-    ) -> None:
-        self._flat(txn, tmp)
-        self._check_flat(txn)
-        self._backlinks(txn)
-        self._markers(txn)
-        self._manifest(txn, link, thin)
-        record_repository(txn, self.plan.cvmfs_repo)
-        self._links(txn, path, link)
+    def _steps(self, tmp: Path, path: str, link: str, thin: str | None) -> list[_Step]:
+        """What converting the image writes, in order, each step with the paths it
+        writes: one transaction for all of them, or (a leased publisher) one
+        each, the public path last."""
+        image, root = self.image, self.root
+        flat = layout.flat_dir(image.image_id)
+        steps = [_Step("flat image", (flat,), lambda txn: self._flat_step(txn, tmp))]
+        steps += [self._backlink_step(d) for d in dict.fromkeys(x.digest for x in image.layers)]
+        steps.append(
+            _Step(
+                "metadata",
+                (layout.image_metadata_dir(link),),
+                lambda t: self._manifest(t, link, thin),
+            )
+        )
+        steps.append(
+            _Step(
+                "repository record",
+                (REPOSITORY_INFO,),
+                lambda txn: record_repository(txn, self.plan.cvmfs_repo),
+                wanted=lambda: recorded_repository(root) != self.plan.cvmfs_repo,
+            )
+        )
         if self.config.podman_store:
-            podman.publish(txn, self.image, path, self.client, self.plan.now)
-        self._schedule(txn)
+            steps.append(
+                _Step(
+                    "podman store",
+                    (layout.PODMAN_STORE,),
+                    lambda txn: podman.publish(txn, image, path, self.client, self.plan.now),
+                )
+            )
+        steps.append(
+            _Step(
+                "remove schedule",
+                (layout.REMOVE_SCHEDULE,),
+                self._schedule,
+                wanted=lambda: self._new_schedule(TreeReader(root)) is not None,
+            )
+        )
+        steps.append(_Step("public path", (link,), lambda txn: self._link(txn, link), visible=True))
+        if link != path:
+            steps.append(
+                _Step("variant symlink", (path,), lambda t: self._variant(t, path), visible=True)
+            )
+        return steps
+
+    def _backlink_step(self, digest: str) -> _Step:
+        """Add this image to the ``origin.json`` of the layer ``digest``."""
+        origin = self.root / layout.layer_metadata_dir(digest) / ORIGIN
+        return _Step(
+            "backlink",
+            (layout.layer_metadata_dir(digest),),
+            lambda txn: self._backlinks_into(txn, [digest]),
+            wanted=lambda: self.image.image_id not in read_origin(origin),
+        )
+
+    def _write_image(self, txn: Transaction, steps: list[_Step], thin: str | None) -> None:
+        """Every step in the one transaction ``txn``; the thin image pushed last, so
+        a failed push aborts it."""
+        for step in steps:
+            step.write(txn)
+        hooks.crash_point("linked")
         if thin:
             self._push_thin(thin)
         hooks.crash_point("image-written")
-        self.say(f"{path}: publishing")
+        self.say(f"{self.change.path}: publishing")
+
+    def _publish_in_steps(self, steps: list[_Step], thin: str | None) -> None:
+        """A leased publisher: each step in a transaction on exactly its paths
+        (skipped when the published tree shows it is not needed); the thin image
+        is pushed before the steps that make the image visible."""
+        for step in steps:
+            if step.visible and thin:
+                self._push_thin(thin)
+                thin = None
+            if step.wanted():
+                self._leased_step(step)
+        hooks.crash_point("linked")
+        hooks.crash_point("image-written")
+
+    def _leased_step(self, step: _Step) -> None:
+        """Run ``step`` in a transaction of its own; a publish the gateway refused
+        (the transaction was aborted) is tried again, once."""
+        scope = Scope(step.paths)
+        for attempt in (1, 2):
+            try:
+                opening = (
+                    self._image_transaction(scope)
+                    if step.name == "flat image"
+                    else self.publisher.transaction(scope)
+                )
+                with opening as txn:
+                    txn.read_first(self.staging)
+                    step.write(txn)
+                return
+            except LeaseBusy:
+                raise
+            except LeaseRefused as exc:
+                if attempt == 2:
+                    raise
+                self.say(f"{self.change.path}: {step.name}: {exc.message}; trying again")
 
     # --- steps --------------------------------------------------------------
 
@@ -650,13 +743,25 @@ class _Converter:
             )
         return stats
 
-    def _backlinks(self, txn: Transaction) -> None:
-        for digest in dict.fromkeys(layer.digest for layer in self.image.layers):
+    def _flat_step(self, txn: Transaction, tmp: Path) -> None:
+        self._flat(txn, tmp)
+        self._check_flat(txn)
+        self._markers(txn)
+
+    def _backlinks_into(self, dest: Transaction | Path, digests: list[str]) -> None:
+        """Add this image to the ``origin.json`` of each layer in ``digests``, in the
+        transaction or in the staging area of layers not published yet."""
+        reader = self._reader(dest)
+        for digest in digests:
             relpath = f"{layout.layer_metadata_dir(digest)}/{ORIGIN}"
-            users = read_origin(txn.resolve(relpath), strict=True)
+            users = read_origin(reader.resolve(relpath), strict=True)
             if self.image.image_id in users:
                 continue
-            txn.write_json(relpath, {"origin": sorted(users | {self.image.image_id})})
+            data = {"origin": sorted(users | {self.image.image_id})}
+            if isinstance(dest, Transaction):
+                dest.write_json(relpath, data)
+            else:
+                write_json(dest / relpath, data)
 
     def _markers(self, txn: Transaction) -> None:
         # where the reference converter puts them: not in the .flat/xx partitions
@@ -670,7 +775,9 @@ class _Converter:
             dirs.append(layout.layerfs_dir(layer.digest))
         for directory in dict.fromkeys(dirs):
             marker = f"{directory}/{layout.CATALOG_MARKER}"
-            if not txn.exists(marker):
+            # a leased step writes only its own (the publisher made the others
+            # with their directories)
+            if txn.scope.covers(marker) and not txn.exists(marker):
                 txn.mkdir(directory)
                 txn.write_bytes(marker, b"")
 
@@ -696,17 +803,23 @@ class _Converter:
         if config is not None:
             txn.write_bytes(f"{layout.image_metadata_dir(link)}/{CONFIG}", config)
 
-    def _links(self, txn: Transaction, path: str, link: str) -> None:
+    def _link(self, txn: Transaction, link: str) -> None:
         txn.symlink(link, layout.flat_link(link, self.image.image_id))
-        if link != path:
-            variant = f"{layout.MULTIARCH}/{ARCH_VARIABLE}/{path}"
-            txn.symlink(path, layout.relative_link(path, variant))
-        hooks.crash_point("linked")
+
+    def _variant(self, txn: Transaction, path: str) -> None:
+        variant = f"{layout.MULTIARCH}/{ARCH_VARIABLE}/{path}"
+        txn.symlink(path, layout.relative_link(path, variant))
 
     def _schedule(self, txn: Transaction) -> None:
+        kept = self._new_schedule(txn)
+        if kept is not None:
+            txn.write_json(layout.REMOVE_SCHEDULE, schedule_json(kept))
+
+    def _new_schedule(self, reader: TreeReader) -> list[ScheduleEntry] | None:
+        """The remove schedule once this image is published (None: unchanged)."""
         now = self.plan.now
         revived = {self.image.image_id, *(x.digest for x in self.image.layers)}
-        entries = _read_schedule(txn.resolve(layout.REMOVE_SCHEDULE), now)
+        entries = _read_schedule(reader.resolve(layout.REMOVE_SCHEDULE), now)
         kept = revive(self.root, entries, self.change.path, revived)
         old = self.change.old
         if (
@@ -718,8 +831,7 @@ class _Converter:
             # now: the old image waits from now, like any moved tag's
             kept = [e for e in kept if not _same_entry(e, old)]
             kept.append(_image_entry(old, now))
-        if kept != entries:
-            txn.write_json(layout.REMOVE_SCHEDULE, schedule_json(kept))
+        return kept if kept != entries else None
 
     def _push_thin(self, name: str) -> None:
         try:
@@ -747,6 +859,24 @@ class _Converter:
             ]
             self.say(f"{self.change.path}: pushing the thin image index {name}")
             push_thin_index(self.client, target, members, repo)
+
+
+#: retiring a path or keeping one writes the remove schedule only
+SCHEDULE_SCOPE = Scope((layout.REMOVE_SCHEDULE,))
+
+
+@dataclass(frozen=True)
+class _Step:
+    """A part of converting an image: what it writes (``paths``, the scope of its
+    transaction on a leased publisher) and how."""
+
+    name: str
+    paths: tuple[str, ...]
+    write: Callable[[Transaction], None]
+    #: is it needed, by the published tree (a leased publisher skips it otherwise)
+    wanted: Callable[[], bool] = lambda: True
+    #: it makes the image visible: runs after everything else
+    visible: bool = False
 
 
 def _config_blob(client: RegistryClientLike, image: ResolvedImage) -> bytes | None:
@@ -866,7 +996,8 @@ def _retire_path(
             f"{old.path} is not a symlink; refusing to schedule it for removal",
             hint="wishbot only removes what it published",
         )
-    entries = _read_schedule(root / layout.REMOVE_SCHEDULE, now)
+    # read in the transaction: another publisher may have changed it meanwhile
+    entries = _read_schedule(txn.resolve(layout.REMOVE_SCHEDULE), now)
     entries.append(_image_entry(old, now))
     txn.write_json(layout.REMOVE_SCHEDULE, schedule_json(entries))
 
@@ -880,11 +1011,14 @@ def _keep_path(publisher: Publisher, path: str, image: PublishedImage, now: date
     entries = _read_schedule(root / layout.REMOVE_SCHEDULE, now)
     if image.image_id not in serving_links(root, path).values():
         return False
-    kept = revive(root, entries, path, {image.image_id, *image.layers})
+    wanted = {image.image_id, *image.layers}
+    kept = revive(root, entries, path, wanted)
     if kept == entries:
         return False
-    with publisher.transaction() as txn:
-        txn.write_json(layout.REMOVE_SCHEDULE, schedule_json(kept))
+    with publisher.transaction(SCHEDULE_SCOPE) as txn:
+        # again in the transaction: another publisher may have changed it meanwhile
+        entries = _read_schedule(txn.resolve(layout.REMOVE_SCHEDULE), now)
+        txn.write_json(layout.REMOVE_SCHEDULE, schedule_json(revive(root, entries, path, wanted)))
     return True
 
 

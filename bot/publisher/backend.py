@@ -28,7 +28,7 @@ import fcntl
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +58,10 @@ class Scope:
 
 
 EVERYTHING = Scope()
+
+
+class _Unchanged(Exception):
+    """Raised out of a transaction that wrote nothing, to abort it quietly."""
 
 
 def check_relpath(relpath: str) -> str:
@@ -115,6 +119,9 @@ class Transaction(TreeReader):
         self.view = view
         #: the subpaths this transaction may write (default: the publisher's scope)
         self.scope = scope or publisher.scope
+        #: something was asked for writing (:meth:`path`): a transaction that
+        #: wrote nothing need not be published
+        self.touched = False
 
     def read_first(self, staged: Path | None) -> None:
         """Read from ``staged`` (content staged for this image outside the
@@ -125,6 +132,7 @@ class Transaction(TreeReader):
     def path(self, relpath: str) -> Path:
         """The writable location of ``relpath``; outside the scope: :class:`PublisherError`."""
         check_relpath(relpath)
+        self.touched = True
         if not self.scope.covers(relpath):
             raise PublisherError(
                 f"{self.publisher.target} may not write {relpath}: "
@@ -181,6 +189,12 @@ class Publisher(ABC):
     catalog_clones: bool = False
     #: the subpaths this publisher's transactions may write
     scope: Scope = EVERYTHING
+    #: transactions are leases on subpaths of a repository that other publishers
+    #: write at the same time (a CernVM-FS gateway): an image goes in several
+    #: small transactions, each on exactly what it writes, the public path last
+    leased: bool = False
+    #: a transaction that wrote nothing is published all the same (off: aborted)
+    publish_unchanged: bool = True
 
     def __init__(self) -> None:
         self.transactions_opened = 0
@@ -212,8 +226,10 @@ class Publisher(ABC):
         """A :class:`Transaction`: published on success, aborted on exception;
         writing only within ``scope`` (default: the publisher's)."""
         scope = self._narrowed(scope)
-        with self._open(None, scope) as view:
-            yield Transaction(self, view, scope=scope)
+        with suppress(_Unchanged), self._open(None, scope) as view:
+            txn = Transaction(self, view, scope=scope)
+            yield txn
+            self._check_changed(txn)
 
     @contextmanager
     def clone_transaction(
@@ -226,8 +242,18 @@ class Publisher(ABC):
         scope = self._narrowed(scope)
         if not scope.covers(check_relpath(dest)):
             raise PublisherError(f"{self.target} may not write {dest}: outside its scope")
-        with self._open((source, dest), scope) as view:
-            yield Transaction(self, view, scope=scope)
+        with suppress(_Unchanged), self._open((source, dest), scope) as view:
+            txn = Transaction(self, view, scope=scope)
+            txn.touched = True  # the copy is a change of its own
+            yield txn
+            self._check_changed(txn)
+
+    def _check_changed(self, txn: Transaction) -> None:
+        """Abort (quietly: the raise is suppressed around the backend's
+        transaction) a transaction that wrote nothing, on a backend that does
+        not publish those."""
+        if not txn.touched and not self.publish_unchanged:
+            raise _Unchanged
 
     def _narrowed(self, scope: Scope | None) -> Scope:
         """A transaction's scope: within the publisher's, or an error."""

@@ -140,11 +140,10 @@ class CvmfsPublisher(Publisher):
             raise PublisherError(_failure(args, code, output))
         return output
 
-    def in_transaction(self) -> bool:
-        """Does ``cvmfs_server list`` show this repository in a transaction?
-
-        ``list`` reads every repository's configuration: one being created or
-        removed meanwhile makes it fail, so a failure is retried a few times."""
+    def _listing(self) -> str:
+        """``cvmfs_server list``. It reads every repository's configuration: one
+        being created or removed meanwhile makes it fail, so a failure is
+        retried a few times."""
         for attempt in range(LIST_ATTEMPTS):
             code, output = self._call("list")
             if code == 0:
@@ -152,11 +151,27 @@ class CvmfsPublisher(Publisher):
             if attempt == LIST_ATTEMPTS - 1:
                 raise PublisherError(_failure(("list",), code, output))
             time.sleep(0.5 * (attempt + 1))
-        for line in output.splitlines():
+        return output
+
+    def _listed(self) -> str:
+        """This repository's line of ``cvmfs_server list`` ("" when it has none)."""
+        for line in self._listing().splitlines():
             words = line.split()
-            if words and words[0] == self.repo and "transaction" in line:
-                return True
-        return False
+            if words and words[0] == self.repo:
+                return line
+        return ""
+
+    def in_transaction(self) -> bool:
+        """Does ``cvmfs_server list`` show this repository in a transaction?"""
+        return "transaction" in self._listed()
+
+    def through_gateway(self) -> bool:
+        """Does this release manager publish through a repository gateway
+        (``cvmfs_server list``: ``stratum0 / gw``)? False when it cannot tell."""
+        try:
+            return "/ gw" in self._listed()
+        except PublisherError:
+            return False
 
     # --- transactions ------------------------------------------------------
 
@@ -184,23 +199,18 @@ class CvmfsPublisher(Publisher):
             )
 
     @contextmanager
-    def _transaction(self, *options: str) -> Iterator[Path]:
+    def _transaction(self, *options: str, lease: str = "") -> Iterator[Path]:
         self._check_cwd()
         self._mark_open()
-        code, output = self._call("transaction", *options, self.repo)
+        code, output = self._begin(options, lease)
         if code != 0:
             self.marker_path.unlink(missing_ok=True)
-            if code == EXIT_TRANSACTION_OPEN:
-                raise PublisherError(
-                    f"{self.repo} is already in a transaction (cvmfs_server exit {code})",
-                    hint="another publisher or an operator holds it; "
-                    "wishbot aborts only the transactions it opened",
-                )
-            raise PublisherError(_failure(("transaction", *options), code, output))
+            raise self._not_opened(code, output, options, lease)
         self.transactions_opened += 1
         restore = _abort_on_signals()
         try:
             yield self._root
+            self._before_publish(lease)
         except BaseException as exc:
             self._doomed = []
             self._abort_after(str(exc) or type(exc).__name__)
@@ -209,6 +219,25 @@ class CvmfsPublisher(Publisher):
             restore()
         self._publish()
         self._delete_doomed()
+
+    def _begin(self, options: tuple[str, ...], lease: str) -> tuple[int, str]:
+        """Run ``cvmfs_server transaction`` (the whole repository here)."""
+        return self._call("transaction", *options, self.repo)
+
+    def _not_opened(
+        self, code: int, output: str, options: tuple[str, ...], lease: str
+    ) -> PublisherError:
+        """The error for a ``transaction`` that failed with exit ``code``."""
+        if code == EXIT_TRANSACTION_OPEN:
+            return PublisherError(
+                f"{self.repo} is already in a transaction (cvmfs_server exit {code})",
+                hint="another publisher or an operator holds it; "
+                "wishbot aborts only the transactions it opened",
+            )
+        return PublisherError(_failure(("transaction", *options), code, output))
+
+    def _before_publish(self, lease: str) -> None:
+        """A last check of the open transaction before it is published (raise: aborted)."""
 
     def _publish(self) -> None:
         code, output = self._call("publish", self.repo)

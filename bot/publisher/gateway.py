@@ -1,0 +1,284 @@
+"""A CernVM-FS repository published through a repository gateway, by one of
+several publisher hosts at once.
+
+A publisher configured for a gateway (``CVMFS_UPSTREAM_STORAGE=gw,…``:
+``cvmfs_server list`` says ``stratum0 / gw``) opens each transaction on a
+*lease*, ``cvmfs_server transaction REPO/sub/path``; publishers on disjoint
+leases publish at the same time. What a real gateway does
+(``../shared/reference/cvmfs-server.md``, "The gateway") and how this
+backend copes:
+
+- two leases conflict when one path is a prefix of the other: a transaction
+  leases exactly what its scope declares (the common ancestor of its paths),
+  so images that share nothing never wait for each other; a busy lease is
+  waited for ``WISHBOT_GATEWAY_WAIT`` seconds (``transaction -t``, default
+  600), then the step fails with :class:`~bot.errors.LeaseRefused`, naming
+  the path and how to drop a lease a dead publisher left;
+- the lease path's parent must be published: a lease starts at the first
+  directory of the path that is missing (one step creates it, with the
+  catalog markers the layout wants, see :meth:`ensure_dir`);
+- writes outside the lease are dropped silently at publish: before each
+  publish the overlay's upper directory is checked, and a write outside the
+  lease aborts the transaction with the paths named, instead of losing them;
+- any refusal makes ``publish`` exit 1 with the transaction open: it is
+  aborted and :class:`~bot.errors.LeaseRefused` lets the caller run the step
+  again; a transaction that wrote nothing is aborted, not published;
+- layers are ingested one by one, each under a lease on its own
+  ``.layers/xx/<hex>``; deletions go one path per ``ingest -d`` (a gateway
+  refuses several in one call);
+- the publisher's view of the repository is as new as its last transaction:
+  :meth:`recover` brings it up to date before a run plans.
+
+An image is published in steps (:mod:`bot.publisher.apply`): layers, the flat
+image, backlinks, metadata, the remove schedule, and last the public path.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tarfile
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import IO
+
+from bot.core import layout
+from bot.errors import LeaseBusy, LeaseRefused, PublisherError, UsageError
+from bot.publisher.backend import Scope
+from bot.publisher.cvmfs import CvmfsPublisher, _Entry, _failure
+
+#: exit codes of ``cvmfs_server transaction`` through a gateway (reference page)
+EXIT_LEASE_BUSY = 16
+EXIT_NO_PARENT = 2
+EXIT_PARENT_NOT_DIR = 20
+DEFAULT_WAIT = 600.0
+#: a lease nobody else takes, opened and aborted to bring the view up to date
+REFRESH_LEASE = ".wishbot-refresh"
+
+
+def lease_of(scope: Scope, exists: Callable[[str], bool]) -> str:
+    """The lease path for a transaction on ``scope``: the common ancestor of its
+    paths, shortened to the first directory that ``exists`` says is missing
+    (a lease's parent must be published). ``""`` is the whole repository."""
+    if scope.prefixes is None or not scope.prefixes:
+        return ""
+    split = [p.strip("/").split("/") for p in scope.prefixes]
+    common: list[str] = []
+    for parts in zip(*split, strict=False):
+        if any(part != parts[0] for part in parts):
+            break
+        common.append(parts[0])
+    for depth in range(1, len(common)):
+        if not exists("/".join(common[:depth])):
+            return "/".join(common[:depth])
+    return "/".join(common)
+
+
+def _catalog_dir(relpath: str) -> bool:
+    """Directories the layout makes nested catalogs of when they are created
+    (as the reference converter: ``.flat``, ``.layers`` and ``.layers/xx``)."""
+    parts = relpath.split("/")
+    return parts[0] in (layout.FLAT, layout.LAYERS) and (
+        len(parts) == 1 or (len(parts) == 2 and parts[0] == layout.LAYERS)
+    )
+
+
+class GatewayPublisher(CvmfsPublisher):
+    leased = True
+    publish_unchanged = False
+
+    def __init__(self, repo: str, *, cvmfs_root: Path | None = None) -> None:
+        super().__init__(repo, cvmfs_root=cvmfs_root)
+        self.wait = _seconds("WISHBOT_GATEWAY_WAIT", DEFAULT_WAIT)
+        #: the overlay's upper directory, where writes outside the lease show
+        self.scratch = _spool_dir(repo, self._root.parent.parent) / "scratch" / "current"
+
+    # --- leases ---------------------------------------------------------------
+
+    def lease_for(self, scope: Scope) -> str:
+        return lease_of(scope, lambda rel: (self._root / rel).is_dir())
+
+    def _open(self, clone: tuple[str, str] | None, scope: Scope) -> AbstractContextManager[Path]:
+        lease = self.lease_for(scope)
+        if clone is None:
+            return self._transaction(lease=lease)
+        source, dest = clone
+        return self._transaction("-T", f"/{source}=/{dest}", lease=lease)
+
+    def _begin(self, options: tuple[str, ...], lease: str) -> tuple[int, str]:
+        target = f"{self.repo}/{lease}" if lease else self.repo
+        return self._call("transaction", "-t", f"{self.wait:g}", *options, target)
+
+    def _not_opened(
+        self, code: int, output: str, options: tuple[str, ...], lease: str
+    ) -> PublisherError:
+        where = f"{self.repo}/{lease}" if lease else self.repo
+        if code == EXIT_LEASE_BUSY or "busy" in output.lower():
+            return LeaseBusy(
+                f"the gateway's lease on {where} stayed busy for {self.wait:g} s "
+                "(another publisher holds it or a path above or below it)",
+                hint="see who holds it with 'wishbot lease list'; a publisher that died keeps "
+                "its lease until it expires: drop it with 'wishbot lease drop PATH --yes', "
+                "or raise WISHBOT_GATEWAY_WAIT",
+            )
+        if code in (EXIT_NO_PARENT, EXIT_PARENT_NOT_DIR):
+            parent = posixpath.dirname(lease) or "/"
+            return LeaseRefused(
+                f"cannot lease {where}: its parent {parent} is not a published directory "
+                f"(cvmfs_server exit {code})",
+                hint="another publisher may have removed it meanwhile; the next run retries",
+            )
+        return super()._not_opened(code, output, options, lease)
+
+    def _before_publish(self, lease: str) -> None:
+        strays = stray_writes(self.scratch, lease)
+        if strays:
+            shown = ", ".join(strays[:5]) + (
+                f" and {len(strays) - 5} more" if len(strays) > 5 else ""
+            )
+            raise PublisherError(
+                f"wrote outside its lease {lease or '/'} on {self.repo}: {shown}; the gateway "
+                "would drop those silently, so nothing of this transaction was published",
+                hint="a bug in the step that wrote them: report it with this message",
+            )
+
+    def _publish(self) -> None:
+        try:
+            super()._publish()
+        except PublisherError as exc:
+            raise LeaseRefused(
+                f"{exc.message} (the gateway refused it: its lease expired or was cancelled?)",
+                hint="the transaction was aborted; the step is run again",
+            ) from None
+
+    # --- directories, layers, deletions --------------------------------------
+
+    def ensure_dir(self, relpath: str) -> None:
+        """Publish the directory ``relpath`` (with its missing parents, and the
+        catalog markers of ``.flat``, ``.layers``, ``.layers/xx``) unless it is
+        there: a small step of its own, so leases below it can be taken."""
+        if (self._root / relpath).is_dir():
+            return
+        lease = self.lease_for(Scope((relpath,)))
+        with self.transaction(scope=Scope((lease,))) as txn:
+            if txn.is_dir(relpath):
+                return  # another publisher made it meanwhile: nothing to publish
+            parts = relpath.split("/")
+            for depth in range(len(lease.split("/")), len(parts) + 1):
+                directory = "/".join(parts[:depth])
+                txn.mkdir(directory)
+                marker = f"{directory}/{layout.CATALOG_MARKER}"
+                if _catalog_dir(directory) and not txn.exists(marker):
+                    txn.write_bytes(marker, b"")
+
+    def publish_layers(self, layers: list[tuple[str, Path]], dirs: list[str]) -> None:
+        """Each layer ingested under a lease on its own ``.layers/xx/<hex>`` (its
+        partition made first where missing); the directories ``dirs`` made too."""
+        for directory in dirs:
+            self.ensure_dir(directory.strip("/"))
+        for relpath, staged in layers:
+            self.ensure_dir(posixpath.dirname(relpath))
+            self._ingest_layer(relpath, staged)
+
+    def _ingest_layer(self, relpath: str, staged: Path) -> None:
+        """``ingest -t - -b .layers/xx/<hex>``: the lease is that directory."""
+        entries = [_Entry(".", None, like=self._root / relpath)]
+        entries += [_Entry(child.name, child) for child in sorted(staged.iterdir())]
+        entries.append(_Entry(f"layerfs/{layout.CATALOG_MARKER}", None, marker=True))
+
+        def feed(stdin: IO[bytes]) -> None:
+            with tarfile.open(fileobj=stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for entry in entries:
+                    if entry.source is not None and entry.source.is_dir():
+                        tar.add(entry.source, arcname=entry.name, recursive=False)
+                    entry.add_to(tar)
+
+        self._ingest_call("-k", "-t", "-", "-b", relpath, feed=feed)
+
+    def _delete_doomed(self) -> None:
+        doomed, self._doomed = self._doomed, []
+        for relpath in doomed:  # one path per call: a gateway refuses several
+            self._ingest_call("-d", relpath)
+
+    def _ingest_call(self, *args: str, feed: Callable[[IO[bytes]], None] | None = None) -> None:
+        """``cvmfs_server ingest ARGS`` (its own lease, transaction and publish),
+        waiting up to :attr:`wait` while the lease is busy."""
+        self._check_cwd()
+        deadline = time.monotonic() + self.wait
+        pause = 0.5
+        while True:
+            self._mark_open()
+            code, output = self._call("ingest", *args, self.repo, feed=feed)
+            self.marker_path.unlink(missing_ok=True)
+            if code == 0:
+                self.publishes += 1
+                return
+            if "busy" not in output.lower() or time.monotonic() + pause > deadline:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+        if "busy" in output.lower():
+            raise self._not_opened(EXIT_LEASE_BUSY, output, ("ingest",), args[-1])
+        raise PublisherError(_failure(("ingest", *args), code, output))
+
+    # --- recovery -------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Abort what a crashed run left open (see :class:`CvmfsPublisher`), then
+        bring this publisher's view up to the newest revision: a transaction
+        on a lease nobody else takes, aborted."""
+        done = super().recover()
+        with self.transaction(scope=Scope((REFRESH_LEASE,))):
+            pass  # wrote nothing: aborted
+        return done
+
+
+def stray_writes(scratch: Path, lease: str) -> list[str]:
+    """Paths changed in the overlay's upper directory ``scratch`` outside ``lease``
+    (written, or deleted: a whiteout device). Only the lease's ancestors are
+    walked: each holds nothing but the next one down."""
+    if not lease or not scratch.is_dir():
+        return []
+    strays: list[str] = []
+    parts = lease.strip("/").split("/")
+    directory = scratch
+    for depth, part in enumerate(parts):
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            return strays
+        prefix = "/".join(parts[:depth])
+        strays += sorted(f"{prefix}/{n}" if prefix else n for n in names if n != part)
+        directory = directory / part
+        if not directory.is_dir() or directory.is_symlink():
+            break
+    return strays
+
+
+def _spool_dir(repo: str, system: Path) -> Path:
+    """``CVMFS_SPOOL_DIR`` of the repository's ``server.conf`` (default as mkfs's),
+    on the release manager whose file system root is ``system`` (the parent of
+    the CernVM-FS root: ``/`` for ``/cvmfs``)."""
+    default = system / "var/spool/cvmfs" / repo
+    try:
+        text = (system / "etc/cvmfs/repositories.d" / repo / "server.conf").read_text()
+    except OSError:
+        return default
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "CVMFS_SPOOL_DIR" and value.strip():
+            return system / value.strip().strip('"').lstrip("/")
+    return default
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise UsageError(f"{name}='{raw}' is not a number of seconds", hint="e.g. 600") from None
+    if value < 0:
+        raise UsageError(f"{name}={raw} must not be negative", hint="e.g. 600")
+    return value
