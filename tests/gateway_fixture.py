@@ -24,6 +24,8 @@ removed with ``rmfs -f``. Skipped with one line where there is no gateway.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -97,13 +99,8 @@ class Publisher:
         )
         self.pid = holder.pid
         for _ in range(100):  # the namespace is ready when its /cvmfs is ours
-            if Path(f"/proc/{self.pid}/root/cvmfs").exists() and not os.listdir(
-                f"/proc/{self.pid}/root/cvmfs"
-            ):
-                if (Path(f"/proc/{self.pid}/root/etc/fstab")).stat().st_ino == (
-                    self.dir / "fstab"
-                ).stat().st_ino:
-                    break
+            if self._ready():
+                break
             time.sleep(0.05)
         wrapper = self.dir / "bin" / "cvmfs_server"
         real = shutil.which("cvmfs_server")  # found before the wrapper is on PATH
@@ -114,6 +111,14 @@ class Publisher:
             "mkfs", "-w", f"http://127.0.0.1/cvmfs/{name}", "-u", upstream,
             "-k", "/etc/cvmfs/keys", "-o", "root", name,
         )  # fmt: skip
+
+    def _ready(self) -> bool:
+        """Is the namespace set up (its ``/etc/fstab`` is the publisher's copy)?"""
+        try:
+            seen = Path(f"/proc/{self.pid}/root/etc/fstab").stat().st_ino
+        except OSError:
+            return False
+        return seen == (self.dir / "fstab").stat().st_ino
 
     @property
     def env(self) -> dict[str, str]:
@@ -150,8 +155,10 @@ class Publisher:
 class Gateway:
     """A stratum 0 repository, its gateway and ``count`` publishers."""
 
-    def __init__(self, tmp: Path, count: int) -> None:
+    def __init__(self, tmp: Path, count: int, *, lease_seconds: int = 7200) -> None:
         self.tmp = tmp
+        #: the gateway's max_lease_time
+        self.lease_seconds = lease_seconds
         self.name = f"g{uuid.uuid4().hex[:10]}.wishbot.test"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api/v1"
@@ -180,17 +187,22 @@ class Gateway:
     def _start_gateway(self, secret: str) -> None:
         config = self.tmp / "gateway"
         (config / "work").mkdir(parents=True)
-        (config / "repo.json").write_text(
-            '{"version": 2, "repos": [{"domain": "%s", "keys": [{"id": "%s", "path": "/"}]}],'
-            ' "keys": [{"type": "plain_text", "id": "%s", "secret": "%s"},'
-            ' {"type": "plain_text", "id": "%s", "secret": "%s", "admin": true}]}'
-            % (self.name, GATEWAY_KEY, GATEWAY_KEY, secret, ADMIN_KEY, self.admin_secret)
-        )
-        (config / "user.json").write_text(
-            '{"max_lease_time": 7200, "port": %d, "num_receivers": 1,'
-            ' "receiver_path": "%s", "log_level": "info", "work_dir": "%s"}'
-            % (self.port, shutil.which("cvmfs_receiver"), config / "work")
-        )
+        repos = [{"domain": self.name, "keys": [{"id": GATEWAY_KEY, "path": "/"}]}]
+        keys = [
+            {"type": "plain_text", "id": GATEWAY_KEY, "secret": secret},
+            {"type": "plain_text", "id": ADMIN_KEY, "secret": self.admin_secret, "admin": True},
+        ]
+        access = {"version": 2, "repos": repos, "keys": keys}
+        (config / "repo.json").write_text(json.dumps(access))
+        user = {
+            "max_lease_time": self.lease_seconds,
+            "port": self.port,
+            "num_receivers": 1,
+            "receiver_path": shutil.which("cvmfs_receiver"),
+            "log_level": "info",
+            "work_dir": str(config / "work"),
+        }
+        (config / "user.json").write_text(json.dumps(user))
         pprof = free_port()
         log = (config / "gateway.log").open("w")
         proc = subprocess.Popen(
@@ -244,10 +256,8 @@ class Gateway:
             publisher.stop()
         if self.gateway_pid:
             os.kill(self.gateway_pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.gateway_pid, 0)
-            except ChildProcessError:
-                pass
         Path(f"/etc/cvmfs/keys/{self.name}.gw").unlink(missing_ok=True)
         if self.created:
             with _machine_lock():
