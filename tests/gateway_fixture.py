@@ -37,7 +37,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cvmfs_fixture import TIMEOUT, _apache_up, _machine_lock, _run, real_cvmfs_missing
+from cvmfs_fixture import (
+    TIMEOUT,
+    _apache_up,
+    _catalog_paths,
+    _machine_lock,
+    _run,
+    real_cvmfs_missing,
+)
 
 GATEWAY_KEY = "wishbot-publisher"
 ADMIN_KEY = "wishbot-admin"
@@ -153,7 +160,11 @@ class Publisher:
 
 
 class Gateway:
-    """A stratum 0 repository, its gateway and ``count`` publishers."""
+    """A stratum 0 repository, its gateway and ``count`` publishers; read as a
+    :class:`cvmfs_fixture.Repo` (``name``, ``env``, ``client()``, ``catalogs()``)
+    through its first publisher."""
+
+    kind = "gateway"
 
     def __init__(self, tmp: Path, count: int, *, lease_seconds: int = 7200) -> None:
         self.tmp = tmp
@@ -248,6 +259,22 @@ class Gateway:
 
     def revision(self) -> int:
         return int(os.getxattr(self.client(), "user.revision"))
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.publishers[0].env
+
+    @property
+    def root(self) -> Path:
+        """The first publisher's ``/cvmfs/REPO``."""
+        return Path(self.env["WISHBOT_CVMFS_ROOT"]) / self.name
+
+    def catalogs(self) -> list[str]:
+        """``list-catalogs`` on the first publisher, its view brought up to date."""
+        first = self.publishers[0]
+        first.server("transaction", f"{self.name}/.wishbot-refresh")
+        first.server("abort", "-f", self.name)
+        return _catalog_paths(first.server("list-catalogs", self.name).stdout)
 
     def stop(self) -> None:
         if self.mounted and _run("umount", str(self.client_mount), check=False).returncode:

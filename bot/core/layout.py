@@ -121,6 +121,18 @@ def is_variant_link(target: str) -> bool:
     return "$(CVMFS_ARCH" in target
 
 
+def serves_variant(path: str, target: str) -> bool:
+    """Is the symlink ``path`` -> ``target`` a multi-platform path's variant
+    symlink, as written or as a CernVM-FS client reads it (expanded to
+    ``.multiarch/<its arch>/<path>``: a publisher's view of a repository is a
+    client mount too)?"""
+    if is_variant_link(target):
+        return True
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    parts = resolved.split("/", 2)
+    return len(parts) == 3 and parts[0] == MULTIARCH and parts[2] == path
+
+
 def multiarch_path(platform: Platform, path: str) -> str:
     return f"{MULTIARCH}/{arch_name(platform)}/{path}"
 

@@ -564,6 +564,7 @@ class _Converter:
         """Run ``step`` in a transaction of its own; a publish the gateway refused
         (the transaction was aborted) is tried again, once."""
         scope = Scope(step.paths)
+        self.say(f"{self.change.path}: publishing the {step.name}")
         for attempt in (1, 2):
             try:
                 opening = (

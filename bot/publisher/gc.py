@@ -147,7 +147,7 @@ def _remove_links(txn: Transaction, gone: set[str], remaining: dict[str, str]) -
     still = {public_path(link) for link in remaining if link.startswith(f"{layout.MULTIARCH}/")}
     for public in sorted(variants - still):
         path = root / public
-        if path.is_symlink() and layout.is_variant_link(os.readlink(path)):
+        if path.is_symlink() and layout.serves_variant(public, os.readlink(path)):
             txn.remove(public)
     for link in sorted(gone):
         txn.remove(link)

@@ -32,7 +32,7 @@ def serving_links(root: Path, path: str) -> dict[str, str]:
     if not public.is_symlink():
         return {}
     target = os.readlink(public)
-    if not layout.is_variant_link(target):
+    if not layout.serves_variant(path, target):
         image = flat_target(path, target)
         return {path: image} if image else {}
     out: dict[str, str] = {}

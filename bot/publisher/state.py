@@ -65,7 +65,7 @@ def read_state(root: Path, cvmfs_repo: str) -> CurrentState:
 def scan(root: Path) -> TreeScan:
     found = TreeScan()
     for path, target in public_links(root):
-        if layout.is_variant_link(target):
+        if layout.serves_variant(path, target):
             arch_root = root / layout.MULTIARCH
             arches = sorted(p.name for p in arch_root.iterdir()) if arch_root.is_dir() else []
             for arch in arches:
