@@ -100,7 +100,9 @@ def changes_by_path(plan: Plan) -> dict[str, list[ImageChange]]:
 
 
 def _wished_images(changes: Iterable[ImageChange]) -> list[ResolvedImage]:
-    return [change.new for change in changes if change.new is not None]
+    """The images wished for at a path, by platform (whatever the rows' order)."""
+    wished = [change.new for change in changes if change.new is not None]
+    return sorted(wished, key=lambda image: (str(image.platform), image.image_id))
 
 
 def weight(images: Iterable[ResolvedImage]) -> int:
