@@ -226,7 +226,9 @@ def after(world: World, plan: Plan, done: set[str]) -> CurrentState:
     gone = {id(c.old) for c in plan.images if c.path in done and c.action == "update"}
     images = [i for i in world.current.images if id(i) not in gone]
     images += [
-        published(c.new) for c in plan.images if c.path in done and c.action in ("add", "update")
+        published(c.new)
+        for c in plan.images
+        if c.path in done and c.action in ("add", "update") and c.new is not None
     ]
     schedule = [
         ScheduledRemoval("image", c.old.image_id, NOW, c.old.path)
