@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from apply_util import write_wishlist
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from plan_samples import GZIP, NOW, REPO, digest, published, resolution, resolved, state, wish
@@ -30,8 +31,12 @@ from bot.core.model import (
     Wish,
 )
 from bot.core.plan import ImageChange, Plan, make_plan
+from bot.core.schemas import schema_errors
 from bot.core.shard import MAX_SHARDS, Shard, assignment, select, shards_text, units
 from bot.errors import UsageError
+from bot.sandbox.image_builder import push_image
+from bot.sandbox.layers import build_layer, file, with_parents
+from bot.sandbox.registry_server import LocalRegistry
 
 ARM = Platform("linux", "arm64", "v8")
 
@@ -357,3 +362,115 @@ def test_the_range_is_checked() -> None:
     assert assignment(plan, MAX_SHARDS) == {}
     with pytest.raises(UsageError):
         assignment(plan, 0)
+
+
+# --- wishbot apply --shard, on a local: publisher and the loopback registry ---------------
+
+
+def wishbot(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        env={**os.environ, "WISHBOT_BACKOFF": "0.01", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_two_shards_one_after_the_other_publish_everything_once(
+    registry: LocalRegistry, unique_repo: str, tmp_path: Path
+) -> None:
+    env = {"WISHBOT_INSECURE_REGISTRIES": registry.host}
+    base = build_layer(with_parents([file("etc/os", "base\n")]))
+    for name in ("a", "b", "c", "d", "e"):
+        top = build_layer(with_parents([file(f"opt/{name}", name * 4000 + "\n")]))
+        layers = [base, top] if name in ("a", "b") else [top]  # a and b share their base
+        push_image(registry.url, unique_repo, name, layers)
+    wishlist = tmp_path / "wishlist.yaml"
+    write_wishlist(wishlist, registry, *(f"{unique_repo}:{name}" for name in "abcde"))
+    tree = tmp_path / "tree"
+    target = f"local:{tree}"
+
+    # what the operator sees before: which shard gets each path
+    shown = wishbot("plan", str(wishlist), "--shards", "2", "--format", "json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert schema_errors(data, "plan.schema.json") == []
+    split: dict[str, int] = data["shards"]["assignment"]
+    assert data["shards"]["count"] == 2 and len(split) == 5
+    assert set(split.values()) == {1, 2}
+    a, b = (f"{registry.host}/{unique_repo}:{name}" for name in "ab")
+    assert split[a] == split[b]  # they share a layer: one host converts it
+    text = wishbot("plan", str(wishlist), "--shards", "2", env=env)
+    assert "Shards (wishbot apply --shard I/2):" in text.stdout and f"    {a}" in text.stdout
+
+    # shard 2 first, then shard 1 (in GitLab's parallel: 2, from CI_NODE_INDEX/CI_NODE_TOTAL)
+    second = wishbot(
+        "apply", str(wishlist), "--publisher", target, "--shard", "2/2", "--format", "json", env=env
+    )
+    assert second.returncode == 0, second.stderr
+    report = json.loads(second.stdout)
+    assert report["shard"] == "2/2" and report["ok"]
+    assert {image["path"] for image in report["images"]} == {p for p, i in split.items() if i == 2}
+    assert "shard 2/2: " in second.stderr  # the progress says which share it runs
+    auto = {**env, "CI_NODE_INDEX": "1", "CI_NODE_TOTAL": "2"}
+    first = wishbot("apply", str(wishlist), "--publisher", target, "--shard", "auto", env=auto)
+    assert first.returncode == 0, first.stderr
+    mine = {p for p, i in split.items() if i == 1}
+    assert {line.split()[2] for line in first.stdout.splitlines()[:-1]} == mine
+    assert first.stdout.splitlines()[-1].startswith(f"apply: shard 1/2: {len(mine)} image(s)")
+    for name in "abcde":
+        assert (tree / f"{registry.host}/{unique_repo}:{name}/opt/{name}").is_file()
+
+    # together they published everything: nothing left, for either shard or the whole
+    for shard in ("1/2", "2/2"):
+        again = wishbot("apply", str(wishlist), "--publisher", target, "--shard", shard, env=env)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout == (
+            f"apply: shard {shard}: nothing to do, the publisher already serves this shard's paths\n"
+        )
+    whole = wishbot("apply", str(wishlist), "--publisher", target, env=env)
+    assert "nothing to do, the publisher already serves the wishlist" in whole.stdout
+
+    # a removed wish is retired by exactly one shard
+    write_wishlist(wishlist, registry, *(f"{unique_repo}:{name}" for name in "abcd"))
+    results = [
+        wishbot(
+            "apply",
+            str(wishlist),
+            "--publisher",
+            target,
+            "--shard",
+            shard,
+            "--format",
+            "json",
+            env=env,
+        )
+        for shard in ("1/2", "2/2")
+    ]
+    assert all(done.returncode == 0 for done in results)
+    rows = [row for done in results for row in json.loads(done.stdout)["images"]]
+    assert [(row["action"], row["path"]) for row in rows] == [
+        ("remove", f"{registry.host}/{unique_repo}:e")
+    ]
+
+
+def test_apply_refuses_a_wrong_shard_before_doing_anything(tmp_path: Path) -> None:
+    for shard, says in (("0/2", "does not exist"), ("a/b", "is not I/N"), ("2", "is not I/N")):
+        done = wishbot(
+            "apply", "nope.yaml", "--publisher", f"local:{tmp_path / 't'}", "--shard", shard, env={}
+        )
+        assert done.returncode == 2, done.stderr
+        assert f"wishbot: error: --shard '{shard}'" in done.stderr and says in done.stderr
+        assert "Traceback" not in done.stderr
+    unset = {"CI_NODE_TOTAL": "", "CI_NODE_INDEX": ""}
+    done = wishbot(
+        "apply", "nope.yaml", "--publisher", f"local:{tmp_path / 't'}", "--shard", "auto", env=unset
+    )
+    assert done.returncode == 2 and "CI_NODE_INDEX and CI_NODE_TOTAL" in done.stderr
+    assert not (tmp_path / "t").exists()
+    done = wishbot("plan", "nope.yaml", "--shards", "0", env={})
+    assert done.returncode == 2 and "shard count 0 is out of range" in done.stderr
+    done = wishbot("plan", "nope.yaml", "--base", "old.yaml", "--shards", "2", env={})
+    assert done.returncode == 2 and "leave out --base" in done.stderr

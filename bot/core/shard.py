@@ -111,28 +111,41 @@ def weight(images: Iterable[ResolvedImage]) -> int:
     return max(1, sum(sizes.values()))
 
 
-def units(plan: Plan, count: int) -> tuple[list[Unit], list[str]]:
-    """The units dealt out by load, and the paths with no wished image (placed by hash)."""
-    groups: dict[str, list[str]] = {}
-    images: dict[str, list[ResolvedImage]] = {}
-    loose: list[str] = []
+@dataclass(frozen=True)
+class _Grouped:
+    """The plan's paths by the base layer of their first wished image."""
+
+    groups: dict[str, list[str]]  # base layer digest -> paths (sorted)
+    images: dict[str, list[ResolvedImage]]  # path -> its wished images
+    loose: list[str]  # paths with no wished image
+
+
+def _grouped(plan: Plan) -> _Grouped:
+    grouped = _Grouped({}, {}, [])
     for path, changes in sorted(changes_by_path(plan).items()):
         wished = _wished_images(changes)
         if not wished:
-            loose.append(path)
+            grouped.loose.append(path)
             continue
-        images[path] = wished
+        grouped.images[path] = wished
         base = wished[0].layers[0].digest if wished[0].layers else path
-        groups.setdefault(base, []).append(path)
+        grouped.groups.setdefault(base, []).append(path)
+    return grouped
+
+
+def units(plan: Plan, count: int) -> tuple[list[Unit], list[str]]:
+    """The units dealt out by load, and the paths with no wished image (placed by hash)."""
+    grouped = _grouped(plan)
+    images = grouped.images
     fair_share = weight(image for found in images.values() for image in found) / count
     dealt: list[Unit] = []
-    for paths in groups.values():
+    for paths in grouped.groups.values():
         group = Unit(paths[0], tuple(paths), weight(i for p in paths for i in images[p]))
         if group.weight <= fair_share or len(paths) == 1:
             dealt.append(group)
         else:
             dealt += [Unit(p, (p,), weight(images[p])) for p in paths]
-    return dealt, loose
+    return dealt, grouped.loose
 
 
 def _hashed(path: str, count: int) -> int:
@@ -201,12 +214,12 @@ def _layers_of(
 ) -> tuple[LayerChange, ...]:
     """The plan's layer changes that concern ``rows``: the layers of their new
     images, and the scheduled layers of their scheduled old images."""
-    wanted = {x.digest for c in rows if c.new is not None for x in c.new.layers}
+    wanted = {x.digest for image in _wished_images(rows) for x in image.layers}
     dropped = {d for c in rows if c.scheduled and c.old is not None for d in c.old.layers}
     return tuple(
         layer
         for layer in layers
-        if (layer.digest in dropped if layer.action == "schedule" else layer.digest in wanted)
+        if layer.digest in (dropped if layer.action == "schedule" else wanted)
     )
 
 
