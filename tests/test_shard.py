@@ -474,3 +474,5 @@ def test_apply_refuses_a_wrong_shard_before_doing_anything(tmp_path: Path) -> No
     assert done.returncode == 2 and "shard count 0 is out of range" in done.stderr
     done = wishbot("plan", "nope.yaml", "--base", "old.yaml", "--shards", "2", env={})
     assert done.returncode == 2 and "leave out --base" in done.stderr
+    done = wishbot("plan", "nope.yaml", "--format", "markdown", "--shards", "2", env={})
+    assert done.returncode == 2 and "--format text or json" in done.stderr

@@ -29,6 +29,7 @@ Each goes to the shard a sha256 of its path names.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -156,12 +157,12 @@ def _hashed(path: str, count: int) -> int:
 def deal(dealt: Sequence[Unit], count: int) -> dict[str, int]:
     """Longest-processing-time-first: heaviest unit first (then by key), each to
     the least loaded shard (ties to the lowest index). Path -> shard index."""
-    loads = [0] * count
+    loads = [(0, index) for index in range(1, count + 1)]  # a heap: (load, index)
     placed: dict[str, int] = {}
     for unit in sorted(dealt, key=lambda u: (-u.weight, u.key)):
-        lightest = min(range(count), key=lambda i: (loads[i], i))
-        loads[lightest] += unit.weight
-        placed.update(dict.fromkeys(unit.paths, lightest + 1))
+        load, lightest = heapq.heappop(loads)
+        heapq.heappush(loads, (load + unit.weight, lightest))
+        placed.update(dict.fromkeys(unit.paths, lightest))
     return placed
 
 
