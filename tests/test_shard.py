@@ -66,6 +66,7 @@ def test_parse_a_shard(text: str, index: int, count: int) -> None:
         ("-1/2", "is not I/N"),
         ("1/2/3", "is not I/N"),
         ("½/2", "is not I/N"),
+        ("٢/٣", "is not I/N"),
     ],
 )
 def test_a_wrong_shard_is_a_usage_error_that_says_what_to_write(text: str, says: str) -> None:

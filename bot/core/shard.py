@@ -42,7 +42,7 @@ from bot.errors import UsageError
 #: the most shards a plan may be split into
 MAX_SHARDS = 1024
 
-_SHARD = re.compile(r"^\s*(\d{1,4})\s*/\s*(\d{1,4})\s*$")
+_SHARD = re.compile(r"^\s*(\d{1,4})\s*/\s*(\d{1,4})\s*$", re.ASCII)
 
 
 @dataclass(frozen=True)
