@@ -9,6 +9,13 @@ bytes, speed and time left; in logs and pipes, plain step lines. Exit status
 0 only when every wish converged; 1 otherwise, naming each failing wish; 2
 for a wrong command line, a bad setting, or a wishlist for another repository
 than the publisher.
+
+With --shard I/N (N hosts, each run with its own I = 1..N) this run executes
+only shard I's share of the plan: every host computes the same split from the
+wishlist on its own, no coordinator (wishbot plan --shards N shows it). The
+report, its totals line and the exit status cover that share only. --shard
+auto takes I and N from CI_NODE_INDEX and CI_NODE_TOTAL (GitLab's parallel:
+N). Write the catalog once every shard has finished.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ import json
 import sys
 from typing import Any, TextIO
 
-from bot.commands.options import add_publisher_arguments, parse_time
+from bot.commands.options import add_publisher_arguments, parse_shard, parse_time
 from bot.commands.progress import apply_display, write_lines
 from bot.commands.target import publisher_of, require_tree, require_writable
 from bot.config import Config
 from bot.core.recipe import load_wishlist
+from bot.core.shard import Shard
 from bot.publisher.apply import ApplyReport, failing_wishes
 from bot.publisher.converge import converge
 from bot.publisher.repoinfo import check_repository, tree_repository
@@ -38,6 +46,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("wishlist", metavar="WISHLIST", help="the wishlist YAML file")
     add_publisher_arguments(parser)
     parser.add_argument("--no-thin", action="store_true", help="do not push thin images")
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="execute only shard I of N (1-based) of the plan, one of N hosts publishing "
+        "in parallel; 'auto': CI_NODE_INDEX/CI_NODE_TOTAL (GitLab parallel: N)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -48,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     config = Config.load()
     publisher = publisher_of(args.publisher, config)
     now = parse_time(args.now)
+    shard = parse_shard(args.shard)
     if args.no_thin:
         config = _without_thin(config)
 
@@ -78,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
             progress=display.step,
             meter=display.meter,
             watch=display,
+            shard=shard,
         )
-    render(report, args.format, sys.stdout)
+    render(report, args.format, sys.stdout, shard)
     if report.ok:
         return 0
     write_lines([f"wishbot: not converged: {wish}" for wish in failing_wishes(report)], sys.stderr)
@@ -92,17 +108,23 @@ def _without_thin(config: Config) -> Config:
     return replace(config, thin=False)
 
 
-def render(report: ApplyReport, fmt: str, out: TextIO) -> None:
+def render(report: ApplyReport, fmt: str, out: TextIO, shard: Shard | None = None) -> None:
     if fmt == "json":
-        json.dump(report.to_json(), out, indent=2)
+        data = report.to_json()
+        if shard is not None:
+            data["shard"] = str(shard)
+        json.dump(data, out, indent=2)
         out.write("\n")
         return
-    write_lines(report_lines(report), out)
+    write_lines(report_lines(report, shard), out)
 
 
-def report_lines(report: ApplyReport) -> list[str]:
-    """The text report: a line per image, then the totals."""
+def report_lines(report: ApplyReport, shard: Shard | None = None) -> list[str]:
+    """The text report: a line per image, then the totals (which shard's, with one)."""
+    head = "apply:" if shard is None else f"apply: shard {shard}:"
     if not report.results:
+        if shard is not None:
+            return [f"{head} nothing to do, the publisher already serves this shard's paths"]
         return ["apply: nothing to do, the publisher already serves the wishlist"]
     lines = []
     for result in report.results:
@@ -117,7 +139,7 @@ def report_lines(report: ApplyReport) -> list[str]:
         lines.append(line)
     failed = len(report.failures)
     lines.append(
-        f"apply: {len(report.results) - failed} image(s) converged, {failed} failed, "
+        f"{head} {len(report.results) - failed} image(s) converged, {failed} failed, "
         f"{report.downloaded_layers} layer(s) downloaded, {report.transactions} transaction(s)"
     )
     return lines

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from bot.config import Config
+from bot.core.shard import Shard
 from bot.errors import UsageError
 
 
@@ -41,3 +44,26 @@ def publisher_target(args: argparse.Namespace, config: Config) -> str:
     if not target:
         raise UsageError("no publisher given", hint="pass --publisher local:DIR or cvmfs:REPO")
     return target
+
+
+#: what GitLab sets in each job of ``parallel: N`` (https://docs.gitlab.com/ee/ci/yaml/#parallel):
+#: CI_NODE_INDEX 1..N and CI_NODE_TOTAL N; in a job without ``parallel`` CI_NODE_INDEX is
+#: not set and CI_NODE_TOTAL is 1 (https://docs.gitlab.com/ee/ci/variables/predefined_variables.html)
+NODE_INDEX, NODE_TOTAL = "CI_NODE_INDEX", "CI_NODE_TOTAL"
+
+
+def parse_shard(text: str | None, environ: Mapping[str, str] = os.environ) -> Shard | None:
+    """``--shard I/N`` (or ``auto``: GitLab's CI_NODE_INDEX/CI_NODE_TOTAL); None without it."""
+    if text is None:
+        return None
+    if text.strip() != "auto":
+        return Shard.parse(text)
+    index, total = environ.get(NODE_INDEX, "").strip(), environ.get(NODE_TOTAL, "").strip()
+    if not index and total == "1":
+        return Shard(1, 1)  # a job without parallel: does everything
+    if not index or not total:
+        raise UsageError(
+            f"--shard auto: {NODE_INDEX} and {NODE_TOTAL} are not set",
+            hint="GitLab sets them in the jobs of 'parallel: N'; elsewhere pass --shard I/N",
+        )
+    return Shard.parse(f"{index}/{total}", option=f"--shard auto ({NODE_INDEX}/{NODE_TOTAL})")

@@ -14,6 +14,9 @@ directory is one. Exit status: 0 when the plan has no errors, 1 when it has
 repository), 2 for a wrong command line, a missing local tree, a bad setting,
 or a catalog or tree of another repository than the wishlist's. An error about an
 image that ``ignoreErrors`` matches is a warning, as in ``validate``.
+
+With ``--shards N`` the plan also says which of N publisher hosts
+(``wishbot apply --shard I/N``) executes each path.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from bot.core.model import CurrentState, Problem, Resolution, Wish, Wishlist
 from bot.core.plan import Plan
 from bot.core.recipe import load_wishlist
 from bot.core.render import DEFAULT_TITLE, render_json, render_markdown, render_text
+from bot.core.shard import Shard, shards_json, shards_text
 from bot.errors import PublisherError, UsageError
 from bot.runtime.plan_change import plan_change
 
@@ -71,6 +75,13 @@ def register(subparsers: Any) -> None:
         help="size limit of the Markdown output (default 60000)",
     )
     parser.add_argument("--title", default=DEFAULT_TITLE, help="heading of the Markdown output")
+    parser.add_argument(
+        "--shards",
+        type=int,
+        metavar="N",
+        help="also show which of N hosts (apply --shard I/N) executes each path "
+        "(text and json; not with --base)",
+    )
     parser.add_argument(
         "--now", metavar="ISO", help="pretend the time is ISO-8601 TIME (tests, replays)"
     )
@@ -181,13 +192,32 @@ def build_plan(
 def run(args: argparse.Namespace) -> int:
     if args.budget < 1000:
         raise UsageError(f"--budget {args.budget} is too small", hint="use at least 1000")
+    _check_shards(args)
     config = Config.load()
     plan = build_plan(args, config)
     if args.format == "json":
-        json.dump(render_json(plan), sys.stdout, indent=2, ensure_ascii=False)
+        data = render_json(plan)
+        if args.shards is not None:
+            data["shards"] = shards_json(plan, args.shards)
+        json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
     elif args.format == "markdown":
         sys.stdout.write(render_markdown(plan, budget=args.budget, title=args.title))
     else:
         sys.stdout.write(render_text(plan))
+        if args.shards is not None:
+            sys.stdout.write(shards_text(plan, args.shards))
     return 1 if plan.has_errors else 0
+
+
+def _check_shards(args: argparse.Namespace) -> None:
+    if args.shards is None:
+        return
+    Shard(1, args.shards)  # the range check
+    if args.base is not None:
+        raise UsageError(
+            "--shards shows how apply splits the whole wishlist; a --base plan is only a change",
+            hint="leave out --base",
+        )
+    if args.format == "markdown":
+        raise UsageError("--shards is shown in text and json", hint="use --format text or json")

@@ -16,6 +16,7 @@ from bot.config import Config
 from bot.core.model import Wishlist
 from bot.core.plan import Plan, make_plan
 from bot.core.recipe import ignored_by
+from bot.core.shard import Shard, select
 from bot.errors import UsageError
 from bot.publisher.apply import ApplyReport, Meter, Progress, Watch, apply_plan, published_configs
 from bot.publisher.backend import Publisher
@@ -35,12 +36,14 @@ def converge(
     progress: Progress | None = None,
     meter: Meter | None = None,
     watch: Watch | None = None,
+    shard: Shard | None = None,
 ) -> tuple[Plan, ApplyReport]:
     """Resolve, lock, recover, read the state, plan and apply: one ``apply`` run.
 
     ``client`` is a :class:`bot.registry.client.RegistryClient` (or anything
     with its ``resolve_all``, ``download_blob``, ``push_blob`` and
-    ``push_manifest``).
+    ``push_manifest``). With ``shard`` only that shard's share of the plan is
+    executed (and returned): see :mod:`bot.core.shard`.
     """
     if "/" in wishlist.cvmfs_repo:
         # The layout, thin.json URLs and catalog paths would all have to move
@@ -78,6 +81,8 @@ def converge(
             grace_days=config.grace_days,
             cvmfs_repo=wishlist.cvmfs_repo,
         )
+        if shard is not None:
+            plan = _share(plan, shard, say)
         report = apply_plan(
             plan,
             publisher,
@@ -89,6 +94,15 @@ def converge(
             watch=watch,
         )
     return plan, honour_ignore_errors(report, wishlist)
+
+
+def _share(plan: Plan, shard: Shard, say: Progress) -> Plan:
+    """The part of ``plan`` that ``shard`` executes."""
+    share = select(plan, shard)
+    paths = len({change.path for change in share.images})
+    total = len({change.path for change in plan.images})
+    say(f"shard {shard}: {paths} of {total} path(s)")
+    return share
 
 
 def honour_ignore_errors(report: ApplyReport, wishlist: Wishlist) -> ApplyReport:
