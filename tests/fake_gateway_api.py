@@ -219,9 +219,10 @@ class FakeGateway:
         return f"http://127.0.0.1:{self._server.server_address[1]}{API}"
 
     def start(self) -> FakeGateway:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = _Server(("127.0.0.1", 0), _handler(self))
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -350,6 +351,13 @@ def _text(status: int, message: str, headers: dict[str, str] | None = None) -> A
             "X-Content-Type-Options": "nosniff",
         },
     )
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return  # a client that hangs up early (a capped read) is no failure of the fake
 
 
 def _handler(gateway: FakeGateway) -> type[BaseHTTPRequestHandler]:
