@@ -367,6 +367,9 @@ def test_the_admin_key_from_the_environment(tmp_path: Path) -> None:
         assert message in str(caught.value) and "s3cret" not in str(caught.value)
     with pytest.raises(ConfigError, match="cannot read"):
         admin_key({"WISHBOT_GATEWAY_ADMIN_KEY_FILE": str(tmp_path / "missing")})
+    with pytest.raises(ConfigError, match="looks like a file name") as caught:
+        admin_key({"WISHBOT_GATEWAY_ADMIN_KEY": str(plain)})
+    assert "WISHBOT_GATEWAY_ADMIN_KEY_FILE" in str(caught.value)
     with pytest.raises(ConfigError, match="both"):
         admin_key({"WISHBOT_GATEWAY_ADMIN_KEY": "a:b", "WISHBOT_GATEWAY_ADMIN_KEY_FILE": "f"})
     with pytest.raises(ConfigError, match="key id is empty"):

@@ -362,6 +362,11 @@ def admin_key(environ: Mapping[str, str] | None = None) -> AdminKey | None:
     if not pair:
         return None
     key_id, colon, secret = pair.partition(":")
+    if "/" in key_id:
+        raise ConfigError(
+            f"{KEY_VARIABLE} looks like a file name",
+            hint=f"name a key file with {KEY_FILE_VARIABLE}; {KEY_VARIABLE} is KEYID:SECRET",
+        )
     if not colon:
         raise ConfigError(f"{KEY_VARIABLE} is not KEYID:SECRET", hint=_KEY_HINT)
     return AdminKey(key_id, secret)
