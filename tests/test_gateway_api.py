@@ -594,10 +594,8 @@ def test_against_the_real_gateway(tmp_path: Path) -> None:
             (f"{REPO}/.flat/cd", "pub", "wishbot-test"),
         ]
         assert timedelta(seconds=7100) < leases[0].expires - datetime.now(UTC) <= timedelta(hours=2)
-        preview = cancelled_by(f"{REPO}/.flat/a_b", leases)
-        real.drop(f"{REPO}/.flat/a_b")
-        assert [x.path for x in preview] == [f"{REPO}/.flat/aXb"]
-        assert [x.path for x in real.leases()] == [f"{REPO}/.flat/cd"]
+        real.drop(f"{REPO}/")
+        _preview_is_what_goes(url, real)
         _same_refusals(url)
     finally:
         proc.terminate()
@@ -607,6 +605,31 @@ def test_against_the_real_gateway(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
         log.close()
+
+
+def _preview_is_what_goes(url: str, real: GatewayAdmin) -> None:
+    """What the preview says a drop cancels is what the real gateway cancels: string
+    prefix, ``_`` any character, ASCII case folded, this repository only."""
+    paths = [f"{REPO}/x/aXb", f"{REPO}/x/AbC", f"{REPO}/y/z"]
+    expected = {
+        "x/a_b": [f"{REPO}/x/aXb"],
+        "x/ABC": [f"{REPO}/x/AbC"],
+        "x/": [f"{REPO}/x/AbC", f"{REPO}/x/aXb"],
+        "x/a": [f"{REPO}/x/AbC", f"{REPO}/x/aXb"],
+        "y/zz": [],
+        "/": paths,
+    }
+    for prefix, cancelled in expected.items():
+        held = {lease.path for lease in real.leases()}
+        for path in paths:
+            if path not in held:
+                _take_lease(url, path)
+        before = real.leases()
+        repo_path = lease_path(REPO, prefix)
+        preview = sorted(lease.path for lease in cancelled_by(repo_path, before))
+        real.drop(repo_path)
+        after = {lease.path for lease in real.leases()}
+        assert preview == sorted(set(paths) - after) == sorted(cancelled), prefix
 
 
 def _wait_for(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
