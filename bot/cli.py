@@ -32,6 +32,7 @@ COMMANDS = (
     "catalog",
     "verify",
     "adopt",
+    "lease",
     "ci",
     "serve",
     "watch",

@@ -65,6 +65,7 @@ class Config:
     podman_store: bool = False  # also write the podman additional image store (podmanStore/)
     max_layer_bytes: int = 64 * 2**30  # unpacked bytes per layer before refusing (tar bomb)
     max_layer_entries: int = 2_000_000
+    gateway_url: str = ""  # cvmfs gateway API (default: the repository's server.conf)
     # forges and the bot
     forge: str = ""  # gitlab | github | local
     forge_url: str = ""  # e.g. https://gitlab.example.org
@@ -140,6 +141,8 @@ OTHER_VARIABLES = (
     "WISHBOT_CONFIG",  # the TOML file
     "WISHBOT_CVMFS_ROOT",  # where cvmfs: repositories are mounted
     "WISHBOT_LOCK_DIR",  # the cvmfs backend's lock and transaction marker
+    "WISHBOT_GATEWAY_ADMIN_KEY",  # secret: KEYID:SECRET of a gateway admin key
+    "WISHBOT_GATEWAY_ADMIN_KEY_FILE",  # the file holding it (plain_text KEYID SECRET)
     "WISHBOT_FORGE_TOKEN",  # secret: the forge token
     "WISHBOT_WEBHOOK_SECRET",  # secret: the webhook's shared secret
     "WISHBOT_REGISTRY_EVENT_TOKEN",  # secret: what registries send with their events
@@ -226,6 +229,8 @@ def _check_lists(config: Config) -> None:
     for registry, url in config.mirrors.items():
         if not url.startswith(("https://", "http://")):
             _bad("mirrors", f"{registry}={url}", "registry=https://mirror.example.org")
+    if config.gateway_url and not config.gateway_url.startswith(("https://", "http://")):
+        _bad("gateway_url", config.gateway_url, "http(s)://HOST:PORT/api/v1")
     for platform in config.platforms:
         parts = platform.split("/")
         if len(parts) not in (2, 3) or not all(parts):
