@@ -218,21 +218,22 @@ def test_the_lease_parent_must_be_a_published_directory(gw: FakeGatewayRepo) -> 
 
 
 def test_only_the_lease_is_published(gw: FakeGatewayRepo) -> None:
-    publish_files(gw, 0, "", {"a/old": "1", "a/gone": "2", "b/keep": "3"})
+    publish_files(gw, 0, "", {"a/old": "1", "a/gone": "2", "b/keep": "3", "c/keep": "4"})
     ok(gw, 0, "transaction", f"{NAME}/a")
     work = tree(gw, 0)
     (work / "a" / "new").write_text("4")
     (work / "a" / "old").write_text("changed")
-    (work / "a" / "gone").unlink()
-    (work / "a" / ".wh.ghost").write_text("")  # a deletion marker, never published
+    (work / "a" / ".wh.gone").write_text("")  # a deletion marker, never published
     (work / "outside").write_text("dropped")
-    (work / "b" / "keep").unlink()
+    (work / "b" / ".wh.keep").write_text("")  # outside the lease: dropped too
+    (work / "c" / "keep").unlink()  # a deletion outside the lease: dropped
     ok(gw, 0, "publish", NAME)
     assert sorted(p.name for p in (gw.client() / "a").iterdir()) == ["new", "old"]
     assert (gw.client() / "a" / "old").read_text() == "changed"
-    assert (gw.client() / "b" / "keep").read_text() == "3"
+    assert sorted(p.name for p in (gw.client() / "b").iterdir()) == ["keep"]
+    assert (gw.client() / "c" / "keep").read_text() == "4"
     assert not (gw.client() / "outside").exists()
-    assert not (work / "outside").exists() and (work / "b" / "keep").exists()
+    assert not (work / "outside").exists() and (work / "c" / "keep").exists()
     assert gw.revision() == 3
 
 
