@@ -124,6 +124,62 @@ class FakeRepo(Repo):
         os.chmod(self.root, 0o755)
 
 
+#: ``mkfs -u`` of a publisher of a gateway (the host and port are never dialled by the fake)
+GATEWAY_UPSTREAM = "gw,/tmp,http://127.0.0.1:4929/api/v1"
+
+
+class FakeGatewayRepo(Repo):
+    """One repository with ``publishers`` fake publishers behind one fake gateway
+    (gateway mode of ``tests/fake_cvmfs_server``): each has its own ``/cvmfs``
+    and spool, all share ``FAKE_CVMFS_GATEWAY``. ``env`` is publisher 0's.
+    ``create=False``: ``tmp`` already holds them (a copy of another ``tmp``: no
+    path inside names ``tmp``)."""
+
+    kind = "fake-gateway"
+
+    def __init__(self, tmp: Path, name: str, publishers: int = 2, *, create: bool = True) -> None:
+        bin_dir = tmp / "bin"
+        if create:
+            bin_dir.mkdir()
+            (bin_dir / "cvmfs_server").symlink_to(FAKE)
+        self.name = name
+        self.gateway = tmp / "gateway"
+        self.envs = [
+            {
+                "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                "WISHBOT_CVMFS_ROOT": str(tmp / f"publisher{n}" / "cvmfs"),
+                "FAKE_CVMFS_SPOOL": str(tmp / f"publisher{n}" / "spool"),
+                "WISHBOT_LOCK_DIR": str(tmp / f"publisher{n}" / "locks"),
+                "FAKE_CVMFS_GATEWAY": str(self.gateway),
+            }
+            for n in range(publishers)
+        ]
+        self.env = self.envs[0]
+        stratum0 = f"http://127.0.0.1/cvmfs/{name}"
+        for env in self.envs if create else []:
+            subprocess.run(
+                ["cvmfs_server", "mkfs", "-w", stratum0, "-u", GATEWAY_UPSTREAM, name],
+                env={**os.environ, **env},
+                capture_output=True,
+                check=True,
+            )
+
+    def publisher(self, n: int) -> dict[str, str]:
+        """The environment of publisher ``n`` (its ``/cvmfs``, spool and the gateway)."""
+        return dict(self.envs[n])
+
+    def client(self) -> Path:
+        """The gateway's published tree (what every client sees)."""
+        return self.gateway / self.name / "published"
+
+    def revision(self) -> int:
+        return int((self.gateway / self.name / "revision").read_text())
+
+    def close(self) -> None:
+        for env in self.envs:
+            os.chmod(Path(env["WISHBOT_CVMFS_ROOT"]) / self.name, 0o755)
+
+
 def real_cvmfs_missing() -> str | None:
     """Why no real CernVM-FS can be used here (None: it can)."""
     if not shutil.which("cvmfs_server") or not shutil.which("cvmfs2"):
