@@ -1,7 +1,8 @@
 """The publisher contract: what every backend promises, run against each one here.
 
 Backends: ``local:`` (a plain directory), ``cvmfs:`` with the fake
-``cvmfs_server`` (``tests/fake_cvmfs_server``), ``cvmfs:`` with the real
+``cvmfs_server`` (``tests/fake_cvmfs_server``) alone and as a publisher of
+its fake gateway, ``cvmfs:`` with the real
 ``cvmfs_server`` and ``cvmfs:`` of a publisher of a real repository gateway
 (marker ``cvmfs``; skipped with one line where they are not installed). A new backend adds itself to :func:`backend` and gets every test.
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cvmfs_fixture import Repo, open_repo
+from cvmfs_fixture import FakeGatewayRepo, Repo, open_repo
 from gateway_fixture import Gateway
 
 from bot.errors import LockedError, PublisherError
@@ -56,6 +57,7 @@ class Backend:
     params=[
         "local",
         "cvmfs-fake",
+        "cvmfs-gateway-fake",
         pytest.param("cvmfs-real", marks=pytest.mark.cvmfs),
         pytest.param("cvmfs-gateway", marks=pytest.mark.cvmfs),
     ]
@@ -65,6 +67,15 @@ def backend(
 ) -> Iterator[Backend]:
     if request.param == "local":
         yield Backend(f"local:{tmp_path / 'tree'}", published=tmp_path / "tree")
+        return
+    if request.param == "cvmfs-gateway-fake":
+        fake = FakeGatewayRepo(tmp_path, f"g{uuid.uuid4().hex[:8]}.example.org")
+        for key, value in fake.env.items():
+            monkeypatch.setenv(key, value)
+        try:
+            yield Backend(f"cvmfs:{fake.name}", repo=fake)
+        finally:
+            fake.close()
         return
     if request.param == "cvmfs-gateway":
         gateway: Gateway = request.getfixturevalue("real_gateway")
