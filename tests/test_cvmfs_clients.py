@@ -272,8 +272,8 @@ def test_images_through_a_real_client(
     assert report.ok and report.downloaded_layers == 1, report.to_json()
     if cvmfs_repo.kind == "gateway":
         # its missing partitions, the new layer's ingest, the flat image, the
-        # shared layers' backlinks (2), metadata, the public path
-        assert publishes == new_partitions + 6
+        # layers' backlinks (3), metadata, the public path
+        assert publishes == new_partitions + 7
     else:
         assert publishes == 2  # the new layer's ingest, the image's transaction
     client = cvmfs_repo.client()

@@ -445,9 +445,6 @@ class _Converter:
             if (self.staging / layout.layer_dir(digest)).is_dir()
         ]
         staged = [(layout.layer_dir(d), self.staging / layout.layer_dir(d)) for d in new]
-        if self.publisher.leased:
-            # with each new layer (under its own lease), not in a step of their own
-            self._backlinks_into(self.staging, new)
         partition = posixpath.dirname(layout.flat_dir(self.image.image_id))
         flat_exists = os.path.lexists(self.root / layout.flat_dir(self.image.image_id))
         dirs = [] if flat_exists or (self.root / partition).is_dir() else [partition]
@@ -749,20 +746,18 @@ class _Converter:
         self._check_flat(txn)
         self._markers(txn)
 
-    def _backlinks_into(self, dest: Transaction | Path, digests: list[str]) -> None:
-        """Add this image to the ``origin.json`` of each layer in ``digests``, in the
-        transaction or in the staging area of layers not published yet."""
-        reader = self._reader(dest)
+    def _backlinks_into(self, txn: Transaction, digests: list[str]) -> None:
+        """Add this image to the ``origin.json`` of each layer in ``digests``.
+
+        Read and written in the transaction, never carried by a layer's ingest:
+        under a gateway another publisher may have added itself since this
+        one's view was last brought up to date, and only a transaction on the
+        file's lease sees that."""
         for digest in digests:
             relpath = f"{layout.layer_metadata_dir(digest)}/{ORIGIN}"
-            users = read_origin(reader.resolve(relpath), strict=True)
-            if self.image.image_id in users:
-                continue
-            data = {"origin": sorted(users | {self.image.image_id})}
-            if isinstance(dest, Transaction):
-                dest.write_json(relpath, data)
-            else:
-                write_json(dest / relpath, data)
+            users = read_origin(txn.resolve(relpath), strict=True)
+            if self.image.image_id not in users:
+                txn.write_json(relpath, {"origin": sorted(users | {self.image.image_id})})
 
     def _markers(self, txn: Transaction) -> None:
         # where the reference converter puts them: not in the .flat/xx partitions
