@@ -61,6 +61,15 @@ def gateway_missing() -> str | None:
     return None
 
 
+def _child(pid: int) -> int:
+    """The first child of ``pid`` (0: none yet)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0
+    return int(children[0]) if children else 0
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -88,6 +97,7 @@ class Publisher:
         self.number = number
         self.dir = gateway.tmp / f"publisher-{number}"
         self.pid = 0
+        self.holder: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         for sub in ("keys", "spool", "srv", "cvmfs", "bin", "locks"):
@@ -96,22 +106,29 @@ class Publisher:
         name = self.gateway.name
         for suffix in ("pub", "crt", "gw"):
             shutil.copy(f"/etc/cvmfs/keys/{name}.{suffix}", self.dir / "keys")
+        # a PID namespace too (with its own /proc): cvmfs_server looks for open
+        # files under /cvmfs/REPO in every process it sees, and publishers on
+        # separate hosts do not see each other's
         holder = subprocess.Popen(
-            ["unshare", "-m", "--propagation", "private", "sh", "-ec", _HOLDER],
+            [
+                *("unshare", "-m", "-p", "--fork", "--mount-proc", "--propagation", "private"),
+                *("sh", "-ec", _HOLDER),
+            ],
             env={**os.environ, "D": str(self.dir)},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self.pid = holder.pid
+        self.holder = holder
         for _ in range(100):  # the namespace is ready when its /cvmfs is ours
-            if self._ready():
+            self.pid = _child(holder.pid)
+            if self.pid and self._ready():
                 break
             time.sleep(0.05)
         wrapper = self.dir / "bin" / "cvmfs_server"
         real = shutil.which("cvmfs_server")  # found before the wrapper is on PATH
-        wrapper.write_text(f'#!/bin/sh\nexec nsenter -t {self.pid} -m {real} "$@"\n')
+        wrapper.write_text(f'#!/bin/sh\nexec nsenter -t {self.pid} -m -p {real} "$@"\n')
         wrapper.chmod(0o755)
         upstream = f"gw,/srv/cvmfs/{name}/data/txn,{self.gateway.url}"
         self.server(
@@ -138,7 +155,7 @@ class Publisher:
 
     def server(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["nsenter", "-t", str(self.pid), "-m", "cvmfs_server", *args],
+            ["nsenter", "-t", str(self.pid), "-m", "-p", "cvmfs_server", *args],
             capture_output=True,
             text=True,
             cwd="/",
@@ -152,10 +169,12 @@ class Publisher:
         name = self.gateway.name
         self.server("abort", "-f", name, check=False)
         self.server("rmfs", "-f", name, check=False)
-        with_ns = ["nsenter", "-t", str(self.pid), "-m", "umount", "-l"]
+        with_ns = ["nsenter", "-t", str(self.pid), "-m", "-p", "umount", "-l"]
         for mount in (f"/cvmfs/{name}", f"/var/spool/cvmfs/{name}/rdonly"):
             subprocess.run([*with_ns, mount], capture_output=True, check=False)
-        os.kill(self.pid, signal.SIGKILL)
+        os.kill(self.pid, signal.SIGKILL)  # the namespace's first process: all go
+        if self.holder is not None:
+            self.holder.wait(timeout=30)
         self.pid = 0
 
 

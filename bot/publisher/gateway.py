@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import socket
 import tarfile
 import time
 from collections.abc import Callable
@@ -56,8 +57,9 @@ EXIT_LEASE_BUSY = 16
 EXIT_NO_PARENT = 2
 EXIT_PARENT_NOT_DIR = 20
 DEFAULT_WAIT = 600.0
-#: a lease nobody else takes, opened and aborted to bring the view up to date
-REFRESH_LEASE = ".wishbot-refresh"
+#: a lease nobody else takes (with this host and process), opened and aborted
+#: to bring the view up to date
+REFRESH_LEASE = ".wishbot-refresh-{host}-{pid}"
 
 
 def lease_of(scope: Scope, exists: Callable[[str], bool]) -> str:
@@ -151,20 +153,46 @@ class GatewayPublisher(CvmfsPublisher):
             )
 
     def _publish(self) -> None:
-        try:
-            super()._publish()
-        except PublisherError as exc:
-            raise LeaseRefused(
-                f"{exc.message} (the gateway refused it: its lease expired or was cancelled?)",
-                hint="the transaction was aborted; the step is run again",
-            ) from None
+        """``publish``, again while other processes' open files under the
+        repository make it refuse (it stays open then), up to :attr:`wait`;
+        any other refusal aborts it: :class:`LeaseRefused`."""
+        code, output = self._patient("publish")
+        if code == 0:
+            self.publishes += 1
+            self.marker_path.unlink(missing_ok=True)
+            return
+        self._doomed = []
+        message = _failure(("publish",), code, output)
+        self._abort_after(message)
+        raise LeaseRefused(
+            f"{message} (the gateway refused it: its lease expired or was cancelled?)",
+            hint="the transaction was aborted; the step is run again",
+        )
+
+    def _patient(
+        self, *args: str, feed: Callable[[IO[bytes]], None] | None = None
+    ) -> tuple[int, str]:
+        """``cvmfs_server ARGS REPO``, run again (back-off 0.5 s to 5 s, up to
+        :attr:`wait`) while it fails for a reason that passes: a busy lease, or
+        open files under ``/cvmfs/REPO``, which ``cvmfs_server`` looks for in
+        every process of the machine (several publishers on one host see each
+        other's)."""
+        deadline = time.monotonic() + self.wait
+        pause = 0.5
+        while True:
+            code, output = self._call(*args, self.repo, feed=feed)
+            if code == 0 or not _passing(output) or time.monotonic() + pause > deadline:
+                return code, output
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     # --- directories, layers, deletions --------------------------------------
 
     def ensure_dir(self, relpath: str) -> None:
         """Publish the directory ``relpath`` (with its missing parents, and the
         catalog markers of ``.flat``, ``.layers``, ``.layers/xx``) unless it is
-        there: a small step of its own, so leases below it can be taken."""
+        there: a small step of its own, so leases below it can be taken.
+        Making ``.layers`` or ``.flat`` makes all their partitions too."""
         if (self._root / relpath).is_dir():
             return
         lease = self.lease_for(Scope((relpath,)))
@@ -172,8 +200,14 @@ class GatewayPublisher(CvmfsPublisher):
             if txn.is_dir(relpath):
                 return  # another publisher made it meanwhile: nothing to publish
             parts = relpath.split("/")
-            for depth in range(len(lease.split("/")), len(parts) + 1):
-                directory = "/".join(parts[:depth])
+            made = [
+                "/".join(parts[:depth]) for depth in range(len(lease.split("/")), len(parts) + 1)
+            ]
+            if lease in (layout.LAYERS, layout.FLAT):
+                # all 256 partitions at once: no later image waits for a lease on
+                # the whole of .layers or .flat to make its own
+                made += [f"{lease}/{n:02x}" for n in range(256)]
+            for directory in dict.fromkeys(made):
                 txn.mkdir(directory)
                 marker = f"{directory}/{layout.CATALOG_MARKER}"
                 if _catalog_dir(directory) and not txn.exists(marker):
@@ -212,19 +246,12 @@ class GatewayPublisher(CvmfsPublisher):
         """``cvmfs_server ingest ARGS`` (its own lease, transaction and publish),
         waiting up to :attr:`wait` while the lease is busy."""
         self._check_cwd()
-        deadline = time.monotonic() + self.wait
-        pause = 0.5
-        while True:
-            self._mark_open()
-            code, output = self._call("ingest", *args, self.repo, feed=feed)
-            self.marker_path.unlink(missing_ok=True)
-            if code == 0:
-                self.publishes += 1
-                return
-            if "busy" not in output.lower() or time.monotonic() + pause > deadline:
-                break
-            time.sleep(pause)
-            pause = min(pause * 2, 5.0)
+        self._mark_open()
+        code, output = self._patient("ingest", *args, feed=feed)
+        self.marker_path.unlink(missing_ok=True)
+        if code == 0:
+            self.publishes += 1
+            return
         if "busy" in output.lower():
             raise self._not_opened(EXIT_LEASE_BUSY, output, ("ingest",), args[-1])
         raise PublisherError(_failure(("ingest", *args), code, output))
@@ -236,9 +263,16 @@ class GatewayPublisher(CvmfsPublisher):
         bring this publisher's view up to the newest revision: a transaction
         on a lease nobody else takes, aborted."""
         done = super().recover()
-        with self.transaction(scope=Scope((REFRESH_LEASE,))):
+        lease = REFRESH_LEASE.format(host=socket.gethostname(), pid=os.getpid())
+        with self.transaction(scope=Scope((lease,))):
             pass  # wrote nothing: aborted
         return done
+
+
+def _passing(output: str) -> bool:
+    """Did ``cvmfs_server`` refuse for a reason that goes away by itself?"""
+    text = output.lower()
+    return "busy" in text or "file descriptors" in text
 
 
 def stray_writes(scratch: Path, lease: str) -> list[str]:
