@@ -77,7 +77,7 @@ def wishlist(path: Path, repo: str, host: str, tags: list[str]) -> Path:
     return path
 
 
-def run_apply(env: dict[str, str], plan: Path, repo: str, shard: str | None) -> subprocess.Popen:  # type: ignore[type-arg]
+def run_apply(env: dict[str, str], plan: Path, repo: str, shard: str | None) -> subprocess.Popen:
     command = [sys.executable, "-m", "bot", "apply", str(plan), "--publisher", f"cvmfs:{repo}"]
     command += ["--no-thin", "--format", "json"] + (["--shard", shard] if shard else [])
     return subprocess.Popen(
@@ -90,7 +90,7 @@ def run_apply(env: dict[str, str], plan: Path, repo: str, shard: str | None) -> 
     )
 
 
-def finish(runs: list[subprocess.Popen]) -> None:  # type: ignore[type-arg]
+def finish(runs: list[subprocess.Popen]) -> None:
     for proc in runs:
         out, err = proc.communicate(timeout=3600)
         if proc.returncode != 0 or not json.loads(out)["ok"]:

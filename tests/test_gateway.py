@@ -43,7 +43,7 @@ class Under:
         self.fake: FakeGatewayRepo | None = None
 
     def client(self) -> Path:
-        return self._client()  # type: ignore[operator,no-any-return]
+        return self._client()  # type: ignore[operator]
 
     def leases(self) -> list[str]:
         if self.real is not None:
@@ -126,7 +126,7 @@ def _apply(
     )
 
 
-def _together(gateway: Under, runs: list[subprocess.Popen[str]]) -> tuple[list[dict], int]:  # type: ignore[type-arg]
+def _together(gateway: Under, runs: list[subprocess.Popen[str]]) -> tuple[list[dict], int]:
     """Wait for ``runs`` while watching the gateway: their reports and the most
     leases held at once."""
     most = 0
