@@ -291,8 +291,9 @@ class Gateway:
     def catalogs(self) -> list[str]:
         """``list-catalogs`` on the first publisher, its view brought up to date."""
         first = self.publishers[0]
-        first.server("transaction", f"{self.name}/.wishbot-refresh")
-        first.server("abort", "-f", self.name)
+        opened = first.server("transaction", f"{self.name}/.wishbot-refresh", check=False)
+        first.server("abort", "-f", self.name, check=False)
+        assert opened.returncode == 0, opened.stdout + opened.stderr
         return _catalog_paths(first.server("list-catalogs", self.name).stdout)
 
     def stop(self) -> None:

@@ -430,9 +430,20 @@ def _communicate(proc: subprocess.Popen[bytes], feed: Callable[[IO[bytes]], None
 
 
 def _failure(args: tuple[str, ...], code: int, output: str) -> str:
-    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
-    detail = f": {lines[-1]}" if lines else ""
+    """What failed, with the line of the output that says why: the last one that
+    names an error, else the last one (never a stack frame of a crash)."""
+    lines = [
+        line.strip()
+        for line in output.strip().splitlines()
+        if line.strip() and "[0x" not in line and not line.strip().startswith("/")
+    ]
+    telling = [line for line in lines if _TELLING.search(line)]
+    why = (telling or lines)[-1:]
+    detail = f": {why[0]}" if why else ""
     return f"'cvmfs_server {' '.join(args)}' failed (exit {code}){detail}"
+
+
+_TELLING = re.compile(r"error|cannot|fail|denied|busy|not |unexpected", re.IGNORECASE)
 
 
 def _abort_on_signals() -> Callable[[], None]:

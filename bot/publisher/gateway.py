@@ -11,9 +11,13 @@ backend copes:
 - two leases conflict when one path is a prefix of the other: a transaction
   leases exactly what its scope declares (the common ancestor of its paths),
   so images that share nothing never wait for each other; a busy lease is
-  waited for ``WISHBOT_GATEWAY_WAIT`` seconds (``transaction -t``, default
-  600), then the step fails with :class:`~bot.errors.LeaseRefused`, naming
-  the path and how to drop a lease a dead publisher left;
+  asked for again (back-off 0.2 s to 3 s) for ``WISHBOT_GATEWAY_WAIT``
+  seconds (default 600), then the step fails with
+  :class:`~bot.errors.LeaseBusy`, naming the path and how to drop a lease a
+  dead publisher left. Not ``transaction -t``: a transaction that waited
+  inside ``cvmfs_server`` starts from the revision it saw before waiting,
+  and would write a shared file back as it was before the publisher it
+  waited for changed it (seen: a lost backlink);
 - the lease path's parent must be published: a lease starts at the first
   directory of the path that is missing (one step creates it, with the
   catalog markers the layout wants, see :meth:`ensure_dir`);
@@ -39,18 +43,19 @@ from __future__ import annotations
 
 import os
 import posixpath
+import random
 import socket
 import tarfile
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import IO
 
 from bot.core import layout
 from bot.errors import LeaseBusy, LeaseRefused, PublisherError, UsageError
 from bot.publisher.backend import Scope
-from bot.publisher.cvmfs import CvmfsPublisher, _Entry, _failure
+from bot.publisher.cvmfs import EXIT_TRANSACTION_OPEN, CvmfsPublisher, _Entry, _failure
 
 #: exit codes of ``cvmfs_server transaction`` through a gateway (reference page)
 EXIT_LEASE_BUSY = 16
@@ -116,8 +121,19 @@ class GatewayPublisher(CvmfsPublisher):
         return self._transaction("-T", f"/{source}=/{dest}", lease=lease)
 
     def _begin(self, options: tuple[str, ...], lease: str) -> tuple[int, str]:
+        """``transaction REPO/lease``, asked again while the lease is busy (not
+        ``-t``: a transaction that waited inside ``cvmfs_server`` starts from the
+        revision it saw *before* waiting, so it would write back a shared file as
+        it was before the holder it waited for changed it)."""
         target = f"{self.repo}/{lease}" if lease else self.repo
-        return self._call("transaction", "-t", f"{self.wait:g}", *options, target)
+        deadline = time.monotonic() + self.wait
+        pause = 0.2
+        while True:
+            code, output = self._call("transaction", *options, target)
+            if code != EXIT_LEASE_BUSY or time.monotonic() + pause > deadline:
+                return code, output
+            time.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 2, 3.0)
 
     def _not_opened(
         self, code: int, output: str, options: tuple[str, ...], lease: str
@@ -138,7 +154,16 @@ class GatewayPublisher(CvmfsPublisher):
                 f"(cvmfs_server exit {code})",
                 hint="another publisher may have removed it meanwhile; the next run retries",
             )
-        return super()._not_opened(code, output, options, lease)
+        if code == EXIT_TRANSACTION_OPEN:  # not ours to abort
+            return super()._not_opened(code, output, options, lease)
+        # a transaction that failed otherwise (seen: a crash under load) may hold
+        # its lease until it expires: give it back, and let the step run again
+        with suppress(PublisherError):
+            self._abort()
+        return LeaseRefused(
+            _failure(("transaction", *options, where), code, output),
+            hint="the transaction was not opened; the step is run again",
+        )
 
     def _before_publish(self, lease: str) -> None:
         strays = stray_writes(self.scratch, lease)
@@ -288,13 +313,13 @@ def stray_writes(scratch: Path, lease: str) -> list[str]:
         try:
             names = os.listdir(directory)
         except OSError:
-            return strays
+            return sorted(strays)
         prefix = "/".join(parts[:depth])
         strays += sorted(f"{prefix}/{n}" if prefix else n for n in names if n != part)
         directory = directory / part
         if not directory.is_dir() or directory.is_symlink():
             break
-    return strays
+    return sorted(strays)
 
 
 def _spool_dir(repo: str, system: Path) -> Path:
