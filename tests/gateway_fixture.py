@@ -61,15 +61,6 @@ def gateway_missing() -> str | None:
     return None
 
 
-def _child(pid: int) -> int:
-    """The first child of ``pid`` (0: none yet)."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return 0
-    return int(children[0]) if children else 0
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -106,14 +97,12 @@ class Publisher:
         name = self.gateway.name
         for suffix in ("pub", "crt", "gw"):
             shutil.copy(f"/etc/cvmfs/keys/{name}.{suffix}", self.dir / "keys")
-        # a PID namespace too (with its own /proc): cvmfs_server looks for open
-        # files under /cvmfs/REPO in every process it sees, and publishers on
-        # separate hosts do not see each other's
+        # (cvmfs_server looks for open files under /cvmfs/REPO in every process
+        # of the machine, so these publishers see each other's, which separate
+        # hosts would not: the backend waits those out. A PID namespace each
+        # would hide them, but its first process was seen to die under load.)
         holder = subprocess.Popen(
-            [
-                *("unshare", "-m", "-p", "--fork", "--mount-proc", "--propagation", "private"),
-                *("sh", "-ec", _HOLDER),
-            ],
+            ["unshare", "-m", "--propagation", "private", "sh", "-ec", _HOLDER],
             env={**os.environ, "D": str(self.dir)},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -121,14 +110,14 @@ class Publisher:
             start_new_session=True,
         )
         self.holder = holder
+        self.pid = holder.pid
         for _ in range(100):  # the namespace is ready when its /cvmfs is ours
-            self.pid = _child(holder.pid)
-            if self.pid and self._ready():
+            if self._ready():
                 break
             time.sleep(0.05)
         wrapper = self.dir / "bin" / "cvmfs_server"
         real = shutil.which("cvmfs_server")  # found before the wrapper is on PATH
-        wrapper.write_text(f'#!/bin/sh\nexec nsenter -t {self.pid} -m -p {real} "$@"\n')
+        wrapper.write_text(f'#!/bin/sh\nexec nsenter -t {self.pid} -m {real} "$@"\n')
         wrapper.chmod(0o755)
         upstream = f"gw,/srv/cvmfs/{name}/data/txn,{self.gateway.url}"
         self.server(
@@ -155,7 +144,7 @@ class Publisher:
 
     def server(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["nsenter", "-t", str(self.pid), "-m", "-p", "cvmfs_server", *args],
+            ["nsenter", "-t", str(self.pid), "-m", "cvmfs_server", *args],
             capture_output=True,
             text=True,
             cwd="/",
@@ -169,10 +158,10 @@ class Publisher:
         name = self.gateway.name
         self.server("abort", "-f", name, check=False)
         self.server("rmfs", "-f", name, check=False)
-        with_ns = ["nsenter", "-t", str(self.pid), "-m", "-p", "umount", "-l"]
+        with_ns = ["nsenter", "-t", str(self.pid), "-m", "umount", "-l"]
         for mount in (f"/cvmfs/{name}", f"/var/spool/cvmfs/{name}/rdonly"):
             subprocess.run([*with_ns, mount], capture_output=True, check=False)
-        os.kill(self.pid, signal.SIGKILL)  # the namespace's first process: all go
+        os.kill(self.pid, signal.SIGKILL)
         if self.holder is not None:
             self.holder.wait(timeout=30)
         self.pid = 0
@@ -201,18 +190,25 @@ class Gateway:
         self.mounted = False
 
     def start(self) -> None:
+        """Everything that may touch Apache's configuration (``mkfs``) under the
+        machine's exclusive lock: another worker's publishes hold it shared
+        (:meth:`in_use`) and would fail to download the whitelist meanwhile."""
         with _machine_lock():
             _apache_up()
             self.created = True
             _run("cvmfs_server", "mkfs", "-o", "root", self.name)
-        secret = uuid.uuid4().hex
-        key = Path(f"/etc/cvmfs/keys/{self.name}.gw")
-        key.write_text(f"plain_text {GATEWAY_KEY} {secret}\n")
-        key.chmod(0o600)
-        self._start_gateway(secret)
-        for publisher in self.publishers:
-            publisher.start()
+            secret = uuid.uuid4().hex
+            key = Path(f"/etc/cvmfs/keys/{self.name}.gw")
+            key.write_text(f"plain_text {GATEWAY_KEY} {secret}\n")
+            key.chmod(0o600)
+            self._start_gateway(secret)
+            for publisher in self.publishers:
+                publisher.start()
         self._mount_client()
+
+    def in_use(self) -> contextlib.AbstractContextManager[None]:
+        """Hold while publishing: no repository is made or removed meanwhile."""
+        return _machine_lock(shared=True)
 
     def _start_gateway(self, secret: str) -> None:
         config = self.tmp / "gateway"
@@ -299,15 +295,15 @@ class Gateway:
     def stop(self) -> None:
         if self.mounted and _run("umount", str(self.client_mount), check=False).returncode:
             _run("umount", "-l", str(self.client_mount), check=False)
-        for publisher in self.publishers:
-            publisher.stop()
-        if self.gateway_pid:
-            os.kill(self.gateway_pid, signal.SIGTERM)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.gateway_pid, 0)
-        Path(f"/etc/cvmfs/keys/{self.name}.gw").unlink(missing_ok=True)
-        if self.created:
-            with _machine_lock():
+        with _machine_lock():
+            for publisher in self.publishers:
+                publisher.stop()
+            if self.gateway_pid:
+                os.kill(self.gateway_pid, signal.SIGTERM)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.gateway_pid, 0)
+            Path(f"/etc/cvmfs/keys/{self.name}.gw").unlink(missing_ok=True)
+            if self.created:
                 _run("cvmfs_server", "abort", "-f", self.name, check=False)
                 _run("cvmfs_server", "rmfs", "-f", self.name, check=False)
 

@@ -148,7 +148,8 @@ def published_through(
     gateway = request.getfixturevalue("real_gateway")
     for key, value in gateway.env.items():
         monkeypatch.setenv(key, value)
-    yield gateway
+    with gateway.in_use():
+        yield gateway
 
 
 @pytest.mark.skipif(shutil.which("umoci") is None, reason="umoci is not installed")

@@ -84,6 +84,17 @@ def gateway(
         real.stop()
 
 
+@pytest.fixture(autouse=True)
+def in_use(gateway: Under) -> Iterator[None]:
+    """A real gateway's tests publish while no repository is made or removed
+    (another worker's ``mkfs`` reloads Apache)."""
+    if gateway.real is None:
+        yield
+        return
+    with gateway.real.in_use():
+        yield
+
+
 def _wishlist(tmp: Path, gateway: Under, registry: LocalRegistry, tags: list[str]) -> Path:
     path = tmp / f"wishlist-{uuid.uuid4().hex[:6]}.yaml"
     lines = [

@@ -81,7 +81,8 @@ def backend(
         gateway: Gateway = request.getfixturevalue("real_gateway")
         for key, value in gateway.publishers[0].env.items():
             monkeypatch.setenv(key, value)
-        yield Backend(f"cvmfs:{gateway.name}", repo=gateway)  # type: ignore[arg-type]
+        with gateway.in_use():
+            yield Backend(f"cvmfs:{gateway.name}", repo=gateway)  # type: ignore[arg-type]
         return
     kind = request.param.removeprefix("cvmfs-")
     with open_repo(kind, request, tmp_path, monkeypatch) as repo:
