@@ -52,6 +52,8 @@ from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import IO
 
+import requests
+
 from bot.core import layout
 from bot.errors import LeaseBusy, LeaseRefused, PublisherError, UsageError
 from bot.publisher.backend import Scope
@@ -105,8 +107,19 @@ class GatewayPublisher(CvmfsPublisher):
     def __init__(self, repo: str, *, cvmfs_root: Path | None = None) -> None:
         super().__init__(repo, cvmfs_root=cvmfs_root)
         self.wait = _seconds("WISHBOT_GATEWAY_WAIT", DEFAULT_WAIT)
+        conf = _server_conf(repo, self._root.parent.parent)
+        spool = self._root.parent.parent / conf.get(
+            "CVMFS_SPOOL_DIR", f"/var/spool/cvmfs/{repo}"
+        ).lstrip("/")
         #: the overlay's upper directory, where writes outside the lease show
-        self.scratch = _spool_dir(repo, self._root.parent.parent) / "scratch" / "current"
+        self.scratch = spool / "scratch" / "current"
+        #: the read-only mount under the overlay: the revision a transaction starts from
+        self.rdonly = spool / "rdonly"
+        #: where the newest revision is published (``.cvmfspublished``)
+        self.stratum0 = conf.get("CVMFS_STRATUM0", "")
+        #: the scope of the transaction being opened, and the lease it got
+        self._scope = Scope()
+        self._lease = ""
 
     # --- leases ---------------------------------------------------------------
 
@@ -114,6 +127,7 @@ class GatewayPublisher(CvmfsPublisher):
         return lease_of(scope, lambda rel: (self._root / rel).is_dir())
 
     def _open(self, clone: tuple[str, str] | None, scope: Scope) -> AbstractContextManager[Path]:
+        self._scope = scope
         lease = self.lease_for(scope)
         if clone is None:
             return self._transaction(lease=lease)
@@ -121,19 +135,42 @@ class GatewayPublisher(CvmfsPublisher):
         return self._transaction("-T", f"/{source}=/{dest}", lease=lease)
 
     def _begin(self, options: tuple[str, ...], lease: str) -> tuple[int, str]:
-        """``transaction REPO/lease``, asked again while the lease is busy (not
-        ``-t``: a transaction that waited inside ``cvmfs_server`` starts from the
-        revision it saw *before* waiting, so it would write back a shared file as
-        it was before the holder it waited for changed it)."""
-        target = f"{self.repo}/{lease}" if lease else self.repo
+        """``transaction REPO/lease``, asked again while the lease is busy or the
+        transaction did not start from the newest revision.
+
+        Not ``-t``: a transaction that waited inside ``cvmfs_server`` starts
+        from the revision it saw *before* waiting (seen: a backlink lost).
+        And a lease granted just after its last holder published may still
+        start from the revision before that publish (seen: a public path lost
+        under three publishers): such a transaction is aborted and asked for
+        again. The lease is worked out again each time: every attempt brings
+        this publisher's view up to date, so it can be narrower.
+        """
         deadline = time.monotonic() + self.wait
         pause = 0.2
         while True:
+            self._mark_open()
+            self._lease = lease = self.lease_for(self._scope)
+            target = f"{self.repo}/{lease}" if lease else self.repo
             code, output = self._call("transaction", *options, target)
+            if code == 0 and not self._fresh():
+                self._abort()
+                code, output = EXIT_LEASE_BUSY, "busy: started from an older revision"
             if code != EXIT_LEASE_BUSY or time.monotonic() + pause > deadline:
                 return code, output
             time.sleep(pause * random.uniform(0.5, 1.5))
             pause = min(pause * 2, 3.0)
+
+    def _fresh(self) -> bool:
+        """Does the open transaction start from the newest published revision?
+        (The revision of the read-only mount against the stratum 0's
+        ``.cvmfspublished``; True where either cannot be read.)"""
+        try:
+            mine = int(os.getxattr(self.rdonly, "user.revision"))
+        except (OSError, ValueError):
+            return True
+        newest = published_revision(self.stratum0)
+        return newest is None or mine >= newest
 
     def _not_opened(
         self, code: int, output: str, options: tuple[str, ...], lease: str
@@ -166,6 +203,7 @@ class GatewayPublisher(CvmfsPublisher):
         )
 
     def _before_publish(self, lease: str) -> None:
+        lease = self._lease  # as granted (see _begin)
         strays = stray_writes(self.scratch, lease)
         if strays:
             shown = ", ".join(strays[:5]) + (
@@ -322,20 +360,46 @@ def stray_writes(scratch: Path, lease: str) -> list[str]:
     return sorted(strays)
 
 
-def _spool_dir(repo: str, system: Path) -> Path:
-    """``CVMFS_SPOOL_DIR`` of the repository's ``server.conf`` (default as mkfs's),
-    on the release manager whose file system root is ``system`` (the parent of
-    the CernVM-FS root: ``/`` for ``/cvmfs``)."""
-    default = system / "var/spool/cvmfs" / repo
+def _server_conf(repo: str, system: Path) -> dict[str, str]:
+    """The repository's ``server.conf`` on the release manager whose file system
+    root is ``system`` (the parent of the CernVM-FS root: ``/`` for ``/cvmfs``)."""
     try:
         text = (system / "etc/cvmfs/repositories.d" / repo / "server.conf").read_text()
     except OSError:
-        return default
+        return {}
+    conf = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
-        if sep and key.strip() == "CVMFS_SPOOL_DIR" and value.strip():
-            return system / value.strip().strip('"').lstrip("/")
-    return default
+        if sep and not key.strip().startswith("#"):
+            conf[key.strip()] = value.strip().strip('"')
+    return conf
+
+
+def published_revision(stratum0: str) -> int | None:
+    """The revision the stratum 0 publishes now (``S`` line of its
+    ``.cvmfspublished``; None where it cannot be read). Read directly, never
+    through a proxy, at most 64 KiB, within 10 s."""
+    if not stratum0.startswith(("http://", "https://")):
+        return None
+    try:
+        with requests.get(
+            f"{stratum0}/.cvmfspublished",
+            timeout=10,
+            stream=True,
+            proxies={"http": "", "https": ""},
+            allow_redirects=False,
+        ) as answer:
+            if answer.status_code != 200:
+                return None
+            head = answer.raw.read(65536, decode_content=True)
+    except requests.RequestException:
+        return None
+    for line in head.split(b"\n"):
+        if line == b"--":
+            break
+        if line.startswith(b"S") and line[1:].strip().isdigit():
+            return int(line[1:])
+    return None
 
 
 def _seconds(name: str, default: float) -> float:
