@@ -175,6 +175,7 @@ class GatewayPublisher(CvmfsPublisher):
     def _not_opened(
         self, code: int, output: str, options: tuple[str, ...], lease: str
     ) -> PublisherError:
+        lease = self._lease or lease  # as last asked for (see _begin)
         where = f"{self.repo}/{lease}" if lease else self.repo
         if code == EXIT_LEASE_BUSY or "busy" in output.lower():
             return LeaseBusy(
