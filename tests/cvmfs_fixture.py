@@ -236,6 +236,33 @@ def _serving() -> bool:
         return False
 
 
+def mount_client(tmp: Path, name: str, mount: Path, cache: Path) -> None:
+    """The reference page's client of repository ``name`` at ``mount``: one that
+    leaves the machine's configuration alone (its files in ``tmp``)."""
+    mount.mkdir()
+    cache.mkdir()
+    (tmp / "sockets").mkdir()
+    config = tmp / "client.conf"
+    config.write_text(
+        "CVMFS_SERVER_URL=http://localhost/cvmfs/@fqrn@\n"
+        f"CVMFS_PUBLIC_KEY=/etc/cvmfs/keys/{name}.pub\n"
+        "CVMFS_HTTP_PROXY=DIRECT\n"
+        f"CVMFS_CACHE_BASE={cache}\n"
+        "CVMFS_SHARED_CACHE=no\n"
+        "CVMFS_USER=root\n"
+        "CVMFS_CLAIM_OWNERSHIP=no\n"
+        f"CVMFS_RELOAD_SOCKETS={tmp / 'sockets'}\n"
+    )
+    _run("cvmfs2", "-o", f"config={config},allow_other,fsname={name}", name, str(mount))
+
+
+def synced_client(name: str, mount: Path, cache: Path) -> Path:
+    """Remount sync: the client sees the newest revision at once (reference page)."""
+    socket = cache / name / f"cvmfs_io.{name}"
+    _run("cvmfs_talk", "-p", str(socket), "remount", "sync")
+    return mount
+
+
 class RealRepo(Repo):
     kind = "real"
 
@@ -253,35 +280,11 @@ class RealRepo(Repo):
             _apache_up()
             self.created = True
             _run("cvmfs_server", "mkfs", "-o", "root", self.name)
-        # the reference page: a client that leaves the machine's configuration alone
-        self.mount.mkdir()
-        self.cache.mkdir()
-        (self.tmp / "sockets").mkdir()
-        config = self.tmp / "client.conf"
-        config.write_text(
-            "CVMFS_SERVER_URL=http://localhost/cvmfs/@fqrn@\n"
-            f"CVMFS_PUBLIC_KEY=/etc/cvmfs/keys/{self.name}.pub\n"
-            "CVMFS_HTTP_PROXY=DIRECT\n"
-            f"CVMFS_CACHE_BASE={self.cache}\n"
-            "CVMFS_SHARED_CACHE=no\n"
-            "CVMFS_USER=root\n"
-            "CVMFS_CLAIM_OWNERSHIP=no\n"
-            f"CVMFS_RELOAD_SOCKETS={self.tmp / 'sockets'}\n"
-        )
-        _run(
-            "cvmfs2",
-            "-o",
-            f"config={config},allow_other,fsname={self.name}",
-            self.name,
-            str(self.mount),
-        )
+        mount_client(self.tmp, self.name, self.mount, self.cache)
         self.mounted = True
 
     def client(self) -> Path:
-        """Remount sync: the client sees the newest revision at once (reference page)."""
-        socket = self.cache / self.name / f"cvmfs_io.{self.name}"
-        _run("cvmfs_talk", "-p", str(socket), "remount", "sync")
-        return self.mount
+        return synced_client(self.name, self.mount, self.cache)
 
     def revision(self) -> int:
         return int(os.getxattr(self.client(), "user.revision"))

@@ -43,7 +43,9 @@ from cvmfs_fixture import (
     _catalog_paths,
     _machine_lock,
     _run,
+    mount_client,
     real_cvmfs_missing,
+    synced_client,
 )
 
 GATEWAY_KEY = "wishbot-publisher"
@@ -251,26 +253,12 @@ class Gateway:
         raise RuntimeError(f"cvmfs_gateway did not listen on {self.port}: see {config}")
 
     def _mount_client(self) -> None:
-        self.client_mount.mkdir()
-        self.cache.mkdir()
-        (self.tmp / "sockets").mkdir()
-        config = self.tmp / "client.conf"
-        config.write_text(
-            "CVMFS_SERVER_URL=http://localhost/cvmfs/@fqrn@\n"
-            f"CVMFS_PUBLIC_KEY=/etc/cvmfs/keys/{self.name}.pub\n"
-            "CVMFS_HTTP_PROXY=DIRECT\n"
-            f"CVMFS_CACHE_BASE={self.cache}\nCVMFS_SHARED_CACHE=no\nCVMFS_USER=root\n"
-            f"CVMFS_CLAIM_OWNERSHIP=no\nCVMFS_RELOAD_SOCKETS={self.tmp / 'sockets'}\n"
-        )
-        option = f"config={config},allow_other,fsname={self.name}"
-        _run("cvmfs2", "-o", option, self.name, str(self.client_mount))
+        mount_client(self.tmp, self.name, self.client_mount, self.cache)
         self.mounted = True
 
     def client(self) -> Path:
         """What a site sees of the newest revision (remount sync)."""
-        sock = self.cache / self.name / f"cvmfs_io.{self.name}"
-        _run("cvmfs_talk", "-p", str(sock), "remount", "sync")
-        return self.client_mount
+        return synced_client(self.name, self.client_mount, self.cache)
 
     def revision(self) -> int:
         return int(os.getxattr(self.client(), "user.revision"))
