@@ -143,14 +143,14 @@ class GatewayPublisher(CvmfsPublisher):
         And a lease granted just after its last holder published may still
         start from the revision before that publish (seen: a public path lost
         under three publishers): such a transaction is aborted and asked for
-        again. The lease is worked out again each time: every attempt brings
-        this publisher's view up to date, so it can be narrower.
+        again. The lease is worked out again before each new attempt: every
+        attempt brings this publisher's view up to date, so it can be narrower.
         """
         deadline = time.monotonic() + self.wait
         pause = 0.2
         while True:
             self._mark_open()
-            self._lease = lease = self.lease_for(self._scope)
+            self._lease = lease
             target = f"{self.repo}/{lease}" if lease else self.repo
             code, output = self._call("transaction", *options, target)
             if code == 0 and not self._fresh():
@@ -160,6 +160,7 @@ class GatewayPublisher(CvmfsPublisher):
                 return code, output
             time.sleep(pause * random.uniform(0.5, 1.5))
             pause = min(pause * 2, 3.0)
+            lease = self.lease_for(self._scope)
 
     def _fresh(self) -> bool:
         """Does the open transaction start from the newest published revision?
@@ -175,7 +176,7 @@ class GatewayPublisher(CvmfsPublisher):
     def _not_opened(
         self, code: int, output: str, options: tuple[str, ...], lease: str
     ) -> PublisherError:
-        lease = self._lease or lease  # as last asked for (see _begin)
+        lease = self._lease  # as last asked for (see _begin)
         where = f"{self.repo}/{lease}" if lease else self.repo
         if code == EXIT_LEASE_BUSY or "busy" in output.lower():
             return LeaseBusy(
