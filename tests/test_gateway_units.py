@@ -1,5 +1,6 @@
 """The gateway backend's pure parts: which lease a scope takes, what counts as a
-write outside it, and a variant symlink as a CernVM-FS client reads it."""
+write outside it, a variant symlink as a CernVM-FS client reads it, and when
+a transaction is asked for again (with ``cvmfs_server`` replaced)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from bot.core import layout
+from bot.publisher import gateway
 from bot.publisher.backend import Scope
-from bot.publisher.gateway import lease_of, stray_writes
+from bot.publisher.gateway import (
+    EXIT_LEASE_BUSY,
+    STALE_AT_ONCE,
+    GatewayPublisher,
+    lease_of,
+    stray_writes,
+)
 
 
 @pytest.mark.parametrize(
@@ -51,3 +59,65 @@ def test_a_variant_symlink_read_expanded_still_marks_a_multi_platform_path() -> 
     assert not layout.serves_variant(path, layout.flat_link(path, "sha256:" + "a" * 64))
     other = layout.relative_link(path, f"{layout.MULTIARCH}/x86_64/r.io/a/c:1")
     assert not layout.serves_variant(path, other)
+
+
+class Answers:
+    """``cvmfs_server transaction`` answering from a script: each answer an exit
+    code, and whether the transaction it opened starts from the newest revision."""
+
+    def __init__(self, script: list[tuple[int, bool]]) -> None:
+        self.script = list(script)
+        self.calls: list[str] = []
+        self.fresh = True
+
+    def call(self, *args: str, feed: object = None) -> tuple[int, str]:
+        self.calls.append(" ".join(args))
+        if args[0] == "abort":
+            return 0, ""
+        code, self.fresh = self.script.pop(0)
+        return code, "CernVM-FS transaction error: lease path busy" if code else ""
+
+
+@pytest.fixture
+def answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[GatewayPublisher, Answers, list[float]]:
+    monkeypatch.setenv("WISHBOT_LOCK_DIR", str(tmp_path))
+    publisher = GatewayPublisher("gw.example.org", cvmfs_root=tmp_path / "cvmfs")
+    answers = Answers([])
+    pauses: list[float] = []
+    monkeypatch.setattr(publisher, "_call", answers.call)
+    monkeypatch.setattr(publisher, "_fresh", lambda: answers.fresh)
+    monkeypatch.setattr(gateway.time, "sleep", pauses.append)
+    return publisher, answers, pauses
+
+
+def test_a_stale_start_is_aborted_and_asked_for_again_at_once(
+    answered: tuple[GatewayPublisher, Answers, list[float]],
+) -> None:
+    publisher, answers, pauses = answered
+    answers.script = [(0, False), (0, False), (0, True)]
+    assert publisher._begin((), ".flat/ab/abc") == (0, "")
+    opened = [c for c in answers.calls if c.startswith("transaction")]
+    assert len(opened) == 3 and answers.calls.count("abort -f gw.example.org") == 2
+    assert pauses == []  # the newer revision is out: no reason to wait
+
+
+def test_a_busy_lease_is_waited_for_and_a_stale_start_only_so_often_at_once(
+    answered: tuple[GatewayPublisher, Answers, list[float]],
+) -> None:
+    publisher, answers, pauses = answered
+    answers.script = [(EXIT_LEASE_BUSY, True), (EXIT_LEASE_BUSY, True)]
+    answers.script += [(0, False)] * (STALE_AT_ONCE + 1) + [(0, True)]
+    assert publisher._begin((), ".flat/ab/abc") == (0, "")
+    assert len(pauses) == 3  # two busy answers, then one stale start too many
+
+
+def test_a_lease_busy_past_the_wait_is_given_up(
+    answered: tuple[GatewayPublisher, Answers, list[float]],
+) -> None:
+    publisher, answers, pauses = answered
+    publisher.wait = 0.0
+    answers.script = [(EXIT_LEASE_BUSY, True)]
+    assert publisher._begin((), ".flat/ab/abc")[0] == EXIT_LEASE_BUSY
+    assert pauses == []

@@ -64,6 +64,8 @@ EXIT_LEASE_BUSY = 16
 EXIT_NO_PARENT = 2
 EXIT_PARENT_NOT_DIR = 20
 DEFAULT_WAIT = 600.0
+#: transactions that started from an older revision asked for again without a pause
+STALE_AT_ONCE = 3
 #: a lease nobody else takes (with this host and process), opened and aborted
 #: to bring the view up to date
 REFRESH_LEASE = ".wishbot-refresh-{host}-{pid}"
@@ -142,24 +144,32 @@ class GatewayPublisher(CvmfsPublisher):
         from the revision it saw *before* waiting (seen: a backlink lost).
         And a lease granted just after its last holder published may still
         start from the revision before that publish (seen: a public path lost
-        under three publishers): such a transaction is aborted and asked for
-        again. The lease is worked out again before each new attempt: every
+        under three publishers; ``cvmfs_publish`` reads the manifest when it
+        starts and asks for the lease after, repository.cc and
+        repository_transaction.cc in 2.12): such a transaction is aborted and asked for
+        again, at once (the newer revision is out already; after
+        :data:`STALE_AT_ONCE` in a row, with the busy lease's back-off). The
+        lease is worked out again before each new attempt: every
         attempt brings this publisher's view up to date, so it can be narrower.
         """
         deadline = time.monotonic() + self.wait
-        pause = 0.2
+        pause, stale = 0.2, 0
         while True:
             self._mark_open()
             self._lease = lease
             target = f"{self.repo}/{lease}" if lease else self.repo
             code, output = self._call("transaction", *options, target)
-            if code == 0 and not self._fresh():
+            stale = stale + 1 if code == 0 and not self._fresh() else 0
+            if stale:
                 self._abort()
                 code, output = EXIT_LEASE_BUSY, "busy: started from an older revision"
             if code != EXIT_LEASE_BUSY or time.monotonic() + pause > deadline:
                 return code, output
-            time.sleep(pause * random.uniform(0.5, 1.5))
-            pause = min(pause * 2, 3.0)
+            if not 0 < stale <= STALE_AT_ONCE:
+                # busy (or stale again and again): back off. A stale start is
+                # asked for again at once: the newer revision is out already
+                time.sleep(pause * random.uniform(0.5, 1.5))
+                pause = min(pause * 2, 3.0)
             lease = self.lease_for(self._scope)
 
     def _fresh(self) -> bool:
