@@ -192,6 +192,29 @@ def test_disjoint_shards_publish_at_the_same_time(
     assert [r["transactions"] for r in reports] == [0, 0]
 
 
+def test_a_publisher_alone_publishes_each_image_in_one_transaction(
+    gateway: Under, registry: LocalRegistry, unique_repo: str, tmp_path: Path
+) -> None:
+    """Without --shard an image goes as through a release manager: its layers
+    ingested, then one transaction on the whole repository (not five leases)."""
+    tags = []
+    for n in range(2):
+        push_image(registry.url, unique_repo, f"s{n}", [_layer(f"sb{n}"), _layer(f"st{n}")])
+        tags.append(f"{unique_repo}:s{n}")
+    # the first (it also schedules the other tests' paths for removal), then both
+    first = _wishlist(tmp_path, gateway, registry, tags[:1])
+    _together(gateway, [_apply(gateway, registry, first, 0, None)])
+    both = _wishlist(tmp_path, gateway, registry, tags)
+    (report,), _ = _together(gateway, [_apply(gateway, registry, both, 0, None)])
+    assert [r["path"] for r in report["images"]] == [f"{registry.host}/{tags[1]}"]
+    assert report["transactions"] == 1
+    client = gateway.client()
+    for n, tag in enumerate(tags):
+        assert (client / f"{registry.host}/{tag}" / f"st{n}" / "data").stat().st_size == 200_000
+    (again,), _ = _together(gateway, [_apply(gateway, registry, both, 0, None)])
+    assert again["transactions"] == 0
+
+
 def test_two_publishers_share_a_layer_and_the_schedule(
     gateway: Under, registry: LocalRegistry, unique_repo: str, tmp_path: Path
 ) -> None:
@@ -220,8 +243,14 @@ def test_two_publishers_share_a_layer_and_the_schedule(
 
 
 def test_a_killed_publisher_leaves_nothing_visible_and_the_next_run_converges(
-    gateway: Under, registry: LocalRegistry, unique_repo: str, tmp_path: Path
+    gateway: Under,
+    registry: LocalRegistry,
+    unique_repo: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # as one of several hosts would (leases on paths): what it leaves is one lease
+    monkeypatch.setenv("WISHBOT_GATEWAY_LEASES", "paths")
     push_image(registry.url, unique_repo, "k", [_layer("kbase"), _layer("ktop")])
     wishlist = _wishlist(tmp_path, gateway, registry, [f"{unique_repo}:k"])
     path = f"{registry.host}/{unique_repo}:k"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.core import layout
+from bot.errors import UsageError
 from bot.publisher import gateway
 from bot.publisher.backend import Scope
 from bot.publisher.gateway import (
@@ -121,3 +122,32 @@ def test_a_lease_busy_past_the_wait_is_given_up(
     answers.script = [(EXIT_LEASE_BUSY, True)]
     assert publisher._begin((), ".flat/ab/abc")[0] == EXIT_LEASE_BUSY
     assert pauses == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "hosts", "leased"),
+    [
+        ("", 1, False),  # alone: whole-repository transactions, as a release manager
+        ("", 3, True),  # one of three hosts: leases on paths
+        ("auto", 2, True),
+        ("paths", 1, True),
+        ("repository", 4, False),
+    ],
+)
+def test_leases_on_paths_only_while_several_hosts_publish(
+    setting: str, hosts: int, leased: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WISHBOT_GATEWAY_LEASES", setting)
+    publisher = GatewayPublisher("gw.example.org", cvmfs_root=tmp_path)
+    assert publisher.leased is (setting != "repository")  # before it is told
+    publisher.share_with(hosts)
+    assert (publisher.leased, publisher.hosts) == (leased, hosts)
+    assert not publisher.catalog_clones  # never, through a gateway
+
+
+def test_an_unknown_lease_setting_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WISHBOT_GATEWAY_LEASES", "some")
+    with pytest.raises(UsageError, match="WISHBOT_GATEWAY_LEASES='some' is not one of auto"):
+        GatewayPublisher("gw.example.org", cvmfs_root=tmp_path)

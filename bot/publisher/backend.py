@@ -198,6 +198,15 @@ class Publisher(ABC):
 
     def __init__(self) -> None:
         self.transactions_opened = 0
+        #: publisher hosts executing this run's plan at once (:meth:`share_with`)
+        self.hosts = 1
+
+    def share_with(self, hosts: int) -> None:
+        """Told how many publisher hosts execute this run's plan at once
+        (``apply --shard I/N``: N; else 1). A backend whose transactions can
+        be narrower when others publish too chooses here (see
+        :class:`~bot.publisher.gateway.GatewayPublisher`); the others only note it."""
+        self.hosts = hosts
 
     @property
     @abstractmethod

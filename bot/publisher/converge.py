@@ -83,6 +83,7 @@ def converge(
         )
         if shard is not None:
             plan = _share(plan, shard, say)
+        publisher.share_with(shard.count if shard is not None else 1)
         report = apply_plan(
             plan,
             publisher,

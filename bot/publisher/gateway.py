@@ -27,8 +27,13 @@ backend copes:
 - any refusal makes ``publish`` exit 1 with the transaction open: it is
   aborted and :class:`~bot.errors.LeaseRefused` lets the caller run the step
   again; a transaction that wrote nothing is aborted, not published;
-- a flat image is built whole: a catalog-level clone (``transaction -T``) on a
-  lease path aborts in 2.12.0;
+- a flat image is built whole: a catalog-level clone (``transaction -T``)
+  aborts in 2.12.0 on a lease path, and on the whole repository commits the
+  copy on its own and uses up the lease;
+- all this only while several hosts publish (``apply --shard I/N``, see
+  :meth:`GatewayPublisher.share_with`): a run that is the only one publishes
+  each image (after its layers) in one transaction on the whole repository,
+  as a release manager without a gateway does;
 - layers are ingested one by one, each under a lease on its own
   ``.layers/xx/<hex>``; deletions go one path per ``ingest -d`` (a gateway
   refuses several in one call);
@@ -101,9 +106,11 @@ def _catalog_dir(relpath: str) -> bool:
 class GatewayPublisher(CvmfsPublisher):
     leased = True
     publish_unchanged = False
-    #: ``transaction -T`` on a lease path aborts in CernVM-FS 2.12.0 (an assertion
-    #: in statistics.cc, seen on this machine; without a lease path it works but
-    #: leases the whole repository): flat images are built whole
+    #: flat images are built whole. In CernVM-FS 2.12.0 ``transaction -T`` on a
+    #: lease path aborts (an assertion in statistics.cc), and on the whole
+    #: repository it commits the copy at once, as a revision of its own, using
+    #: up the lease: the transaction's publish then fails ("invalid lease"),
+    #: and a half-built flat image would be left published (both seen here)
     catalog_clones = False
 
     def __init__(self, repo: str, *, cvmfs_root: Path | None = None) -> None:
@@ -122,6 +129,22 @@ class GatewayPublisher(CvmfsPublisher):
         #: the scope of the transaction being opened, and the lease it got
         self._scope = Scope()
         self._lease = ""
+        #: ``WISHBOT_GATEWAY_LEASES``: when images go in leases on paths
+        self.leases = _leases_setting()
+        #: until told otherwise (:meth:`share_with`), as if others publish too
+        self.leased = self.leases != "repository"
+
+    def share_with(self, hosts: int) -> None:
+        """Leases on exactly what each step writes when several hosts publish
+        (``apply --shard I/N``, N > 1; or ``WISHBOT_GATEWAY_LEASES=paths``).
+        Alone (or ``=repository``), an image's layers are ingested as before and
+        the rest of it is one transaction on the whole repository, as a
+        release manager without a gateway publishes it: an image takes its
+        layers' publishes and one more, instead of five more
+        (``bench/gateway.py``), and it is just as safe: a lease on the whole
+        repository excludes every other one."""
+        super().share_with(hosts)
+        self.leased = self.leases == "paths" or (self.leases == "auto" and hosts > 1)
 
     # --- leases ---------------------------------------------------------------
 
@@ -412,6 +435,21 @@ def published_revision(stratum0: str) -> int | None:
         if line.startswith(b"S") and line[1:].strip().isdigit():
             return int(line[1:])
     return None
+
+
+#: ``WISHBOT_GATEWAY_LEASES``: ``auto`` (leases on paths when the run is one
+#: shard of several), ``paths`` (always), ``repository`` (never)
+LEASE_SETTINGS = ("auto", "paths", "repository")
+
+
+def _leases_setting() -> str:
+    raw = os.environ.get("WISHBOT_GATEWAY_LEASES", "") or "auto"
+    if raw not in LEASE_SETTINGS:
+        raise UsageError(
+            f"WISHBOT_GATEWAY_LEASES='{raw}' is not one of {', '.join(LEASE_SETTINGS)}",
+            hint="auto (the default) leases paths when apply runs with --shard I/N, N > 1",
+        )
+    return raw
 
 
 def _seconds(name: str, default: float) -> float:
