@@ -15,7 +15,11 @@ only shard I's share of the plan: every host computes the same split from the
 wishlist on its own, no coordinator (wishbot plan --shards N shows it). The
 report, its totals line and the exit status cover that share only. --shard
 auto takes I and N from CI_NODE_INDEX and CI_NODE_TOTAL (GitLab's parallel:
-N). Write the catalog once every shard has finished.
+N). Write the catalog once every shard has finished. Through a CernVM-FS
+repository gateway, a shard of several publishes each image in small steps,
+each on a lease on the paths it writes; a run alone publishes it in one
+transaction on the whole repository (WISHBOT_GATEWAY_LEASES=paths|repository
+overrides).
 """
 
 from __future__ import annotations
