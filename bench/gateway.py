@@ -35,12 +35,10 @@ Run: ``.venv/bin/python bench/gateway.py [--files N] [--images 12] [--repeat 2]`
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -58,7 +56,7 @@ SETTINGS: tuple[Setting, ...] = (("auto", 1), *(("paths", count) for count in CO
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from convert import make_layers, synthetic_tree  # noqa: E402
+from convert import synthetic_tree, tar_of, tar_of_text  # noqa: E402
 from cvmfs_fixture import RealRepo  # noqa: E402
 from gateway_fixture import Gateway, Publisher, gateway_missing, open_gateway  # noqa: E402
 
@@ -74,23 +72,13 @@ def build_images(registry: LocalRegistry, work: Path, count: int, files: int) ->
         tree = work / f"tree{n}"
         tree.mkdir()
         synthetic_tree(tree, files, seed=100 + n)
-        (work / f"cut{n}").mkdir()
-        base = make_layers(tree, work / f"cut{n}")[0]
-        push_image(registry.url, "bench/gw", f"i{n}", [base, top_layer(n)])
+        base = tar_of(tree)
+        # a small top layer of the image's own: no two images share a layer,
+        # so no two publishers wait for one origin.json
+        top = tar_of_text("app/hello.txt", f"hi from image {n}\n")
+        push_image(registry.url, "bench/gw", f"i{n}", [base, top])
         tags.append(f"{registry.host}/bench/gw:i{n}")
     return tags
-
-
-def top_layer(n: int) -> bytes:
-    """A small top layer of the image's own (``app/hello.txt``): no two images
-    share a layer, so no two publishers wait for one ``origin.json``."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        data = f"hi from image {n}\n".encode()
-        info = tarfile.TarInfo("app/hello.txt")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return raw.getvalue()
 
 
 def wishlist(path: Path, repo: str, host: str, tags: list[str]) -> Path:
