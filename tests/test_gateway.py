@@ -215,6 +215,34 @@ def test_a_publisher_alone_publishes_each_image_in_one_transaction(
     assert again["transactions"] == 0
 
 
+def test_a_run_alone_and_a_run_on_leases_at_once_both_converge(
+    gateway: Under, registry: LocalRegistry, unique_repo: str, tmp_path: Path
+) -> None:
+    """Either mode is safe beside the other: two unsharded runs of one wishlist at
+    once, one on the whole repository, one on leases per path, wait for each
+    other where they meet and leave every image and backlink published."""
+    base = _layer("mixed-base")
+    tags, images = [], []
+    for n in range(2):
+        images.append(push_image(registry.url, unique_repo, f"m{n}", [base, _layer(f"mt{n}")]))
+        tags.append(f"{unique_repo}:m{n}")
+    wishlist = _wishlist(tmp_path, gateway, registry, tags)
+    runs = [
+        _apply(gateway, registry, wishlist, 0, None),
+        _apply(gateway, registry, wishlist, 1, None, WISHBOT_GATEWAY_LEASES="paths"),
+    ]
+    reports, _ = _together(gateway, runs)
+    assert all(r["ok"] for report in reports for r in report["images"])
+    client = gateway.client()
+    for n, tag in enumerate(tags):
+        assert (client / f"{registry.host}/{tag}" / f"mt{n}" / "data").is_file()
+    users = read_origin(client / layout.layer_metadata_dir(images[0].layer_digests[0]) / ORIGIN)
+    assert users == {image.config_digest for image in images}
+    again = [_apply(gateway, registry, wishlist, n, None) for n in (0, 1)]
+    reports, _ = _together(gateway, again)
+    assert [r["transactions"] for r in reports] == [0, 0]
+
+
 def test_two_publishers_share_a_layer_and_the_schedule(
     gateway: Under, registry: LocalRegistry, unique_repo: str, tmp_path: Path
 ) -> None:
