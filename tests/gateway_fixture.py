@@ -49,6 +49,11 @@ from cvmfs_fixture import (
 )
 
 GATEWAY_KEY = "wishbot-publisher"
+#: the machine's own ``cvmfs_server``, found when this module is imported: a
+#: test that puts a publisher's wrapper first on ``PATH`` (``Gateway.env``)
+#: must not make a stratum 0's ``rmfs`` run in a namespace that is gone
+#: (seen: a repository left behind by every run)
+CVMFS_SERVER = shutil.which("cvmfs_server") or "cvmfs_server"
 ADMIN_KEY = "wishbot-admin"
 
 
@@ -118,8 +123,7 @@ class Publisher:
                 break
             time.sleep(0.05)
         wrapper = self.dir / "bin" / "cvmfs_server"
-        real = shutil.which("cvmfs_server")  # found before the wrapper is on PATH
-        wrapper.write_text(f'#!/bin/sh\nexec nsenter -t {self.pid} -m {real} "$@"\n')
+        wrapper.write_text(f'#!/bin/sh\nexec nsenter -t {self.pid} -m {CVMFS_SERVER} "$@"\n')
         wrapper.chmod(0o755)
         upstream = f"gw,/srv/cvmfs/{name}/data/txn,{self.gateway.url}"
         self.server(
@@ -146,7 +150,7 @@ class Publisher:
 
     def server(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["nsenter", "-t", str(self.pid), "-m", "cvmfs_server", *args],
+            ["nsenter", "-t", str(self.pid), "-m", CVMFS_SERVER, *args],
             capture_output=True,
             text=True,
             cwd="/",
@@ -198,7 +202,7 @@ class Gateway:
         with _machine_lock():
             _apache_up()
             self.created = True
-            _run("cvmfs_server", "mkfs", "-o", "root", self.name)
+            _run(CVMFS_SERVER, "mkfs", "-o", "root", self.name)
             secret = uuid.uuid4().hex
             key = Path(f"/etc/cvmfs/keys/{self.name}.gw")
             key.write_text(f"plain_text {GATEWAY_KEY} {secret}\n")
@@ -292,8 +296,8 @@ class Gateway:
                     os.waitpid(self.gateway_pid, 0)
             Path(f"/etc/cvmfs/keys/{self.name}.gw").unlink(missing_ok=True)
             if self.created:
-                _run("cvmfs_server", "abort", "-f", self.name, check=False)
-                _run("cvmfs_server", "rmfs", "-f", self.name, check=False)
+                _run(CVMFS_SERVER, "abort", "-f", self.name, check=False)
+                _run(CVMFS_SERVER, "rmfs", "-f", self.name, check=False)
 
 
 def open_gateway(tmp: Path, count: int) -> Gateway:
