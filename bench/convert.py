@@ -258,7 +258,7 @@ def cvmfs_bench(work: Path, layers: list[bytes], kind: str) -> None:
                 images = []
                 for name in ("a", "b"):
                     images.append(f"{registry.host}/bench/img:{name}")
-                    _write_bench_wishlist(wishlists[name], registry.host, repo.name, images)
+                    write_bench_wishlist(wishlists[name], registry.host, repo.name, images)
                     path = f"{registry.host}/bench/img:{name}"
                     result = _cvmfs_apply(registry, repo, wishlists[name], path, clones)
                     how = "flat image cloned from its base" if clones else "whole flat tree"
@@ -281,7 +281,7 @@ def tar_of_text(name: str, text: str) -> bytes:
     return raw.getvalue()
 
 
-def _write_bench_wishlist(path: Path, host: str, repo: str, images: list[str]) -> None:
+def write_bench_wishlist(path: Path, host: str, repo: str, images: list[str]) -> Path:
     lines = [
         "version: 1",
         "user: bench",
@@ -290,6 +290,7 @@ def _write_bench_wishlist(path: Path, host: str, repo: str, images: list[str]) -
         "input:",
     ]
     path.write_text("\n".join([*lines, *(f"  - '{image}'" for image in images)]) + "\n")
+    return path
 
 
 def _floor(repo: Any, layer: bytes, work: Path) -> str:

@@ -56,7 +56,7 @@ SETTINGS: tuple[Setting, ...] = (("auto", 1), *(("paths", count) for count in CO
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from convert import synthetic_tree, tar_of, tar_of_text  # noqa: E402
+from convert import synthetic_tree, tar_of, tar_of_text, write_bench_wishlist  # noqa: E402
 from cvmfs_fixture import RealRepo  # noqa: E402
 from gateway_fixture import Gateway, Publisher, gateway_missing, open_gateway  # noqa: E402
 
@@ -79,19 +79,6 @@ def build_images(registry: LocalRegistry, work: Path, count: int, files: int) ->
         push_image(registry.url, "bench/gw", f"i{n}", [base, top])
         tags.append(f"{registry.host}/bench/gw:i{n}")
     return tags
-
-
-def wishlist(path: Path, repo: str, host: str, tags: list[str]) -> Path:
-    lines = [
-        "version: 1",
-        "user: bench",
-        f"cvmfs_repo: '{repo}'",
-        f"output_format: '{host}/thin/$(image)'",
-        "input:",
-        *(f"  - '{tag}'" for tag in tags),
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def run_apply(env: dict[str, str], plan: Path, repo: str, shard: str | None) -> subprocess.Popen:
@@ -138,7 +125,7 @@ def peer(work: Path, registry: LocalRegistry, tags: list[str]) -> tuple[float, i
         before = repo.revision()
         env = {**repo.env, "WISHBOT_INSECURE_REGISTRIES": registry.host}
         Path(env["WISHBOT_LOCK_DIR"]).mkdir(exist_ok=True)
-        plan = wishlist(work / "peer.yaml", repo.name, registry.host, tags)
+        plan = write_bench_wishlist(work / "peer.yaml", registry.host, repo.name, tags)
         start = time.perf_counter()
         finish([run_apply(env, plan, repo.name, None)])
         sees_all(repo.client, tags)
@@ -156,7 +143,9 @@ def through_gateway(
     gateway = open_gateway(work / f"gw-{leases}{count}", count)
     try:
         before = gateway.revision()
-        plan = wishlist(work / f"gw-{leases}{count}.yaml", gateway.name, registry.host, tags)
+        plan = write_bench_wishlist(
+            work / f"gw-{leases}{count}.yaml", registry.host, gateway.name, tags
+        )
         envs = [
             {
                 **p.env,
